@@ -1,0 +1,288 @@
+//! [`AgentBackend`]: the agent that answers turns.
+//!
+//! A backend owns whatever runs the conversation (a long-lived `claude` process per session in the default
+//! implementation) and turns one user message into a stream of [`ReplyEvent`]s.
+//!
+//! # Example
+//!
+//! A backend that answers every turn by echoing the user's text in two deltas:
+//!
+//! ```
+//! use async_trait::async_trait;
+//! use futures::stream::{self, StreamExt};
+//! use synthesis_bridge::{AgentBackend, BackendError, BackendStatus, ReplyEvent, ReplyStream, Turn};
+//!
+//! struct Echo;
+//!
+//! #[async_trait]
+//! impl AgentBackend for Echo {
+//!     async fn run_turn(&self, turn: Turn) -> Result<ReplyStream, BackendError> {
+//!         let events = vec![
+//!             ReplyEvent::text("you said: "),
+//!             ReplyEvent::text(turn.text),
+//!             ReplyEvent::end(),
+//!         ];
+//!         Ok(stream::iter(events).boxed())
+//!     }
+//!
+//!     async fn shutdown(&self) {}
+//!
+//!     fn status(&self) -> BackendStatus {
+//!         BackendStatus::default()
+//!     }
+//! }
+//! ```
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::session::{SessionKey, TurnId};
+
+/// One user message for one session, as handed to [`AgentBackend::run_turn`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Turn {
+    /// Which conversation this turn belongs to.
+    pub session: SessionKey,
+    /// The directory the agent works in. It exists and lies inside one of the configured workspace roots.
+    pub workspace: PathBuf,
+    /// The user's text, with client bookkeeping (OpenClaw's runtime line) removed.
+    pub text: String,
+    /// Everything else known about the request.
+    pub meta: TurnMeta,
+    /// Fired when nobody wants the answer any more (the client went away, a deadline passed, the bridge
+    /// is shutting down). The backend should stop the agent's turn and then end the stream.
+    pub cancel: CancellationToken,
+}
+
+impl Turn {
+    /// A turn with fresh metadata and its own cancellation token.
+    pub fn new(
+        session: SessionKey,
+        workspace: impl Into<PathBuf>,
+        text: impl Into<String>,
+    ) -> Self {
+        Self {
+            session,
+            workspace: workspace.into(),
+            text: text.into(),
+            meta: TurnMeta::default(),
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+/// Request metadata that comes with a [`Turn`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TurnMeta {
+    /// This turn's id, also used as the log field `turn_id`.
+    pub turn_id: TurnId,
+    /// The model id the client asked for.
+    pub model: String,
+    /// The client's own id for the current conversation within the session (OpenClaw's `sessionId`),
+    /// when it sends one. It changes when the user starts a new conversation under the same session key
+    /// (`/new`), and a backend should then start a new agent conversation.
+    pub conversation: Option<String>,
+    /// When the bridge received the request.
+    pub received_at: SystemTime,
+}
+
+impl Default for TurnMeta {
+    fn default() -> Self {
+        Self {
+            turn_id: TurnId::new(),
+            model: String::new(),
+            conversation: None,
+            received_at: SystemTime::now(),
+        }
+    }
+}
+
+impl TurnMeta {
+    /// Sets the requested model id.
+    pub fn with_model(mut self, model: impl Into<String>) -> Self {
+        self.model = model.into();
+        self
+    }
+
+    /// Sets the client's conversation id.
+    pub fn with_conversation(mut self, conversation: Option<String>) -> Self {
+        self.conversation = conversation;
+        self
+    }
+}
+
+/// The reply to one turn, as it happens.
+///
+/// The contract a consumer relies on:
+/// - [`ReplyEvent::TextDelta`]s arrive as soon as the agent produces them;
+/// - a successful turn yields [`ReplyEvent::End`], a failed one [`ReplyEvent::Error`]; a stream that stops
+///   without either is treated as a failure (the backend broke off mid-reply);
+/// - the stream itself ends (yields `None`) only when the agent's turn is really over, which may be after
+///   `End` (the agent may still be wrapping up). A consumer that stops listening fires [`Turn::cancel`] and
+///   keeps draining the stream, so the end of the stream is the signal that the agent is free again.
+pub type ReplyStream = BoxStream<'static, ReplyEvent>;
+
+/// One event of a [`ReplyStream`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ReplyEvent {
+    /// More text of the answer.
+    TextDelta(String),
+    /// Token counts for the turn, when the agent reports them.
+    Usage(Usage),
+    /// The answer is complete.
+    End(FinishReason),
+    /// The turn failed; nothing more will be said.
+    Error(BackendError),
+}
+
+impl ReplyEvent {
+    /// A text delta.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self::TextDelta(text.into())
+    }
+
+    /// A normal end of the answer.
+    pub fn end() -> Self {
+        Self::End(FinishReason::Stop)
+    }
+}
+
+/// Why an answer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum FinishReason {
+    /// The agent finished its answer.
+    #[default]
+    Stop,
+    /// The agent hit an output limit.
+    Length,
+}
+
+impl FinishReason {
+    /// The OpenAI `finish_reason` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+        }
+    }
+}
+
+/// Token counts in OpenAI's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Usage {
+    /// Tokens read by the model.
+    pub prompt_tokens: u64,
+    /// Tokens written by the model.
+    pub completion_tokens: u64,
+    /// The sum of both.
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    /// Usage from prompt and completion counts.
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
+    }
+}
+
+/// Why a backend could not run a turn, or why a running turn failed.
+///
+/// The variant decides what the client sees: before the response head it picks the HTTP status, after it
+/// the error travels in the final SSE chunk.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The agent cannot be reached or started at all, e.g. its program is not installed. HTTP 503.
+    #[error("{message}")]
+    Unavailable {
+        /// What is wrong and, where possible, how to fix it.
+        message: String,
+        /// When a retry may succeed, for `Retry-After`.
+        retry_after: Option<Duration>,
+    },
+    /// The turn took too long. HTTP 504.
+    #[error("{0}")]
+    Timeout(String),
+    /// The agent refused this input. HTTP 400.
+    #[error("{0}")]
+    Rejected(String),
+    /// The agent failed while answering (it crashed, its connection dropped, it reported an error). HTTP 502.
+    #[error("{0}")]
+    Failed(String),
+    /// The turn was cancelled before it finished.
+    #[error("the turn was cancelled")]
+    Cancelled,
+}
+
+impl BackendError {
+    /// An [`BackendError::Unavailable`] without a retry hint.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A [`BackendError::Failed`].
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::Failed(message.into())
+    }
+}
+
+/// A point-in-time view of a backend, for `/health` and `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[non_exhaustive]
+pub struct BackendStatus {
+    /// Sessions the backend knows about.
+    pub sessions: usize,
+    /// Agent processes running now.
+    pub processes: usize,
+    /// Agent-side plugins connected now.
+    pub connections: usize,
+}
+
+impl BackendStatus {
+    /// A status from its three counts.
+    pub fn new(sessions: usize, processes: usize, connections: usize) -> Self {
+        Self {
+            sessions,
+            processes,
+            connections,
+        }
+    }
+}
+
+/// Runs turns for sessions: the agent side of the bridge.
+///
+/// Implementations are shared by every request (`Arc<dyn AgentBackend>`) and must serve different sessions
+/// concurrently. The bridge never runs two turns of one session at once when its concurrency layer is in
+/// place, but a backend should not rely on that for memory safety.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait AgentBackend: Send + Sync + 'static {
+    /// Starts one turn and returns its reply as it happens.
+    ///
+    /// Resolve once the turn has been handed to the agent (after starting it, if needed); an `Err` here is
+    /// answered with an HTTP error status before any response is sent. Failures after that go into the
+    /// stream as [`ReplyEvent::Error`].
+    async fn run_turn(&self, turn: Turn) -> Result<ReplyStream, BackendError>;
+
+    /// Stops every agent this backend started. Called once when the bridge shuts down.
+    async fn shutdown(&self);
+
+    /// A cheap snapshot of the backend's state.
+    fn status(&self) -> BackendStatus;
+}

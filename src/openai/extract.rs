@@ -1,0 +1,332 @@
+//! Works out, from a chat-completions request, what the user said and which session it belongs to.
+//!
+//! The rules follow what real clients send (see OpenClaw's measured behaviour in the project docs):
+//! - **The user's text** is the latest `user` message that is not OpenClaw's internal-context block (which
+//!   OpenClaw appends after the real message), with OpenClaw's `Runtime: …` line removed.
+//! - **The session key** is the first that applies of: the `x-openclaw-agent-id` (+ `x-openclaw-chat-id`)
+//!   headers, as `agent::chat`; the `x-session-affinity` or `session_id` header; `session=` of OpenClaw's
+//!   runtime line; the body's `user`; the configured fallback. With none, the request is refused rather
+//!   than mixed into a shared default session.
+//! - **The workspace** asked for is the `x-openclaw-workspace` header, else the runtime line's `repo=`.
+//!
+//! # Example
+//!
+//! ```
+//! use http::HeaderMap;
+//! use synthesis_bridge::openai::{ChatRequest, extract::{extract, KeySource}};
+//!
+//! let body = r#"{"messages":[
+//!     {"role":"system","content":"You are a helpful agent."},
+//!     {"role":"user","content":"[Sat 2026-11-21 05:18 UTC] fix the build\n\nRuntime: agent=main | session=agent:main:main | sessionId=5aedb614 | repo=/work/repo"},
+//!     {"role":"user","content":[{"type":"text","text":"<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>\n…\n<<<END_OPENCLAW_INTERNAL_CONTEXT>>>"}]}
+//! ]}"#;
+//! let request: ChatRequest<'_> = serde_json::from_str(body).unwrap();
+//! let turn = extract(&request, &HeaderMap::new(), None).unwrap();
+//! assert_eq!(turn.text, "[Sat 2026-11-21 05:18 UTC] fix the build");
+//! assert_eq!(turn.session.as_str(), "agent:main:main");
+//! assert_eq!(turn.key_source, KeySource::RuntimeLine);
+//! assert_eq!(turn.conversation.as_deref(), Some("5aedb614"));
+//! assert_eq!(turn.workspace.as_deref(), Some(std::path::Path::new("/work/repo")));
+//! ```
+
+use std::path::PathBuf;
+
+use http::HeaderMap;
+
+use super::request::{ChatRequest, Message};
+use crate::session::{InvalidSessionKey, SessionKey};
+
+/// Header naming the OpenClaw agent (the seed's convention).
+pub const AGENT_ID_HEADER: &str = "x-openclaw-agent-id";
+/// Header naming the chat within the agent (the seed's convention).
+pub const CHAT_ID_HEADER: &str = "x-openclaw-chat-id";
+/// Header naming the workspace directory.
+pub const WORKSPACE_HEADER: &str = "x-openclaw-workspace";
+/// Session-affinity headers sent by OpenClaw with `compat.sendSessionAffinityHeaders`, first match wins.
+pub const AFFINITY_HEADERS: [&str; 2] = ["x-session-affinity", "session_id"];
+
+const INTERNAL_CONTEXT_BEGIN: &str = "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>";
+const RUNTIME_PREFIX: &str = "Runtime: ";
+/// The field names OpenClaw writes in its runtime line, in its order.
+const RUNTIME_FIELDS: [&str; 15] = [
+    "name",
+    "agent",
+    "session",
+    "sessionId",
+    "sessionUrl",
+    "host",
+    "repo",
+    "os",
+    "node",
+    "active_node",
+    "model",
+    "default_model",
+    "shell",
+    "channel",
+    "capabilities",
+];
+
+/// What a request asks of the bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExtractedTurn {
+    /// The user's text.
+    pub text: String,
+    /// The session the turn belongs to.
+    pub session: SessionKey,
+    /// Where the session key came from, for logs.
+    pub key_source: KeySource,
+    /// The client's id for the current conversation (OpenClaw's `sessionId`).
+    pub conversation: Option<String>,
+    /// The workspace the client named, not yet checked against the allowed roots.
+    pub workspace: Option<PathBuf>,
+}
+
+/// Where a session key came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeySource {
+    /// `x-openclaw-agent-id` and `x-openclaw-chat-id`.
+    OpenClawHeaders,
+    /// `x-session-affinity` or `session_id`.
+    AffinityHeader,
+    /// `session=` of OpenClaw's runtime line.
+    RuntimeLine,
+    /// The body's `user`.
+    User,
+    /// The configured fallback.
+    Fallback,
+}
+
+/// Why a request cannot be turned into a turn. Each is the client's mistake (HTTP 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExtractError {
+    /// No `user` message with text.
+    #[error(
+        "no user text found: send at least one message with role \"user\" whose content is a non-empty string or has a text part"
+    )]
+    NoUserText,
+    /// Nothing names the session and no fallback is configured.
+    #[error(
+        "cannot tell which session this request belongs to: set the \"user\" field, or the x-session-affinity header, or the x-openclaw-agent-id and x-openclaw-chat-id headers (or start the bridge with a fallback session)"
+    )]
+    NoSessionKey,
+    /// A session key was given but is not acceptable.
+    #[error("invalid session key from {origin}: {reason}")]
+    InvalidSessionKey {
+        /// Where it came from.
+        origin: &'static str,
+        /// What is wrong with it.
+        reason: InvalidSessionKey,
+    },
+    /// A header the bridge reads is not valid UTF-8.
+    #[error("header {0} is not valid UTF-8")]
+    InvalidHeader(&'static str),
+}
+
+/// Extracts the user's text, session key, conversation and requested workspace from a request.
+pub fn extract(
+    request: &ChatRequest<'_>,
+    headers: &HeaderMap,
+    fallback_session: Option<&SessionKey>,
+) -> Result<ExtractedTurn, ExtractError> {
+    let text = latest_user_text(&request.messages).ok_or(ExtractError::NoUserText)?;
+    let runtime = request
+        .messages
+        .iter()
+        .filter(|message| message.role == "user")
+        .find_map(|message| {
+            RuntimeLine::find(&message.content.as_ref()?.text()).map(RuntimeLine::into_owned)
+        });
+    let (session, key_source) = session_key(request, headers, runtime.as_ref(), fallback_session)?;
+    let workspace = match header(headers, WORKSPACE_HEADER)? {
+        Some(path) => Some(PathBuf::from(path)),
+        None => runtime
+            .as_ref()
+            .and_then(|r| r.get("repo"))
+            .map(PathBuf::from),
+    };
+    Ok(ExtractedTurn {
+        text,
+        session,
+        key_source,
+        conversation: runtime
+            .as_ref()
+            .and_then(|r| r.get("sessionId"))
+            .map(str::to_owned),
+        workspace,
+    })
+}
+
+/// The latest user message that is not OpenClaw's internal context, without the runtime line; `None` if
+/// that message has no text.
+fn latest_user_text(messages: &[Message<'_>]) -> Option<String> {
+    let content = messages
+        .iter()
+        .rev()
+        .filter(|message| message.role == "user")
+        .filter_map(|message| message.content.as_ref())
+        .find(|content| {
+            !content
+                .text()
+                .trim_start()
+                .starts_with(INTERNAL_CONTEXT_BEGIN)
+        })?;
+    let text = content.text();
+    let text = match RuntimeLine::find(&text) {
+        Some(runtime) => text[..runtime.starts_at].trim_end(),
+        None => text.trim_end(),
+    };
+    (!text.trim_start().is_empty()).then(|| text.to_owned())
+}
+
+fn session_key(
+    request: &ChatRequest<'_>,
+    headers: &HeaderMap,
+    runtime: Option<&RuntimeLine<String>>,
+    fallback: Option<&SessionKey>,
+) -> Result<(SessionKey, KeySource), ExtractError> {
+    let key = |source: &'static str, value: &str| {
+        SessionKey::new(value).map_err(|reason| ExtractError::InvalidSessionKey {
+            origin: source,
+            reason,
+        })
+    };
+    if let Some(agent) = header(headers, AGENT_ID_HEADER)? {
+        let session = match header(headers, CHAT_ID_HEADER)? {
+            Some(chat) => key(
+                "x-openclaw-chat-id",
+                &format!("{}::{}", agent.trim(), chat.trim()),
+            )?,
+            None => key(AGENT_ID_HEADER, agent)?,
+        };
+        return Ok((session, KeySource::OpenClawHeaders));
+    }
+    for name in AFFINITY_HEADERS {
+        if let Some(value) = header(headers, name)? {
+            return Ok((key(name, value)?, KeySource::AffinityHeader));
+        }
+    }
+    if let Some(session) = runtime.and_then(|r| r.get("session")) {
+        return Ok((
+            key("the runtime line's session=", session)?,
+            KeySource::RuntimeLine,
+        ));
+    }
+    if let Some(user) = request.user.as_deref().filter(|u| !u.trim().is_empty()) {
+        return Ok((key("the \"user\" field", user)?, KeySource::User));
+    }
+    match fallback {
+        Some(fallback) => Ok((fallback.clone(), KeySource::Fallback)),
+        None => Err(ExtractError::NoSessionKey),
+    }
+}
+
+/// A header's value, `None` when absent or blank.
+fn header<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<Option<&'h str>, ExtractError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .map(|v| Some(v).filter(|v| !v.trim().is_empty()))
+            .map_err(|_| ExtractError::InvalidHeader(name)),
+    }
+}
+
+/// OpenClaw's runtime line: `Runtime: agent=main | session=agent:main:main | sessionId=… | repo=/path …`,
+/// appended after a blank line to the first user message of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeLine<S> {
+    fields: Vec<(S, S)>,
+    /// Where the blank line before the runtime line starts in the message.
+    starts_at: usize,
+}
+
+impl<'t> RuntimeLine<&'t str> {
+    /// Finds the runtime line at the end of `text`: its last non-empty line, after a blank line (or alone),
+    /// starting with `Runtime: ` and made of `key=value` fields separated by ` | `, at least one of them one
+    /// that OpenClaw writes. Anything else is left alone, so a user who types "Runtime: …" keeps their text.
+    pub fn find(text: &'t str) -> Option<Self> {
+        let body = text.trim_end();
+        let line_start = body.rfind('\n').map_or(0, |i| i + 1);
+        let fields_text = body[line_start..].strip_prefix(RUNTIME_PREFIX)?;
+        let before = &body[..line_start];
+        let starts_at = if before.is_empty() {
+            0
+        } else {
+            // The line before must be blank: `…text\n\nRuntime: …`.
+            let before = before.strip_suffix('\n')?;
+            let before = before.strip_suffix('\r').unwrap_or(before);
+            let blank_start = before.rfind('\n').map_or(0, |i| i + 1);
+            if !before[blank_start..].trim().is_empty() {
+                return None;
+            }
+            blank_start
+        };
+        let fields: Vec<(&str, &str)> = fields_text
+            .split(" | ")
+            .map(|field| field.trim().split_once('='))
+            .collect::<Option<_>>()?;
+        fields
+            .iter()
+            .any(|(key, _)| RUNTIME_FIELDS.contains(key))
+            .then_some(Self { fields, starts_at })
+    }
+
+    fn into_owned(self) -> RuntimeLine<String> {
+        RuntimeLine {
+            fields: self
+                .fields
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            starts_at: self.starts_at,
+        }
+    }
+}
+
+impl<S: AsRef<str>> RuntimeLine<S> {
+    /// The value of field `name`, if present and not empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(key, _)| key.as_ref() == name)
+            .map(|(_, value)| value.as_ref().trim())
+            .filter(|value| !value.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_line_needs_a_blank_line_and_known_fields() {
+        let found =
+            RuntimeLine::find("hello\n\nRuntime: agent=main | session=s | repo=/a=b").unwrap();
+        assert_eq!(found.get("session"), Some("s"));
+        assert_eq!(found.get("repo"), Some("/a=b"));
+        assert_eq!(found.starts_at, 6);
+        assert!(
+            RuntimeLine::find("hello\nRuntime: agent=main").is_none(),
+            "no blank line"
+        );
+        assert!(
+            RuntimeLine::find("Runtime: is slow today").is_none(),
+            "not fields"
+        );
+        assert!(
+            RuntimeLine::find("x\n\nRuntime: colour=blue").is_none(),
+            "unknown fields"
+        );
+        assert!(
+            RuntimeLine::find("Runtime: session=s").is_some(),
+            "alone in the message"
+        );
+        assert!(
+            RuntimeLine::find("x\r\n\r\nRuntime: session=s\r\n").is_some(),
+            "CRLF"
+        );
+    }
+}

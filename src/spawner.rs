@@ -1,0 +1,312 @@
+//! [`Spawner`]: starts agent processes, so tests can swap real processes for mocks.
+//!
+//! # Example
+//!
+//! Describing a process; a [`Spawner`] implementation starts it:
+//!
+//! ```
+//! use synthesis_bridge::spawner::{ProcessSpec, Stdio};
+//!
+//! let spec = ProcessSpec::new("claude", "/work/repo")
+//!     .arg("--resume")
+//!     .arg("2b1f0c3e-8d4f-4a5b-9c6d-7e8f9a0b1c2d")
+//!     .env("SYNTHESIS_WS_URL", "ws://127.0.0.1:18791/bridge")
+//!     .stdio(Stdio::terminal());
+//! assert_eq!(spec.args.len(), 2);
+//! ```
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+/// What to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProcessSpec {
+    /// The program, a path or a name looked up on `PATH`.
+    pub program: OsString,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// Variables added to (or overriding) the bridge's own environment.
+    pub env: Vec<(OsString, OsString)>,
+    /// The working directory.
+    pub cwd: PathBuf,
+    /// How the process's standard streams are connected.
+    pub stdio: Stdio,
+}
+
+impl ProcessSpec {
+    /// `program` in `cwd`, no arguments, extra environment or terminal.
+    pub fn new(program: impl Into<OsString>, cwd: impl Into<PathBuf>) -> Self {
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: cwd.into(),
+            stdio: Stdio::Pipes,
+        }
+    }
+
+    /// Appends an argument.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Appends arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets an environment variable.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Chooses how standard streams are connected.
+    pub fn stdio(mut self, stdio: Stdio) -> Self {
+        self.stdio = stdio;
+        self
+    }
+}
+
+/// How a process's standard streams are connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stdio {
+    /// A pseudo-terminal of the given size: interactive programs (the `claude` TUI) need one.
+    Terminal {
+        /// Columns.
+        cols: u16,
+        /// Rows.
+        rows: u16,
+    },
+    /// Plain pipes; standard error is merged into the output.
+    Pipes,
+}
+
+impl Stdio {
+    /// A terminal wide enough that dialogs are not wrapped mid-sentence.
+    pub fn terminal() -> Self {
+        Self::Terminal {
+            cols: 200,
+            rows: 50,
+        }
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessExit {
+    /// The exit code, if it exited.
+    pub code: Option<i32>,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i32>,
+}
+
+impl ProcessExit {
+    /// Whether it exited with code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl fmt::Display for ProcessExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code, self.signal) {
+            (Some(code), _) => write!(f, "exit code {code}"),
+            (None, Some(signal)) => write!(f, "signal {signal}"),
+            (None, None) => f.write_str("unknown exit status"),
+        }
+    }
+}
+
+/// Why a process could not be started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The program does not exist or is not executable.
+    #[error("cannot run {program:?}: {source}")]
+    NotFound {
+        /// The program that was asked for.
+        program: OsString,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// Anything else that went wrong while starting it.
+    #[error("failed to start process: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running (or finished) process.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait ProcessHandle: Send + Sync + fmt::Debug + 'static {
+    /// The operating-system process id.
+    fn pid(&self) -> u32;
+    /// Writes to the process's input (typing, on a terminal).
+    async fn write(&self, bytes: &[u8]) -> std::io::Result<()>;
+    /// The process's recent output, kept up to date while it runs.
+    fn output(&self) -> OutputLog;
+    /// Waits for the process to end. May be called any number of times, from anywhere.
+    async fn wait(&self) -> ProcessExit;
+    /// Stops the process and everything it started, then reaps it.
+    async fn kill(&self) -> std::io::Result<()>;
+}
+
+/// Starts processes.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait Spawner: Send + Sync + 'static {
+    /// Starts `spec`.
+    async fn spawn(&self, spec: ProcessSpec) -> Result<Box<dyn ProcessHandle>, SpawnError>;
+}
+
+/// The last few kilobytes a process printed, shared between whoever drains the output and whoever waits
+/// for something to appear in it (a dialog, an error message).
+#[derive(Clone)]
+pub struct OutputLog {
+    inner: Arc<OutputInner>,
+}
+
+struct OutputInner {
+    capacity: usize,
+    bytes: Mutex<VecDeque<u8>>,
+    /// Bumped on every append so waiters wake up.
+    version: watch::Sender<u64>,
+}
+
+impl OutputLog {
+    /// An empty log that keeps the last `capacity` bytes.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Arc::new(OutputInner {
+                capacity,
+                bytes: Mutex::new(VecDeque::with_capacity(capacity)),
+                version: watch::Sender::new(0),
+            }),
+        }
+    }
+
+    /// Appends output, dropping the oldest bytes beyond the capacity.
+    pub fn append(&self, chunk: &[u8]) {
+        let capacity = self.inner.capacity;
+        let chunk = &chunk[chunk.len().saturating_sub(capacity)..];
+        {
+            let mut bytes = self.inner.bytes.lock().unwrap_or_else(|e| e.into_inner());
+            let overflow = (bytes.len() + chunk.len()).saturating_sub(capacity);
+            bytes.drain(..overflow);
+            bytes.extend(chunk);
+        }
+        self.inner.version.send_modify(|v| *v += 1);
+    }
+
+    /// The kept output with terminal escape sequences removed, as text.
+    pub fn text(&self) -> String {
+        let bytes: Vec<u8> = {
+            let bytes = self.inner.bytes.lock().unwrap_or_else(|e| e.into_inner());
+            bytes.iter().copied().collect()
+        };
+        strip_terminal_escapes(&String::from_utf8_lossy(&bytes))
+    }
+
+    /// Waits until the kept output, as [`OutputLog::text`], contains `needle`.
+    pub async fn wait_for(&self, needle: &str) {
+        let mut version = self.inner.version.subscribe();
+        loop {
+            if self.text().contains(needle) {
+                return;
+            }
+            // The sender lives as long as `self`, so this cannot fail while we hold the log.
+            let _ = version.changed().await;
+        }
+    }
+}
+
+impl fmt::Debug for OutputLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutputLog")
+            .field("capacity", &self.inner.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Removes ANSI escape sequences (CSI `ESC [ … final`, OSC `ESC ] … BEL|ESC \`, and two-byte escapes) and
+/// carriage returns, which is enough to search a TUI's output for the words it drew.
+fn strip_terminal_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_log_keeps_only_the_newest_bytes() {
+        let log = OutputLog::new(8);
+        log.append(b"0123456789");
+        assert_eq!(log.text(), "23456789");
+        log.append(b"ab");
+        assert_eq!(log.text(), "456789ab");
+    }
+
+    #[test]
+    fn escapes_are_removed_before_searching() {
+        let log = OutputLog::new(1024);
+        log.append(b"\x1b[2J\x1b[1;1H\x1b[1mI am using\x1b[0m this\r\n\x1b]0;title\x07ok");
+        assert_eq!(log.text(), "I am using this\nok");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_for_wakes_when_the_text_appears() {
+        let log = OutputLog::new(1024);
+        let writer = log.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            writer.append(b"Loading...");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            writer.append(b" Exit\x1b[0m");
+        });
+        tokio::time::timeout(Duration::from_secs(5), log.wait_for("Loading... Exit"))
+            .await
+            .expect("the text appeared");
+    }
+}

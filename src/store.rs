@@ -1,0 +1,180 @@
+//! [`SessionStore`]: what the bridge remembers about each session across restarts.
+//!
+//! # Example
+//!
+//! A store kept in memory, enough for tests:
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use std::sync::Mutex;
+//!
+//! use async_trait::async_trait;
+//! use synthesis_bridge::{SessionKey, SessionRecord, SessionStore, StoreError};
+//!
+//! #[derive(Default)]
+//! struct InMemory(Mutex<BTreeMap<SessionKey, SessionRecord>>);
+//!
+//! #[async_trait]
+//! impl SessionStore for InMemory {
+//!     async fn get(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError> {
+//!         Ok(self.0.lock().unwrap().get(key).cloned())
+//!     }
+//!     async fn put(&self, record: SessionRecord) -> Result<(), StoreError> {
+//!         self.0.lock().unwrap().insert(record.key.clone(), record);
+//!         Ok(())
+//!     }
+//!     async fn remove(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError> {
+//!         Ok(self.0.lock().unwrap().remove(key))
+//!     }
+//!     async fn list(&self) -> Result<Vec<SessionRecord>, StoreError> {
+//!         Ok(self.0.lock().unwrap().values().cloned().collect())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let store = InMemory::default();
+//! let key = SessionKey::new("agent::chat").unwrap();
+//! store.put(SessionRecord::new(key.clone(), "/work/repo")).await.unwrap();
+//! let record = store.get(&key).await.unwrap().unwrap();
+//! assert!(!record.started);
+//! # }
+//! ```
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::session::SessionKey;
+
+/// What is known about one session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SessionRecord {
+    /// The session's key.
+    pub key: SessionKey,
+    /// The agent's own id for the conversation (Claude Code's session uuid).
+    pub conversation_id: Uuid,
+    /// Whether the agent has started that conversation, so that it can be resumed rather than created.
+    pub started: bool,
+    /// The client's conversation id the agent conversation belongs to (OpenClaw's `sessionId`), when the
+    /// client sends one. A turn with another one starts a new agent conversation.
+    #[serde(default)]
+    pub client_conversation: Option<String>,
+    /// The directory the agent works in.
+    pub workspace: PathBuf,
+    /// When the session was first seen.
+    #[serde(with = "rfc3339")]
+    pub created_at: SystemTime,
+    /// When the session last ran a turn.
+    #[serde(with = "rfc3339")]
+    pub last_used_at: SystemTime,
+    /// How many turns it has run.
+    pub turns: u64,
+}
+
+impl SessionRecord {
+    /// A record for a session seen for the first time, with a fresh conversation id.
+    pub fn new(key: SessionKey, workspace: impl Into<PathBuf>) -> Self {
+        let now = SystemTime::now();
+        Self {
+            key,
+            conversation_id: Uuid::new_v4(),
+            started: false,
+            client_conversation: None,
+            workspace: workspace.into(),
+            created_at: now,
+            last_used_at: now,
+            turns: 0,
+        }
+    }
+
+    /// Forgets the agent conversation so the next turn starts a fresh one.
+    pub fn start_new_conversation(&mut self, client_conversation: Option<String>) {
+        self.conversation_id = Uuid::new_v4();
+        self.started = false;
+        self.client_conversation = client_conversation;
+    }
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Reading or writing the backing storage failed.
+    #[error("session store I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The stored data could not be encoded or decoded.
+    #[error("session store data is invalid: {0}")]
+    Corrupt(String),
+}
+
+/// Maps session keys to [`SessionRecord`]s.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// The record for `key`, if any.
+    async fn get(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError>;
+    /// Inserts or replaces the record for `record.key`. When this returns, the change is durable.
+    async fn put(&self, record: SessionRecord) -> Result<(), StoreError>;
+    /// Deletes the record for `key`, returning it.
+    async fn remove(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError>;
+    /// Every record, in no particular order.
+    async fn list(&self) -> Result<Vec<SessionRecord>, StoreError>;
+}
+
+/// `SystemTime` as an RFC 3339 string, so the stored file is readable by people.
+mod rfc3339 {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub(super) fn serialize<S: Serializer>(
+        time: &SystemTime,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_rfc3339_millis(*time))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<SystemTime, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        humantime::parse_rfc3339_weak(&text).map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_through_json_with_readable_times() {
+        let record = SessionRecord::new(SessionKey::new("agent:main:main").unwrap(), "/w");
+        let json = serde_json::to_value(&record).unwrap();
+        assert!(json["created_at"].as_str().unwrap().ends_with('Z'));
+        let back: SessionRecord = serde_json::from_value(json).unwrap();
+        // Stored times keep millisecond precision.
+        let millis = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+        };
+        assert_eq!(millis(back.created_at), millis(record.created_at));
+        assert_eq!(back.conversation_id, record.conversation_id);
+    }
+
+    #[test]
+    fn a_new_conversation_gets_a_new_id_and_is_not_started() {
+        let mut record = SessionRecord::new(SessionKey::new("k").unwrap(), "/w");
+        record.started = true;
+        let old = record.conversation_id;
+        record.start_new_conversation(Some("b".into()));
+        assert_ne!(record.conversation_id, old);
+        assert!(!record.started);
+        assert_eq!(record.client_conversation.as_deref(), Some("b"));
+    }
+}
