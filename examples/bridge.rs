@@ -1,1 +1,197 @@
-fn main() {}
+//! `bridge`: serves an OpenAI-compatible chat-completions API in front of a coding agent.
+//!
+//! Run it with `cargo run --release --example bridge -- --help`. Every flag has a `SYNTHESIS_*`
+//! environment equivalent.
+//!
+//! Until the long-lived Claude Code backend lands, each turn runs one agent command in the session's
+//! workspace with the user's text on its standard input: `claude -p` by default, or any command given
+//! with `--agent-command`.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use synthesis_backend_command::CommandBackend;
+use synthesis_bridge::http::{Bridge, BridgeConfig, WorkspacePolicy};
+use synthesis_bridge::{AgentBackend, SessionKey};
+use tracing_subscriber::EnvFilter;
+
+/// Serve a coding agent as an OpenAI-compatible chat-completions model.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Address for the HTTP API.
+    #[arg(long, env = "SYNTHESIS_LISTEN", default_value = "127.0.0.1:18790")]
+    listen: SocketAddr,
+
+    /// The `claude` program: a path, or a name looked up on PATH.
+    #[arg(long, env = "SYNTHESIS_CLAUDE_BIN", default_value = "claude")]
+    claude_bin: String,
+
+    /// Run this shell command once per turn instead of `claude -p`: the user's text arrives on its standard
+    /// input, its standard output is streamed back as the answer.
+    #[arg(long, env = "SYNTHESIS_AGENT_COMMAND")]
+    agent_command: Option<String>,
+
+    /// A directory agents may work in (and below). Repeat for several; in the environment, separate them
+    /// with ':'. The first is the workspace of requests that name none. Default: the current directory.
+    #[arg(
+        long = "workspace-root",
+        env = "SYNTHESIS_WORKSPACE_ROOT",
+        value_delimiter = ':'
+    )]
+    workspace_roots: Vec<PathBuf>,
+
+    /// Require `Authorization: Bearer <KEY>` on /v1 requests. Required when --listen is not a loopback
+    /// address.
+    #[arg(long, env = "SYNTHESIS_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+
+    /// The model id clients ask for (and /v1/models lists). Repeat for several.
+    #[arg(
+        long = "model-id",
+        env = "SYNTHESIS_MODEL_ID",
+        value_delimiter = ',',
+        default_value = "claude"
+    )]
+    model_ids: Vec<String>,
+
+    /// The session for requests that name none; without it, such requests get a 400 that says how to name
+    /// one.
+    #[arg(long, env = "SYNTHESIS_FALLBACK_SESSION")]
+    fallback_session: Option<String>,
+
+    /// Largest accepted request body, in bytes (suffixes K, M, KiB, MiB allowed).
+    #[arg(long, env = "SYNTHESIS_MAX_BODY", default_value = "8MiB", value_parser = parse_size)]
+    max_body: usize,
+
+    /// How long to wait on shutdown for open responses to finish, e.g. `10s`.
+    #[arg(long, env = "SYNTHESIS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+
+    /// Log filter, e.g. `info` or `synthesis_bridge=debug`.
+    #[arg(long, env = "SYNTHESIS_LOG", default_value = "info")]
+    log: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One readable line (with its causes) rather than a debug dump: this is what an operator reads.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&args.log).context("invalid --log filter")?)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    if !args.listen.ip().is_loopback() && args.api_key.is_none() {
+        bail!(
+            "--listen {} is reachable from other machines: set --api-key (or SYNTHESIS_API_KEY) so that only your clients can use it",
+            args.listen
+        );
+    }
+
+    let roots = if args.workspace_roots.is_empty() {
+        vec![std::env::current_dir().context("cannot read the current directory")?]
+    } else {
+        args.workspace_roots.clone()
+    };
+    let workspaces =
+        WorkspacePolicy::new(roots.clone(), &roots[0]).context("invalid --workspace-root")?;
+    let fallback_session = args
+        .fallback_session
+        .as_deref()
+        .map(SessionKey::new)
+        .transpose()
+        .context("invalid --fallback-session")?;
+    let config = BridgeConfig::new(workspaces)
+        .models(args.model_ids.clone())
+        .api_key(args.api_key.clone())
+        .max_body_bytes(args.max_body)
+        .fallback_session(fallback_session);
+
+    let backend: Arc<dyn AgentBackend> = Arc::new(agent(&args));
+    let bridge = Bridge::new(backend.clone(), config);
+    let listener = synthesis_bridge::server::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        roots = ?roots,
+        models = ?args.model_ids,
+        "bridge ready: POST http://{}/v1/chat/completions",
+        listener.local_addr()?
+    );
+
+    let on_signal = {
+        let bridge = bridge.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: ending open turns and stopping agents");
+            bridge.begin_shutdown();
+        }
+    };
+    synthesis_bridge::server::serve(listener, bridge, on_signal, args.shutdown_grace).await?;
+    backend.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn agent(args: &Args) -> CommandBackend {
+    match &args.agent_command {
+        Some(command) => CommandBackend::new("sh").arg("-c").arg(command),
+        None => CommandBackend::new(&args.claude_bin)
+            .arg("-p")
+            .install_hint("Install Claude Code with `npm install -g @anthropic-ai/claude-code` and log in with `claude`, or point --claude-bin at it."),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+/// `8388608`, `64K`, `8M`, `8MiB`, …
+fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: usize = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 8388608 or 8MiB"))?;
+    let multiplier = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KB" | "KiB" | "k" => 1 << 10,
+        "M" | "MB" | "MiB" => 1 << 20,
+        "G" | "GB" | "GiB" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?}: use K, M or G")),
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{text} is too large"))
+}

@@ -157,8 +157,8 @@ impl From<BackendError> for ApiError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn responses_carry_status_json_and_retry_after() {
+    #[tokio::test]
+    async fn responses_carry_status_json_and_retry_after() {
         let err = ApiError::from(BackendError::Unavailable {
             message: "all agents busy".into(),
             retry_after: Some(Duration::from_millis(1500)),
@@ -166,7 +166,7 @@ mod tests {
         let response = err.into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "2");
-        let body = response.into_body().into_data().unwrap();
+        let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["error"]["message"], "all agents busy");
         assert_eq!(json["error"]["type"], "server_error");
