@@ -43,3 +43,8 @@ pub use spawner::{MockProcessHandle, MockSpawner};
 pub use store::MockSessionStore;
 #[cfg(any(test, feature = "mock"))]
 pub use transport::MockChannelTransport;
+
+// Compiles the README's Rust examples as doctests, so the documented API cannot drift from the real one.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

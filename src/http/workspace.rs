@@ -87,7 +87,7 @@ impl WorkspacePolicy {
             )));
         }
         let resolved = match tokio::fs::canonicalize(requested).await {
-            Ok(resolved) if resolved.is_dir() => resolved,
+            Ok(resolved) if is_dir(&resolved).await => resolved,
             Ok(_) | Err(_) => {
                 return Err(forbidden(format!(
                     "workspace {} does not exist or is not a directory",
@@ -104,4 +104,10 @@ impl WorkspacePolicy {
             )))
         }
     }
+}
+
+async fn is_dir(path: &Path) -> bool {
+    tokio::fs::metadata(path)
+        .await
+        .is_ok_and(|meta| meta.is_dir())
 }
