@@ -19,6 +19,7 @@ use clap::Parser;
 use synthesis_backend_command::CommandBackend;
 use synthesis_bridge::http::{Bridge, BridgeConfig, WorkspacePolicy};
 use synthesis_bridge::{AgentBackend, SessionKey};
+use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 /// Serve a coding agent as an OpenAI-compatible chat-completions model.
@@ -132,6 +133,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let backend: Arc<dyn AgentBackend> = Arc::new(agent(&args));
     let bridge = Bridge::new(backend.clone(), config);
+    let signalled = shutdown_signal().context("cannot install the SIGINT/SIGTERM handlers")?;
     let listener = synthesis_bridge::server::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(
@@ -145,7 +147,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let on_signal = {
         let bridge = bridge.clone();
         async move {
-            shutdown_signal().await;
+            signalled.await;
             tracing::info!("shutting down: ending open turns and stopping agents");
             bridge.begin_shutdown();
         }
@@ -165,13 +167,17 @@ fn agent(args: &Args) -> CommandBackend {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
+/// Resolves on the first SIGINT or SIGTERM. Both handlers are installed before this returns, so a signal
+/// that arrives at any time after start-up is a graceful shutdown rather than the default instant death.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }
 
 /// `8388608`, `64K`, `8M`, `8MiB`, …
