@@ -105,7 +105,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    if !args.listen.ip().is_loopback() && args.api_key.is_none() {
+    let api_key = args.api_key.clone().filter(|key| !key.trim().is_empty());
+    if !args.listen.ip().is_loopback() && api_key.is_none() {
         bail!(
             "--listen {} is reachable from other machines: set --api-key (or SYNTHESIS_API_KEY) so that only your clients can use it",
             args.listen
@@ -127,7 +128,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("invalid --fallback-session")?;
     let config = BridgeConfig::new(workspaces)
         .models(args.model_ids.clone())
-        .api_key(args.api_key.clone())
+        .api_key(api_key)
         .max_body_bytes(args.max_body)
         .fallback_session(fallback_session);
 

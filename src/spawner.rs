@@ -34,6 +34,9 @@ pub struct ProcessSpec {
     pub args: Vec<OsString>,
     /// Variables added to (or overriding) the bridge's own environment.
     pub env: Vec<(OsString, OsString)>,
+    /// Variables of the bridge's own environment the process must not inherit (secrets meant for the bridge
+    /// alone, such as `SYNTHESIS_API_KEY`). Applied before [`ProcessSpec::env`].
+    pub env_remove: Vec<OsString>,
     /// The working directory.
     pub cwd: PathBuf,
     /// How the process's standard streams are connected.
@@ -47,6 +50,7 @@ impl ProcessSpec {
             program: program.into(),
             args: Vec::new(),
             env: Vec::new(),
+            env_remove: Vec::new(),
             cwd: cwd.into(),
             stdio: Stdio::Pipes,
         }
@@ -71,6 +75,12 @@ impl ProcessSpec {
     /// Sets an environment variable.
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Keeps a variable of the bridge's environment from the process.
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
+        self.env_remove.push(key.into());
         self
     }
 

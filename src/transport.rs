@@ -7,8 +7,8 @@
 //!    [`ChannelLink`];
 //! 3. the backend sends [`InboundMessage`]s and reads [`ChannelEvent`]s on the link. A plugin that
 //!    reconnects with the same secret is put behind the same link, so the backend never notices;
-//! 4. dropping the link (or calling [`ChannelTransport::revoke`]) ends the registration and closes the
-//!    connection.
+//! 4. dropping the link (or calling [`ChannelTransport::revoke`] with the ticket) ends the registration and
+//!    closes the connection.
 //!
 //! Transport implementations build links with [`ChannelLink::pair`] and drive the [`LinkPeer`] half.
 //!
@@ -200,8 +200,10 @@ pub trait ChannelTransport: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<ChannelLink, TransportError>;
 
-    /// Ends the registration for `session` and closes its connection, if any.
-    fn revoke(&self, session: &SessionKey);
+    /// Ends the registration `ticket` was issued for and closes its connection, if any. A ticket that a
+    /// newer registration for the same session has replaced is ignored, so tearing down an old process
+    /// never cuts off its successor.
+    fn revoke(&self, ticket: &ChannelTicket);
 }
 
 /// The backend's handle on one plugin connection: send messages, receive events.

@@ -514,3 +514,44 @@ async fn synthesis_environment_variables_stand_in_for_flags() {
         "the turn ran in SYNTHESIS_WORKSPACE_ROOT"
     );
 }
+
+#[tokio::test]
+async fn an_empty_api_key_does_not_open_a_public_address() {
+    let mut bridge = Bridge::spawn(|command, workspace| {
+        command
+            .args([
+                "--listen",
+                "0.0.0.0:0",
+                "--api-key",
+                " ",
+                "--agent-command",
+                "cat",
+                "--workspace-root",
+            ])
+            .arg(workspace);
+    });
+    let status = bridge.wait_exit().await;
+    assert_eq!(status.code(), Some(1), "{status}\n{}", bridge.stderr());
+    assert!(bridge.stderr().contains("--api-key"), "{}", bridge.stderr());
+}
+
+#[tokio::test]
+async fn the_agent_does_not_inherit_the_bridge_api_key() {
+    let mut bridge = Bridge::spawn(|command, workspace| {
+        command
+            .env("SYNTHESIS_LISTEN", "127.0.0.1:0")
+            .env("SYNTHESIS_API_KEY", "k")
+            .env(
+                "SYNTHESIS_AGENT_COMMAND",
+                r#"printf '%s' "${SYNTHESIS_API_KEY-unset}""#,
+            )
+            .env("SYNTHESIS_WORKSPACE_ROOT", workspace);
+    });
+    bridge.wait_ready().await;
+
+    let mut request = chat_request(simple_body("u", "hi", false));
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer k".parse().unwrap());
+    assert_eq!(completion_text(bridge.send(request).await).await, "unset");
+}

@@ -172,3 +172,18 @@ fn a_sixty_kilobyte_openclaw_body_parses() {
     let request: ChatRequest<'_> = serde_json::from_str(&text).unwrap();
     assert_eq!(request.messages.len(), 1 + 3 + 2 * 3 + 1);
 }
+
+#[test]
+fn header_values_may_be_utf8() {
+    let body = json!({"messages": [{"role": "user", "content": "hi"}]});
+    let headers = [
+        ("x-openclaw-agent-id", "café"),
+        ("x-openclaw-workspace", "/home/josé/ws"),
+    ];
+    let turn = run(&body, &headers, None).unwrap();
+    assert_eq!(turn.session.as_str(), "café");
+    assert_eq!(
+        turn.workspace.as_deref(),
+        Some(std::path::Path::new("/home/josé/ws"))
+    );
+}

@@ -508,3 +508,53 @@ async fn error_matrix() {
     )
     .await;
 }
+
+/// Hands the test each turn's cancellation token, then never finishes starting the turn (an agent that is
+/// still booting).
+struct NeverStarts(tokio::sync::mpsc::UnboundedSender<tokio_util::sync::CancellationToken>);
+
+#[async_trait::async_trait]
+impl synthesis_bridge::AgentBackend for NeverStarts {
+    async fn run_turn(
+        &self,
+        turn: synthesis_bridge::Turn,
+    ) -> Result<synthesis_bridge::ReplyStream, BackendError> {
+        let _ = self.0.send(turn.cancel.clone());
+        std::future::pending().await
+    }
+
+    async fn shutdown(&self) {}
+
+    fn status(&self) -> synthesis_bridge::BackendStatus {
+        Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_turn_still_starting_is_cancelled_when_the_client_leaves_or_the_bridge_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let server =
+        Arc::new(TestServer::start(Arc::new(NeverStarts(tokens)), config_in(dir.path())).await);
+
+    let client = server.clone();
+    let request = tokio::spawn(async move { client.chat(simple_body("i", "x", true)).await });
+    let token = started.recv().await.unwrap();
+    request.abort();
+    tokio::time::timeout(PATIENCE, token.cancelled())
+        .await
+        .expect("cancelled when the client left");
+
+    let client = server.clone();
+    let request = tokio::spawn(async move { client.chat(simple_body("i", "y", true)).await });
+    let token = started.recv().await.unwrap();
+    server.bridge.begin_shutdown();
+    let response = tokio::time::timeout(PATIENCE, request)
+        .await
+        .unwrap()
+        .unwrap();
+    expect_error(response, StatusCode::SERVICE_UNAVAILABLE, "shutting_down").await;
+    tokio::time::timeout(PATIENCE, token.cancelled())
+        .await
+        .expect("cancelled on shutdown");
+}

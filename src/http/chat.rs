@@ -90,15 +90,18 @@ where
     let mut turn = Turn::new(extracted.session, workspace, extracted.text);
     turn.meta = meta;
     let cancel = turn.cancel.clone();
-    let stream = shared
-        .backend
-        .run_turn(turn)
-        .instrument(span.clone())
-        .await
-        .map_err(|error| {
-            tracing::warn!(parent: &span, %error, "the backend could not start the turn");
-            ApiError::from(error)
-        })?;
+    // Until the reply stream exists, nothing else would cancel the turn if the client left (this future is
+    // dropped) or the bridge shut down while the backend was still starting it.
+    let cancel_unless_started = cancel.clone().drop_guard();
+    let started = tokio::select! {
+        started = shared.backend.run_turn(turn).instrument(span.clone()) => started,
+        () = shared.shutdown.cancelled() => return Err(shutting_down()),
+    };
+    let stream = started.map_err(|error| {
+        tracing::warn!(parent: &span, %error, "the backend could not start the turn");
+        ApiError::from(error)
+    })?;
+    cancel_unless_started.disarm();
     let turn = TurnStream::new(stream, cancel);
     let encoder = ChunkEncoder::new(&model);
 

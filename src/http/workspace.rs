@@ -69,9 +69,6 @@ impl WorkspacePolicy {
     /// The workspace for a request that asked for `requested`: the default when it asked for none,
     /// otherwise the resolved path, if it is an existing directory inside a root (403 if not).
     pub async fn resolve(&self, requested: Option<&Path>) -> Result<PathBuf, ApiError> {
-        let Some(requested) = requested else {
-            return Ok(self.default.clone());
-        };
         let forbidden = |message: String| {
             ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -79,6 +76,17 @@ impl WorkspacePolicy {
                 "workspace_not_allowed",
                 message,
             )
+        };
+        let Some(requested) = requested else {
+            // Checked at start-up, but it may have been removed since.
+            return if is_dir(&self.default).await {
+                Ok(self.default.clone())
+            } else {
+                Err(forbidden(format!(
+                    "the default workspace {} no longer exists",
+                    self.default.display()
+                )))
+            };
         };
         if !requested.is_absolute() {
             return Err(forbidden(format!(

@@ -227,8 +227,8 @@ fn session_key(
 fn header<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<Option<&'h str>, ExtractError> {
     match headers.get(name) {
         None => Ok(None),
-        Some(value) => value
-            .to_str()
+        // Not `HeaderValue::to_str`, which refuses anything but ASCII: agent ids and paths may be UTF-8.
+        Some(value) => std::str::from_utf8(value.as_bytes())
             .map(|v| Some(v).filter(|v| !v.trim().is_empty()))
             .map_err(|_| ExtractError::InvalidHeader(name)),
     }

@@ -183,6 +183,8 @@ impl CommandBackend {
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
+            // The key clients use to reach the bridge is not the agent's business, nor its tools'.
+            .env_remove("SYNTHESIS_API_KEY")
             .envs(self.env.iter().map(|(key, value)| (key, value)))
             .env("SYNTHESIS_SESSION_KEY", turn.session.as_str())
             .env("SYNTHESIS_TURN_ID", turn.meta.turn_id.to_string())
