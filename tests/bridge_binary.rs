@@ -14,9 +14,9 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+
 use serde_json::{Value, json};
-use support::{PATIENCE, SseReader, body_json, chat_request, expect_error, simple_body};
+use support::{PATIENCE, SseReader, body_json, chat_request, expect_error, send_to, simple_body};
 use tempfile::TempDir;
 
 /// The text that announces the listening address on standard error.
@@ -201,15 +201,9 @@ impl Bridge {
 
     /// Sends one request on a fresh connection; the response's body may still be streaming.
     async fn send(&self, request: Request<Full<Bytes>>) -> Response<Incoming> {
-        let stream = tokio::net::TcpStream::connect(self.addr()).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        send_to(self.addr(), request)
             .await
-            .unwrap();
-        tokio::spawn(connection);
-        tokio::time::timeout(PATIENCE, sender.send_request(request))
-            .await
-            .unwrap_or_else(|_| panic!("no response in time:\n{}", self.stderr()))
-            .unwrap()
+            .unwrap_or_else(|| panic!("no response in time:\n{}", self.stderr()))
     }
 
     async fn chat(&self, body: Value) -> Response<Incoming> {

@@ -475,13 +475,7 @@ async fn error_matrix() {
     let request = authed()
         .body(http_body_util::StreamBody::new(chunked))
         .unwrap();
-    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let response = sender.send_request(request).await.unwrap();
+    let response = send_to(server.addr, request).await.unwrap();
     expect_error(response, StatusCode::PAYLOAD_TOO_LARGE, "request_too_large").await;
 
     // 503 with Retry-After and a message that says how to fix it; 504 before any output.

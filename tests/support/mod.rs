@@ -110,21 +110,32 @@ impl TestServer {
 
     /// Sends one request on a fresh connection and returns the response with its body still streaming.
     pub async fn send(&self, request: Request<Full<Bytes>>) -> Response<Incoming> {
-        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        send_to(self.addr, request)
             .await
-            .unwrap();
-        tokio::spawn(connection);
-        tokio::time::timeout(PATIENCE, sender.send_request(request))
-            .await
-            .unwrap()
-            .unwrap()
+            .expect("a response in time")
     }
 
     /// POSTs `body` as JSON to the chat endpoint.
     pub async fn chat(&self, body: serde_json::Value) -> Response<Incoming> {
         self.send(chat_request(body)).await
     }
+}
+
+/// Sends one request to `addr` on a fresh connection; `None` if no response head came in time.
+pub async fn send_to<B>(addr: SocketAddr, request: Request<B>) -> Option<Response<Incoming>>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let response = tokio::time::timeout(PATIENCE, sender.send_request(request))
+        .await
+        .ok()?;
+    Some(response.unwrap())
 }
 
 pub fn chat_request(body: serde_json::Value) -> Request<Full<Bytes>> {
