@@ -552,3 +552,19 @@ async fn a_turn_still_starting_is_cancelled_when_the_client_leaves_or_the_bridge
         .await
         .expect("cancelled on shutdown");
 }
+
+#[tokio::test]
+async fn a_request_naming_no_model_works_even_with_no_configured_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, mut turns) = ScriptedBackend::new();
+    let mut config = config_in(dir.path());
+    config.models.clear();
+    let server = TestServer::start(backend, config).await;
+    let body = json!({"stream": true, "user": "j", "messages": [{"role": "user", "content": "x"}]});
+    let mut sse = SseReader::new(server.chat(body).await);
+    assert_eq!(sse.chunk().await["model"], "");
+    let turn = turns.recv().await.unwrap();
+    turn.events.send(ReplyEvent::end()).await.unwrap();
+    sse.chunk().await;
+    assert_eq!(sse.rest().await, ["[DONE]"]);
+}

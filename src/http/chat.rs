@@ -13,8 +13,8 @@ use tracing::Instrument;
 use super::record::{TurnRecord, outcome_of};
 use super::sse::SseBody;
 use super::turn_stream::TurnStream;
-use super::{ResponseBody, Shared, box_body, respond};
-use crate::backend::{BackendError, FinishReason, ReplyEvent, Turn, TurnMeta, Usage};
+use super::{ResponseBody, SHUTTING_DOWN, Shared, box_body, broken_off, respond, shutting_down};
+use crate::backend::{FinishReason, ReplyEvent, Turn, TurnMeta, Usage};
 use crate::metrics::TurnOutcome;
 use crate::openai::extract::extract;
 use crate::openai::{ApiError, ChatRequest, ChunkEncoder};
@@ -30,6 +30,7 @@ where
         Ok(response) => response,
         Err(error) => {
             record.finish(match error.status {
+                _ if error.code == SHUTTING_DOWN => TurnOutcome::Shutdown,
                 StatusCode::GATEWAY_TIMEOUT => TurnOutcome::TimedOut,
                 StatusCode::BAD_GATEWAY => TurnOutcome::Failed,
                 _ => TurnOutcome::Rejected,
@@ -68,7 +69,8 @@ where
     let model = chat
         .model
         .as_deref()
-        .unwrap_or(&shared.config.models[0])
+        .or(shared.config.models.first().map(String::as_str))
+        .unwrap_or_default()
         .to_owned();
     let meta = TurnMeta {
         turn_id: TurnId::new(),
@@ -157,7 +159,7 @@ async fn collect(
             Some(ReplyEvent::Usage(reported)) => usage = reported,
             Some(ReplyEvent::End(reason)) => return Ok((text, reason, usage)),
             Some(ReplyEvent::Error(error)) => break error,
-            None => break BackendError::failed("the agent's reply ended before it was complete"),
+            None => break broken_off(),
         }
     };
     tracing::warn!(error = %failure, "turn failed");
@@ -206,13 +208,4 @@ fn parse(bytes: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
             format!("the request body is not valid JSON: {error}"),
         ),
     })
-}
-
-fn shutting_down() -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "server_error",
-        "shutting_down",
-        "the bridge is shutting down",
-    )
 }

@@ -54,7 +54,7 @@ use tower::{BoxError, Service};
 
 pub use workspace::WorkspacePolicy;
 
-use crate::backend::AgentBackend;
+use crate::backend::{AgentBackend, BackendError};
 use crate::metrics::Metrics;
 use crate::openai::ApiError;
 use crate::session::SessionKey;
@@ -387,4 +387,22 @@ where
     B: Body<Data = Bytes, Error = Infallible> + Send + 'static,
 {
     body.boxed_unsync()
+}
+
+/// The `code` of the refusal or final chunk sent while the bridge shuts down.
+const SHUTTING_DOWN: &str = "shutting_down";
+
+/// A turn refused, or ended, because the bridge is shutting down.
+fn shutting_down() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_error",
+        SHUTTING_DOWN,
+        "the bridge is shutting down",
+    )
+}
+
+/// A reply stream that stopped without saying the answer was complete.
+fn broken_off() -> BackendError {
+    BackendError::failed("the agent's reply ended before it was complete")
 }

@@ -4,15 +4,15 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use super::{broken_off, shutting_down};
 use bytes::Bytes;
 use futures::StreamExt;
-use http::StatusCode;
 use http_body::{Body, Frame};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::record::{TurnRecord, outcome_of};
 use super::turn_stream::TurnStream;
-use crate::backend::{BackendError, FinishReason, ReplyEvent, Usage};
+use crate::backend::{FinishReason, ReplyEvent, Usage};
 use crate::metrics::TurnOutcome;
 use crate::openai::ApiError;
 use crate::openai::chunk::{self, ChunkEncoder, DONE};
@@ -97,21 +97,16 @@ impl Body for SseBody {
                     break ending(this.encoder, reason, usage);
                 }
                 Poll::Ready(Some(ReplyEvent::Error(error))) => error,
-                Poll::Ready(None) => {
-                    BackendError::failed("the agent's reply ended before it was complete")
-                }
+                Poll::Ready(None) => broken_off(),
                 Poll::Pending => {
                     if this.shutdown.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
                     this.record.finish(TurnOutcome::Shutdown);
-                    let error = ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "server_error",
-                        "shutting_down",
-                        "the bridge is shutting down; the turn was stopped",
-                    );
-                    break chunk::concat(&[this.encoder.error(&error), Bytes::from_static(DONE)]);
+                    break chunk::concat(&[
+                        this.encoder.error(&shutting_down()),
+                        Bytes::from_static(DONE),
+                    ]);
                 }
             };
             tracing::warn!(error = %failure, "turn failed after the response started");
