@@ -18,6 +18,7 @@
 
 pub mod backend;
 pub mod http;
+pub mod layers;
 pub mod metrics;
 pub mod openai;
 pub mod server;

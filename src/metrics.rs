@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::backend::BackendStatus;
@@ -61,7 +61,6 @@ struct Inner {
     turn_seconds: Histogram,
     first_delta_seconds: Histogram,
     spawn_seconds: Histogram,
-    queue_depth: AtomicI64,
 }
 
 impl Metrics {
@@ -88,18 +87,14 @@ impl Metrics {
         self.inner.spawn_seconds.observe(duration);
     }
 
-    /// Adjusts the number of requests waiting for their session's turn; for queueing layers.
-    pub fn add_queued(&self, delta: i64) {
-        self.inner.queue_depth.fetch_add(delta, Ordering::Relaxed);
-    }
-
     /// How many turns ended with `outcome` so far.
     pub fn turns(&self, outcome: TurnOutcome) -> u64 {
         self.inner.turns[outcome as usize].load(Ordering::Relaxed)
     }
 
-    /// The metrics in the Prometheus text format, with the backend's gauges.
-    pub fn render(&self, status: &BackendStatus) -> String {
+    /// The metrics in the Prometheus text format, with the backend's gauges and the number of requests
+    /// `waiting` for their session.
+    pub fn render(&self, status: &BackendStatus, waiting: usize) -> String {
         let inner = &*self.inner;
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP bridge_turns_total Chat-completions turns by how they ended.\n");
@@ -146,7 +141,7 @@ impl Metrics {
             (
                 "bridge_queue_depth",
                 "Requests waiting for their session's turn.",
-                inner.queue_depth.load(Ordering::Relaxed),
+                waiting as i64,
             ),
         ];
         for (name, help, value) in gauges {
@@ -208,8 +203,7 @@ mod tests {
         metrics.record_turn(TurnOutcome::Ok, Duration::from_millis(20));
         metrics.record_turn(TurnOutcome::Ok, Duration::from_secs(2));
         metrics.record_turn(TurnOutcome::Rejected, Duration::ZERO);
-        metrics.add_queued(2);
-        let text = metrics.render(&BackendStatus::new(3, 2, 1));
+        let text = metrics.render(&BackendStatus::new(3, 2, 1), 2);
         assert!(
             text.contains("bridge_turns_total{outcome=\"ok\"} 2\n"),
             "{text}"

@@ -188,6 +188,8 @@ async fn failures_after_the_head_end_with_an_error_chunk_then_done() {
     assert_eq!(last["error"]["code"], "agent_failed");
     assert_eq!(last["choices"][0]["finish_reason"], "stop");
     assert_eq!(sse.rest().await, ["[DONE]"]);
+    // The agent's turn is over (until then the session's next turn waits).
+    drop(turn);
 
     // A reply stream that stops without saying it is complete.
     let mut sse = SseReader::new(server.chat(simple_body("f", "y", true)).await);
@@ -504,7 +506,7 @@ async fn error_matrix() {
 }
 
 /// Hands the test each turn's cancellation token, then never finishes starting the turn (an agent that is
-/// still booting).
+/// still booting) until it is cancelled.
 struct NeverStarts(tokio::sync::mpsc::UnboundedSender<tokio_util::sync::CancellationToken>);
 
 #[async_trait::async_trait]
@@ -514,7 +516,9 @@ impl synthesis_bridge::AgentBackend for NeverStarts {
         turn: synthesis_bridge::Turn,
     ) -> Result<synthesis_bridge::ReplyStream, BackendError> {
         let _ = self.0.send(turn.cancel.clone());
-        std::future::pending().await
+        // Acknowledges cancellation, as the backend contract asks: until then the session stays taken.
+        turn.cancel.cancelled().await;
+        Err(BackendError::Cancelled)
     }
 
     async fn shutdown(&self) {}

@@ -9,6 +9,10 @@
 //! Every error is an OpenAI-shaped `{"error": {"message", "type", "code"}}` with the matching status; once
 //! a stream has started, an error is its final chunk instead (see [`crate::openai::chunk`]).
 //!
+//! Turns go through the [`layers`](crate::layers): one turn at a time per session (the rest queue), a
+//! deadline and an idle timeout, and heartbeats while the agent is quiet. [`BridgeBuilder`] sets them up and
+//! documents their order.
+//!
 //! # Example
 //!
 //! ```
@@ -22,7 +26,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let config = BridgeConfig::new(WorkspacePolicy::single(std::env::temp_dir()).unwrap());
-//! let bridge = Bridge::new(Arc::new(MockAgentBackend::new()), config);
+//! let bridge = Bridge::builder(Arc::new(MockAgentBackend::new()), config).build();
 //! let request = http::Request::get("/v1/models").body(Full::<bytes::Bytes>::default()).unwrap();
 //! let response = bridge.oneshot(request).await.unwrap();
 //! assert_eq!(response.status(), 200);
@@ -31,10 +35,15 @@
 //! # }
 //! ```
 
-mod chat;
+mod builder;
+mod config;
+mod front;
+mod layer_errors;
+mod prepare;
 mod record;
 mod sse;
 mod turn_stream;
+mod turns;
 mod workspace;
 
 use std::convert::Infallible;
@@ -43,100 +52,48 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use tower::{BoxError, Service};
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, Layer, Service};
 
+pub use builder::BridgeBuilder;
+pub use config::{BridgeConfig, DEFAULT_MAX_BODY_BYTES};
 pub use workspace::WorkspacePolicy;
 
 use crate::backend::{AgentBackend, BackendError};
+use crate::layers::concurrency::{ConcurrencyPerKey, ConcurrencyPerKeyLayer};
+use crate::layers::heartbeat::Heartbeat;
+use crate::layers::timeout::StreamTimeout;
 use crate::metrics::Metrics;
 use crate::openai::ApiError;
 use crate::session::SessionKey;
+use prepare::ChatTurn;
+use turns::TurnService;
+
+/// The body of every request the bridge's layers see (any request body is boxed into one).
+pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// The body of every response the bridge sends.
-pub type ResponseBody = UnsyncBoxBody<Bytes, Infallible>;
+pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 
-/// The default request body limit: OpenClaw resends 50–100 KB of history per turn, so leave ample room.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Names a chat turn's concurrency key: its session.
+type KeyOf = fn(&Request<ChatTurn>) -> Option<SessionKey>;
 
-/// How the HTTP front behaves.
-#[derive(Clone)]
-#[non_exhaustive]
-pub struct BridgeConfig {
-    /// Model ids listed by `/v1/models`; the first is reported when a request names none.
-    pub models: Vec<String>,
-    /// When set, requests to `/v1/*` must carry `Authorization: Bearer <key>`.
-    pub api_key: Option<String>,
-    /// Largest accepted request body, in bytes.
-    pub max_body_bytes: usize,
-    /// Where agents may work.
-    pub workspaces: WorkspacePolicy,
-    /// The session for requests that name none; without it they are refused (400).
-    pub fallback_session: Option<SessionKey>,
-}
+/// The layers around the turn service, outermost first (see [`BridgeBuilder`]).
+type TurnStack = Heartbeat<ConcurrencyPerKey<StreamTimeout<TurnService>, KeyOf, SessionKey>>;
 
-impl BridgeConfig {
-    /// Model `claude`, no API key, the default body limit, no fallback session.
-    pub fn new(workspaces: WorkspacePolicy) -> Self {
-        Self {
-            models: vec!["claude".to_owned()],
-            api_key: None,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            workspaces,
-            fallback_session: None,
-        }
-    }
+type BoxedService = BoxCloneSyncService<Request<RequestBody>, Response<ResponseBody>, Infallible>;
 
-    /// Sets the model ids (at least one; an empty list keeps the current ones).
-    pub fn models(mut self, models: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        let models: Vec<String> = models.into_iter().map(Into::into).collect();
-        if !models.is_empty() {
-            self.models = models;
-        }
-        self
-    }
-
-    /// Requires this bearer key.
-    pub fn api_key(mut self, key: Option<String>) -> Self {
-        self.api_key = key.filter(|key| !key.is_empty());
-        self
-    }
-
-    /// Sets the body limit.
-    pub fn max_body_bytes(mut self, limit: usize) -> Self {
-        self.max_body_bytes = limit;
-        self
-    }
-
-    /// Sets the fallback session.
-    pub fn fallback_session(mut self, key: Option<SessionKey>) -> Self {
-        self.fallback_session = key;
-        self
-    }
-}
-
-impl fmt::Debug for BridgeConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BridgeConfig")
-            .field("models", &self.models)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("workspaces", &self.workspaces)
-            .field("fallback_session", &self.fallback_session)
-            .finish()
-    }
-}
-
-/// The OpenAI-compatible service in front of an [`AgentBackend`]. Cheap to clone; clones share everything.
+/// The OpenAI-compatible service in front of an [`AgentBackend`], built by [`BridgeBuilder`]. Cheap to
+/// clone; clones share everything. It accepts any request body.
 #[derive(Clone)]
 pub struct Bridge {
     shared: Arc<Shared>,
+    service: BoxedService,
 }
 
 struct Shared {
@@ -144,28 +101,21 @@ struct Shared {
     backend: Arc<dyn AgentBackend>,
     metrics: Metrics,
     shutdown: CancellationToken,
+    /// Kept for its gauges: keys in flight, requests waiting.
+    per_session: ConcurrencyPerKeyLayer<KeyOf, SessionKey>,
+    /// Whether streams ask the heartbeat layer for heartbeats.
+    heartbeats: bool,
 }
 
 impl Bridge {
-    /// A bridge answering with `backend`.
-    pub fn new(backend: Arc<dyn AgentBackend>, config: BridgeConfig) -> Self {
-        Self::with_metrics(backend, config, Metrics::new())
+    /// Starts building a bridge answering with `backend`.
+    pub fn builder(backend: Arc<dyn AgentBackend>, config: BridgeConfig) -> BridgeBuilder {
+        BridgeBuilder::new(backend, config)
     }
 
-    /// A bridge recording into `metrics`, which the backend and layers may share.
-    pub fn with_metrics(
-        backend: Arc<dyn AgentBackend>,
-        config: BridgeConfig,
-        metrics: Metrics,
-    ) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                config,
-                backend,
-                metrics,
-                shutdown: CancellationToken::new(),
-            }),
-        }
+    /// A bridge answering with `backend`, with the default limits and timeouts.
+    pub fn new(backend: Arc<dyn AgentBackend>, config: BridgeConfig) -> Self {
+        Self::builder(backend, config).build()
     }
 
     /// The metrics this bridge records.
@@ -178,10 +128,48 @@ impl Bridge {
         &self.shared.backend
     }
 
+    /// Sessions with a turn in flight or waiting. An idle session is forgotten, so this drops back to zero
+    /// when the load is gone.
+    pub fn active_sessions(&self) -> usize {
+        self.shared.per_session.active_keys()
+    }
+
+    /// Requests waiting for their session's turn.
+    pub fn waiting(&self) -> usize {
+        self.shared.per_session.waiting()
+    }
+
     /// Starts shutting down: open streams end with a final error chunk and `[DONE]`, their turns are
-    /// cancelled, and new turns are refused with 503. Stopping the agents is [`AgentBackend::shutdown`].
+    /// cancelled, and new or waiting turns are refused with 503. Stopping the agents is
+    /// [`AgentBackend::shutdown`].
     pub fn begin_shutdown(&self) {
         self.shared.shutdown.cancel();
+    }
+
+    /// Wraps the whole bridge in `layer` (auth, tracing, body limits, …) and returns the result as a bridge
+    /// again. Each call wraps what is there, so the layer added last is outermost.
+    ///
+    /// An error from the layer is answered as an OpenAI error (500, or 504 for a timeout); an error in its
+    /// response body aborts the response, as hyper does.
+    pub fn layer<L, B, E>(self, layer: L) -> Self
+    where
+        L: Layer<Bridge>,
+        L::Service: Service<Request<RequestBody>, Response = Response<B>, Error = E>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as Service<Request<RequestBody>>>::Future: Send + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+        E: Into<BoxError>,
+    {
+        let shared = self.shared.clone();
+        let service = layer_errors::AnswerErrors::new(layer.layer(self));
+        Self {
+            shared,
+            service: BoxCloneSyncService::new(service),
+        }
     }
 }
 
@@ -189,6 +177,7 @@ impl fmt::Debug for Bridge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Bridge")
             .field("config", &self.shared.config)
+            .field("limits", &self.shared.per_session)
             .field("shutting_down", &self.shared.shutdown.is_cancelled())
             .finish_non_exhaustive()
     }
@@ -201,177 +190,16 @@ where
 {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+    type Future = <BoxedService as Service<Request<RequestBody>>>::Future;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.service.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let shared = self.shared.clone();
-        Box::pin(async move { Ok(route(shared, request).await) })
+        self.service
+            .call(request.map(|body| body.map_err(Into::into).boxed_unsync()))
     }
-}
-
-async fn route<B>(shared: Arc<Shared>, request: Request<B>) -> Response<ResponseBody>
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    let path = request.uri().path();
-    let endpoint = match path {
-        "/v1/chat/completions" | "/chat/completions" => Endpoint::Chat,
-        "/v1/models" | "/models" => Endpoint::Models(None),
-        "/health" => Endpoint::Health,
-        "/metrics" => Endpoint::Metrics,
-        _ => match path
-            .strip_prefix("/v1/models/")
-            .or_else(|| path.strip_prefix("/models/"))
-        {
-            Some(id) if !id.is_empty() => Endpoint::Models(Some(id.to_owned())),
-            _ => {
-                return respond(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "invalid_request_error",
-                    "unknown_url",
-                    format!(
-                        "unknown path {path}: this bridge serves /v1/chat/completions and /v1/models"
-                    ),
-                ));
-            }
-        },
-    };
-    let allowed = if endpoint == Endpoint::Chat {
-        Method::POST
-    } else {
-        Method::GET
-    };
-    if request.method() != allowed {
-        let mut response = respond(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "invalid_request_error",
-            "method_not_allowed",
-            format!("{path} accepts {allowed} only"),
-        ));
-        response.headers_mut().insert(
-            header::ALLOW,
-            HeaderValue::from_str(allowed.as_str()).expect("a method name is a valid header"),
-        );
-        return response;
-    }
-    if matches!(endpoint, Endpoint::Chat | Endpoint::Models(_)) {
-        if let Err(error) = authorize(&shared.config, request.headers()) {
-            return respond(error);
-        }
-    }
-    match endpoint {
-        Endpoint::Chat => chat::handle(shared, request).await,
-        Endpoint::Models(id) => models(&shared.config, id.as_deref()),
-        Endpoint::Health => health(&shared),
-        Endpoint::Metrics => {
-            let text = shared.metrics.render(&shared.backend.status());
-            let mut response = Response::new(full(text));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            response
-        }
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Endpoint {
-    Chat,
-    Models(Option<String>),
-    Health,
-    Metrics,
-}
-
-fn authorize(config: &BridgeConfig, headers: &http::HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = &config.api_key else {
-        return Ok(());
-    };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| {
-            value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    match presented {
-        Some(key) if constant_time_eq(key.as_bytes(), expected.as_bytes()) => Ok(()),
-        Some(_) => Err(unauthorized("invalid API key")),
-        None => Err(unauthorized(
-            "missing API key: send the header `Authorization: Bearer <key>`",
-        )),
-    }
-}
-
-fn unauthorized(message: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "authentication_error",
-        "invalid_api_key",
-        message,
-    )
-}
-
-/// Compares without an early exit, so response timing does not reveal how much of a guessed key matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn models(config: &BridgeConfig, id: Option<&str>) -> Response<ResponseBody> {
-    let model = |id: &str| json!({"id": id, "object": "model", "created": 0, "owned_by": "synthesis-bridge"});
-    let body = match id {
-        None => {
-            json!({"object": "list", "data": config.models.iter().map(|id| model(id)).collect::<Vec<_>>()})
-        }
-        Some(id) if config.models.iter().any(|known| known == id) => model(id),
-        Some(id) => {
-            return respond(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "model_not_found",
-                format!(
-                    "the model {id} does not exist; this bridge serves {}",
-                    config.models.join(", ")
-                ),
-            ));
-        }
-    };
-    json_response(StatusCode::OK, &body)
-}
-
-fn health(shared: &Shared) -> Response<ResponseBody> {
-    let status = shared.backend.status();
-    let ok = !shared.shutdown.is_cancelled();
-    let body = json!({
-        "ok": ok,
-        "version": env!("CARGO_PKG_VERSION"),
-        "sessions": status.sessions,
-        "processes": status.processes,
-        "connections": status.connections,
-    });
-    let code = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    json_response(code, &body)
-}
-
-fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<ResponseBody> {
-    let mut response = Response::new(full(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
 }
 
 fn respond(error: ApiError) -> Response<ResponseBody> {
@@ -386,18 +214,15 @@ fn box_body<B>(body: B) -> ResponseBody
 where
     B: Body<Data = Bytes, Error = Infallible> + Send + 'static,
 {
-    body.boxed_unsync()
+    body.map_err(|never| match never {}).boxed_unsync()
 }
-
-/// The `code` of the refusal or final chunk sent while the bridge shuts down.
-const SHUTTING_DOWN: &str = "shutting_down";
 
 /// A turn refused, or ended, because the bridge is shutting down.
 fn shutting_down() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "server_error",
-        SHUTTING_DOWN,
+        "shutting_down",
         "the bridge is shutting down",
     )
 }

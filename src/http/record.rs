@@ -1,75 +1,82 @@
 //! One turn's bookkeeping: its log span, its timings and how it ended.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use tower::BoxError;
 use tracing::Span;
 
 use crate::backend::BackendError;
+use crate::layers::concurrency::{AdmissionElapsed, QueueFull};
+use crate::layers::timeout::{DeadlineElapsed, IdleElapsed};
 use crate::metrics::{Metrics, TurnOutcome};
 
-/// Records a turn's metrics exactly once; a turn dropped unrecorded counts as abandoned by the client.
-#[derive(Debug)]
+/// Records a turn's metrics exactly once. Cloning shares it between the front (which sees layer errors and
+/// the client leaving) and the turn's body (which sees the agent's answer): the first outcome wins, and a
+/// turn whose last handle goes unrecorded counts as abandoned by the client.
+#[derive(Debug, Clone)]
 pub(crate) struct TurnRecord {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     metrics: Metrics,
     started: Instant,
-    pub(crate) span: Span,
-    first_delta_seen: bool,
-    recorded: bool,
+    span: Span,
+    first_delta_seen: AtomicBool,
+    recorded: AtomicBool,
 }
 
 impl TurnRecord {
-    pub(crate) fn start(metrics: Metrics) -> Self {
+    pub(crate) fn start(metrics: Metrics, span: Span) -> Self {
         Self {
-            metrics,
-            started: Instant::now(),
-            span: Span::none(),
-            first_delta_seen: false,
-            recorded: false,
+            inner: Arc::new(Inner {
+                metrics,
+                started: Instant::now(),
+                span,
+                first_delta_seen: AtomicBool::new(false),
+                recorded: AtomicBool::new(false),
+            }),
         }
     }
 
-    /// Moves the bookkeeping into a new owner (the response body), leaving an inert record behind.
-    pub(crate) fn take(&mut self) -> Self {
-        let taken = Self {
-            metrics: self.metrics.clone(),
-            started: self.started,
-            span: self.span.clone(),
-            first_delta_seen: self.first_delta_seen,
-            recorded: self.recorded,
-        };
-        self.recorded = true;
-        taken
+    pub(crate) fn span(&self) -> &Span {
+        &self.inner.span
     }
 
-    pub(crate) fn first_delta(&mut self) {
-        if !self.first_delta_seen {
-            self.first_delta_seen = true;
-            self.metrics.record_first_delta(self.started.elapsed());
+    pub(crate) fn first_delta(&self) {
+        if !self.inner.first_delta_seen.swap(true, Ordering::Relaxed) {
+            self.inner
+                .metrics
+                .record_first_delta(self.inner.started.elapsed());
         }
     }
 
-    pub(crate) fn finish(&mut self, outcome: TurnOutcome) {
-        if std::mem::replace(&mut self.recorded, true) {
+    pub(crate) fn finish(&self, outcome: TurnOutcome) {
+        self.inner.finish(outcome);
+    }
+}
+
+impl Inner {
+    fn finish(&self, outcome: TurnOutcome) {
+        if self.recorded.swap(true, Ordering::AcqRel) {
             return;
         }
         let elapsed = self.started.elapsed();
         self.metrics.record_turn(outcome, elapsed);
         let _entered = self.span.enter();
+        let elapsed_ms = elapsed.as_millis() as u64;
         match outcome {
-            TurnOutcome::Ok => {
-                tracing::info!(elapsed_ms = elapsed.as_millis() as u64, "turn answered")
-            }
+            TurnOutcome::Ok => tracing::info!(elapsed_ms, "turn answered"),
             TurnOutcome::Rejected => tracing::debug!("request refused"),
-            outcome => tracing::warn!(
-                ?outcome,
-                elapsed_ms = elapsed.as_millis() as u64,
-                "turn did not complete"
-            ),
+            outcome => tracing::warn!(?outcome, elapsed_ms, "turn did not complete"),
         }
     }
 }
 
-impl Drop for TurnRecord {
+impl Drop for Inner {
     fn drop(&mut self) {
         self.finish(TurnOutcome::ClientClosed);
     }
@@ -82,5 +89,19 @@ pub(crate) fn outcome_of(error: &BackendError) -> TurnOutcome {
         BackendError::Cancelled => TurnOutcome::ClientClosed,
         BackendError::Unavailable { .. } => TurnOutcome::Rejected,
         _ => TurnOutcome::Failed,
+    }
+}
+
+/// The outcome an error from the layers stands for.
+pub(crate) fn outcome_of_layer(error: &BoxError) -> TurnOutcome {
+    if error.is::<QueueFull>() {
+        TurnOutcome::Rejected
+    } else if error.is::<AdmissionElapsed>()
+        || error.is::<DeadlineElapsed>()
+        || error.is::<IdleElapsed>()
+    {
+        TurnOutcome::TimedOut
+    } else {
+        TurnOutcome::Failed
     }
 }

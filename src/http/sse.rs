@@ -77,7 +77,7 @@ impl Body for SseBody {
             }
             State::Streaming => {}
         }
-        let _entered = this.record.span.clone().entered();
+        let _entered = this.record.span().clone().entered();
         let last = loop {
             let failure = match this.turn.poll_next_unpin(cx) {
                 Poll::Ready(Some(ReplyEvent::TextDelta(text))) => {

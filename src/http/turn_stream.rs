@@ -7,25 +7,33 @@ use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{ReplyEvent, ReplyStream};
+use crate::layers::concurrency::SlotLease;
 
 /// A turn's [`ReplyStream`] as the handler consumes it.
 ///
 /// When dropped before the answer is complete (the client went away, a deadline passed) it fires the turn's
 /// cancellation. Either way the rest of the stream is drained in the background, because the stream ends
 /// only when the agent is really done (see [`ReplyStream`]): the backend must not be left blocked on a
-/// full channel, and the end of the drain is when the agent is free again.
+/// full channel, and the end of the drain is when the agent is free again. So the session's slot lease is
+/// held until then.
 pub(crate) struct TurnStream {
     stream: Option<ReplyStream>,
     cancel: CancellationToken,
     answered: bool,
+    lease: Option<SlotLease>,
 }
 
 impl TurnStream {
-    pub(crate) fn new(stream: ReplyStream, cancel: CancellationToken) -> Self {
+    pub(crate) fn new(
+        stream: ReplyStream,
+        cancel: CancellationToken,
+        lease: Option<SlotLease>,
+    ) -> Self {
         Self {
             stream: Some(stream),
             cancel,
             answered: false,
+            lease,
         }
     }
 
@@ -37,9 +45,13 @@ impl TurnStream {
         if !self.answered {
             self.cancel.cancel();
         }
+        let lease = self.lease.take();
         // Without a runtime (the process is exiting) there is nobody left to drain for.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { while stream.next().await.is_some() {} });
+            runtime.spawn(async move {
+                while stream.next().await.is_some() {}
+                drop(lease);
+            });
         }
     }
 }
@@ -55,7 +67,11 @@ impl Stream for TurnStream {
         match &event {
             Some(ReplyEvent::End(_) | ReplyEvent::Error(_)) => self.answered = true,
             Some(_) => {}
-            None => self.stream = None,
+            None => {
+                // The agent is done: the session is free for its next turn.
+                self.stream = None;
+                self.lease = None;
+            }
         }
         Poll::Ready(event)
     }
@@ -78,7 +94,7 @@ mod tests {
         let cancel = CancellationToken::new();
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let events = tokio_stream_from(rx);
-        let turn = TurnStream::new(events, cancel.clone());
+        let turn = TurnStream::new(events, cancel.clone(), None);
         drop(turn);
         assert!(cancel.is_cancelled());
         // The backend can still send: somebody is draining.
@@ -95,6 +111,7 @@ mod tests {
                 .chain(stream::pending())
                 .boxed(),
             cancel.clone(),
+            None,
         );
         assert_eq!(turn.next().await, Some(ReplyEvent::end()));
         drop(turn);

@@ -1,0 +1,77 @@
+//! [`BridgeConfig`]: what the HTTP front accepts and answers.
+
+use std::fmt;
+
+use super::WorkspacePolicy;
+use crate::session::SessionKey;
+
+/// The default request body limit: OpenClaw resends 50–100 KB of history per turn, so leave ample room.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// How the HTTP front behaves.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct BridgeConfig {
+    /// Model ids listed by `/v1/models`; the first is reported when a request names none.
+    pub models: Vec<String>,
+    /// When set, requests to `/v1/*` must carry `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Where agents may work.
+    pub workspaces: WorkspacePolicy,
+    /// The session for requests that name none; without it they are refused (400).
+    pub fallback_session: Option<SessionKey>,
+}
+
+impl BridgeConfig {
+    /// Model `claude`, no API key, the default body limit, no fallback session.
+    pub fn new(workspaces: WorkspacePolicy) -> Self {
+        Self {
+            models: vec!["claude".to_owned()],
+            api_key: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            workspaces,
+            fallback_session: None,
+        }
+    }
+
+    /// Sets the model ids (at least one; an empty list keeps the current ones).
+    pub fn models(mut self, models: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        let models: Vec<String> = models.into_iter().map(Into::into).collect();
+        if !models.is_empty() {
+            self.models = models;
+        }
+        self
+    }
+
+    /// Requires this bearer key.
+    pub fn api_key(mut self, key: Option<String>) -> Self {
+        self.api_key = key.filter(|key| !key.is_empty());
+        self
+    }
+
+    /// Sets the body limit.
+    pub fn max_body_bytes(mut self, limit: usize) -> Self {
+        self.max_body_bytes = limit;
+        self
+    }
+
+    /// Sets the fallback session.
+    pub fn fallback_session(mut self, key: Option<SessionKey>) -> Self {
+        self.fallback_session = key;
+        self
+    }
+}
+
+impl fmt::Debug for BridgeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BridgeConfig")
+            .field("models", &self.models)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("workspaces", &self.workspaces)
+            .field("fallback_session", &self.fallback_session)
+            .finish()
+    }
+}

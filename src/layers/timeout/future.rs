@@ -1,0 +1,56 @@
+//! The response future: the deadline's clock until the head.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::Response;
+use tower::BoxError;
+
+use super::clock::{Clock, expired};
+use super::{DeadlineElapsed, StreamTimeoutLayer, TimeoutBody};
+
+pin_project_lite::pin_project! {
+    /// The [`StreamTimeout`](super::StreamTimeout) service's future.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        deadline: Option<Clock>,
+        idle: Option<std::time::Duration>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(super) fn new(inner: F, settings: StreamTimeoutLayer) -> Self {
+        Self {
+            inner,
+            deadline: settings.deadline.map(Clock::start),
+            idle: settings.idle,
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<TimeoutBody<B>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(result) = this.inner.poll(cx) {
+            let response = result.map_err(Into::into)?;
+            let deadline = this.deadline.take();
+            let idle = this.idle.map(Clock::start);
+            return Poll::Ready(Ok(
+                response.map(|body| TimeoutBody::new(body, deadline, idle))
+            ));
+        }
+        match expired(this.deadline, cx) {
+            Some(deadline) => Poll::Ready(Err(Box::new(DeadlineElapsed { deadline }))),
+            None => Poll::Pending,
+        }
+    }
+}
