@@ -76,7 +76,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(backend: Arc<dyn AgentBackend>, config: BridgeConfig) -> Self {
-        let bridge = Bridge::new(backend, config);
+        Self::serve(Bridge::new(backend, config)).await
+    }
+
+    /// Serves `bridge`, however it was built.
+    pub async fn serve(bridge: Bridge) -> Self {
         let listener = synthesis_bridge::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
