@@ -71,6 +71,31 @@ struct Args {
     #[arg(long, env = "SYNTHESIS_MAX_BODY", default_value = "8MiB", value_parser = parse_size)]
     max_body: usize,
 
+    /// How many turns of one session run at once; the others wait their turn in arrival order.
+    #[arg(long, env = "SYNTHESIS_TURNS_PER_SESSION", default_value_t = 1)]
+    turns_per_session: usize,
+
+    /// How many turns of one session may wait; one more is refused with 429 and Retry-After.
+    #[arg(long, env = "SYNTHESIS_QUEUE_DEPTH", default_value_t = 8)]
+    queue_depth: usize,
+
+    /// How long a turn may wait for its session before it is refused with 504 (`off`: no limit).
+    #[arg(long, env = "SYNTHESIS_ADMISSION_TIMEOUT", default_value = "5m", value_parser = parse_limit)]
+    admission_timeout: Limit,
+
+    /// The most a turn may take, from its start to the end of its answer (`off`: no limit).
+    #[arg(long, env = "SYNTHESIS_TURN_TIMEOUT", default_value = "30m", value_parser = parse_limit)]
+    turn_timeout: Limit,
+
+    /// The most time the agent may stay silent once its answer has started; heartbeats do not count
+    /// (`off`: no limit).
+    #[arg(long, env = "SYNTHESIS_IDLE_TIMEOUT", default_value = "10m", value_parser = parse_limit)]
+    idle_timeout: Limit,
+
+    /// After this much quiet, a stream gets an empty chunk so that clients keep waiting (`off`: never).
+    #[arg(long, env = "SYNTHESIS_HEARTBEAT", default_value = "15s", value_parser = parse_limit)]
+    heartbeat: Limit,
+
     /// How long to wait on shutdown for open responses to finish, e.g. `10s`.
     #[arg(long, env = "SYNTHESIS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
@@ -133,7 +158,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .fallback_session(fallback_session);
 
     let backend: Arc<dyn AgentBackend> = Arc::new(agent(&args));
-    let bridge = Bridge::new(backend.clone(), config);
+    let bridge = Bridge::builder(backend.clone(), config)
+        .turns_per_session(args.turns_per_session)
+        .queue_depth(args.queue_depth)
+        .admission_timeout(args.admission_timeout.0)
+        .turn_timeout(args.turn_timeout.0)
+        .idle_timeout(args.idle_timeout.0)
+        .heartbeat(args.heartbeat.0)
+        .build();
     let signalled = shutdown_signal().context("cannot install the SIGINT/SIGTERM handlers")?;
     let listener = synthesis_bridge::server::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -179,6 +211,26 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
             _ = terminate.recv() => {}
         }
     })
+}
+
+/// A duration, or `off` for none.
+#[derive(Debug, Clone, Copy)]
+struct Limit(Option<Duration>);
+
+/// `90s`, `5m`, `1h 30m`, … or `off`.
+fn parse_limit(text: &str) -> Result<Limit, String> {
+    match text.trim() {
+        "off" | "none" => Ok(Limit(None)),
+        text => match humantime::parse_duration(text) {
+            Ok(duration) if duration.is_zero() => {
+                Err("a zero duration would fail every turn: use `off` for no limit".to_owned())
+            }
+            Ok(duration) => Ok(Limit(Some(duration))),
+            Err(error) => Err(format!(
+                "{error}: use a duration such as 90s or 5m, or `off`"
+            )),
+        },
+    }
 }
 
 /// `8388608`, `64K`, `8M`, `8MiB`, …

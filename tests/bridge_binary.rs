@@ -549,3 +549,64 @@ async fn the_agent_does_not_inherit_the_bridge_api_key() {
         .insert("authorization", "Bearer k".parse().unwrap());
     assert_eq!(completion_text(bridge.send(request).await).await, "unset");
 }
+
+#[tokio::test]
+async fn turn_limit_flags_heartbeat_idle_timeout_and_queue_depth() {
+    let bridge = Bridge::start(&[
+        "--agent-command",
+        "sleep 30",
+        "--heartbeat",
+        "100ms",
+        "--idle-timeout",
+        "800ms",
+        "--queue-depth",
+        "0",
+    ])
+    .await;
+    let mut sse = SseReader::new(bridge.chat(simple_body("a", "hi", true)).await);
+    let role = sse.chunk().await;
+
+    // The session is busy and nobody may wait.
+    let refused = bridge.chat(simple_body("a", "again", true)).await;
+    assert!(refused.headers().contains_key("retry-after"));
+    expect_error(refused, StatusCode::TOO_MANY_REQUESTS, "session_busy").await;
+
+    // The silent agent gets heartbeats, then the idle timeout ends the stream.
+    let mut heartbeats = 0;
+    let last = loop {
+        let chunk = sse.chunk().await;
+        if chunk.get("error").is_some() {
+            break chunk;
+        }
+        assert_eq!(chunk["id"], role["id"]);
+        assert_eq!(chunk["choices"][0]["delta"], json!({"content": ""}));
+        heartbeats += 1;
+    };
+    assert!(heartbeats >= 3, "{heartbeats}");
+    assert_eq!(last["error"]["code"], "idle_timeout");
+    assert_eq!(sse.rest().await, ["[DONE]"]);
+
+    // The agent was stopped, so the session takes turns again.
+    let mut sse = SseReader::new(bridge.chat(simple_body("a", "once more", true)).await);
+    sse.chunk().await;
+}
+
+#[tokio::test]
+async fn a_zero_timeout_is_refused_with_a_hint() {
+    let mut bridge = Bridge::spawn(|command, workspace| {
+        command
+            .args([
+                "--agent-command",
+                "cat",
+                "--turn-timeout",
+                "0s",
+                "--workspace-root",
+            ])
+            .arg(workspace);
+    });
+    let status = bridge.wait_exit().await;
+    let stderr = bridge.stderr();
+    assert_eq!(status.code(), Some(2), "{status}\n{stderr}");
+    assert!(stderr.contains("--turn-timeout"), "{stderr}");
+    assert!(stderr.contains("`off`"), "{stderr}");
+}
