@@ -2,10 +2,13 @@
 //! reach the inner service, when slots free up, and when heartbeats and timeouts fire.
 
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
+use http_body::Body;
 use http_body_util::{BodyExt, Full, StreamBody};
 use synthesis_bridge::layers::concurrency::{
     AdmissionElapsed, ConcurrencyPerKeyLayer, QueueFull, SlotLease,
@@ -14,7 +17,7 @@ use synthesis_bridge::layers::heartbeat::{HeartbeatFrame, HeartbeatLayer};
 use synthesis_bridge::layers::timeout::{DeadlineElapsed, IdleElapsed, StreamTimeoutLayer};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tower::{BoxError, Layer, ServiceBuilder, ServiceExt};
+use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 use tower_test::mock;
 
 type Frames = mpsc::Sender<Result<http_body::Frame<Bytes>, Infallible>>;
@@ -79,6 +82,70 @@ async fn three_waiters_are_served_in_fifo_order() {
         responses.push(response.into_body().collect().await.unwrap().to_bytes());
     }
     assert_eq!(responses, ["first", "second", "third", "fourth"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_order_is_the_order_of_the_calls_not_of_the_first_polls() {
+    let (inner, mut handle) = mock::pair::<Request<()>, Response<Full<Bytes>>>();
+    let mut service = per_key().layer(inner);
+    let running = service.ready().await.unwrap().call(keyed("k"));
+    let mut second = keyed("k");
+    second.extensions_mut().insert("second");
+    let second = service.ready().await.unwrap().call(second);
+    let mut third = keyed("k");
+    third.extensions_mut().insert("third");
+    let third = service.ready().await.unwrap().call(third);
+    // Polled in the reverse order.
+    let third = tokio::spawn(third);
+    settle().await;
+    let second = tokio::spawn(second);
+    settle().await;
+
+    let running = tokio::spawn(running);
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_response(Response::new(Full::default()));
+    drop(running.await.unwrap().unwrap());
+    for (expected, waiter) in [("second", second), ("third", third)] {
+        let (request, reply) = handle.next_request().await.unwrap();
+        assert_eq!(request.extensions().get::<&str>(), Some(&expected));
+        drop(request);
+        reply.send_response(Response::new(Full::default()));
+        drop(waiter.await.unwrap().unwrap());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_newcomer_never_overtakes_a_waiter_and_a_handed_over_slot_frees_the_queue() {
+    let (inner, mut handle) = mock::pair::<Request<()>, Response<Full<Bytes>>>();
+    let layer = per_key().queue_depth(1);
+    let mut service = layer.layer(inner);
+    let running = tokio::spawn(service.ready().await.unwrap().call(keyed("k")));
+    let (request, reply) = handle.next_request().await.unwrap();
+    drop(request);
+    let mut second = keyed("k");
+    second.extensions_mut().insert("second");
+    // Called, but its task has not run yet.
+    let second = service.ready().await.unwrap().call(second);
+
+    reply.send_response(Response::new(Full::default()));
+    drop(running.await.unwrap().unwrap());
+    // The slot went to `second` at once: the queue has room, and a newcomer queues behind it.
+    assert_eq!(layer.waiting(), 0);
+    let mut third = keyed("k");
+    third.extensions_mut().insert("third");
+    let third = tokio::spawn(service.ready().await.unwrap().call(third));
+    settle().await;
+    assert_eq!(layer.waiting(), 1, "the newcomer was refused or went first");
+
+    let second = tokio::spawn(second);
+    for (expected, waiter) in [("second", second), ("third", third)] {
+        let (request, reply) = handle.next_request().await.unwrap();
+        assert_eq!(request.extensions().get::<&str>(), Some(&expected));
+        drop(request);
+        reply.send_response(Response::new(Full::default()));
+        drop(waiter.await.unwrap().unwrap());
+    }
+    assert_eq!(layer.active_keys(), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -302,16 +369,37 @@ async fn a_heartbeat_follows_each_full_quiet_interval_and_real_frames_restart_it
 async fn a_response_without_a_heartbeat_frame_passes_untouched() {
     let service = HeartbeatLayer::new(Duration::from_secs(1)).layer(tower::service_fn(
         |_: Request<()>| async {
-            let (frames, body) = streaming_body();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                frames.send(data("only")).await.unwrap();
-            });
-            Ok::<_, Infallible>(Response::new(body))
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("whole"))))
         },
     ));
     let body = service.oneshot(Request::new(())).await.unwrap().into_body();
-    assert_eq!(body.collect().await.unwrap().to_bytes(), "only");
+    // Its length is still known (so hyper still sends Content-Length).
+    assert_eq!(body.size_hint().exact(), Some(5));
+    assert_eq!(body.collect().await.unwrap().to_bytes(), "whole");
+
+    // Asking for heartbeats makes the length unknown: frames may be added.
+    let (_bodies, inner) = streaming_service("beat");
+    let body = HeartbeatLayer::new(Duration::from_secs(1))
+        .layer(inner)
+        .oneshot(Request::new(()))
+        .await
+        .unwrap()
+        .into_body();
+    assert_eq!(body.size_hint().exact(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_interval_sends_no_heartbeats() {
+    let (mut bodies, inner) = streaming_service("beat");
+    let service = HeartbeatLayer::new(Duration::ZERO).layer(inner);
+    let mut body = service.oneshot(Request::new(())).await.unwrap().into_body();
+    let frames = bodies.recv().await.unwrap();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        frames.send(data("real")).await.unwrap();
+    });
+    let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(frame, "real");
 }
 
 #[tokio::test(start_paused = true)]
@@ -368,24 +456,51 @@ async fn agent_output_resets_the_idle_timer_but_not_the_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn a_deadline_before_the_head_fails_the_call_and_drops_the_handler() {
-    let (dropped, dropped_rx) = tokio::sync::oneshot::channel::<()>();
-    let dropped = std::sync::Mutex::new(Some(dropped));
+    let handler_dropped = Arc::new(AtomicBool::new(false));
     let service = StreamTimeoutLayer::new()
         .deadline(Some(Duration::from_secs(30)))
-        .layer(tower::service_fn(move |_: Request<()>| {
-            let guard = dropped.lock().unwrap().take();
-            async move {
-                std::future::pending::<()>().await;
-                drop(guard);
-                Ok::<_, BoxError>(Response::new(Full::<Bytes>::default()))
+        .layer(tower::service_fn({
+            let handler_dropped = handler_dropped.clone();
+            move |_: Request<()>| {
+                let on_drop = SetOnDrop(handler_dropped.clone());
+                async move {
+                    std::future::pending::<()>().await;
+                    drop(on_drop);
+                    Ok::<_, BoxError>(Response::new(Full::<Bytes>::default()))
+                }
             }
         }));
     let started = Instant::now();
-    let error = service.oneshot(Request::new(())).await.unwrap_err();
+    let mut call = std::pin::pin!(service.oneshot(Request::new(())));
+    let error = call.as_mut().await.unwrap_err();
     assert!(error.is::<DeadlineElapsed>());
     assert_eq!(started.elapsed(), Duration::from_secs(30));
-    assert!(
-        dropped_rx.await.is_err(),
-        "the handler's future was dropped"
-    );
+    // Dropped when the deadline passed, not only when the caller lets go of the call.
+    assert!(handler_dropped.load(Ordering::SeqCst));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_stops_a_body_that_is_always_ready() {
+    let service = StreamTimeoutLayer::new()
+        .deadline(Some(Duration::from_secs(25)))
+        .layer(tower::service_fn(|_: Request<()>| async {
+            let endless = futures::stream::repeat_with(|| data("more"));
+            Ok::<_, Infallible>(Response::new(StreamBody::new(endless)))
+        }));
+    let mut body = service.oneshot(Request::new(())).await.unwrap().into_body();
+    for _ in 0..100 {
+        body.frame().await.unwrap().unwrap();
+    }
+    tokio::time::advance(Duration::from_secs(26)).await;
+    let error = body.frame().await.unwrap().unwrap_err();
+    assert!(error.is::<DeadlineElapsed>(), "{error}");
+    assert!(body.frame().await.is_none());
+}
+
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }

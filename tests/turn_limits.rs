@@ -366,10 +366,57 @@ async fn the_session_table_is_empty_once_the_load_is_gone() {
         client.await.unwrap();
     }
     // The drains behind the answers finish on their own tasks.
-    tokio::time::sleep(Duration::from_millis(1)).await;
-    assert_eq!((bridge.active_sessions(), bridge.waiting()), (0, 0));
+    eventually(|| bridge.active_sessions() == 0).await;
+    assert_eq!(bridge.waiting(), 0);
     assert_eq!(bridge.metrics().turns(TurnOutcome::Ok), 120);
     agent.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_refuses_queued_turns_and_ends_the_running_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bridge, mut turns) = scripted_bridge(&dir, |b| b);
+    let mut running = Events::new(ask(&bridge, "s", "running", true).await);
+    running.chunk().await;
+    let _turn = turns.recv().await.unwrap();
+    let queued = tokio::spawn({
+        let bridge = bridge.clone();
+        async move { ask(&bridge, "s", "queued", true).await }
+    });
+    eventually(|| bridge.waiting() == 1).await;
+
+    bridge.begin_shutdown();
+    json_error(
+        queued.await.unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting_down",
+    )
+    .await;
+    assert_eq!(bridge.waiting(), 0);
+    assert_eq!(running.chunk().await["error"]["code"], "shutting_down");
+    assert_eq!(running.next().await.as_deref(), Some("[DONE]"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_from_a_users_layer_is_a_504() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bridge, mut turns) = scripted_bridge(&dir, |b| {
+        b.layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(5)))
+    });
+    let asking = tokio::spawn({
+        let bridge = bridge.clone();
+        async move { ask(&bridge, "s", "hi", false).await }
+    });
+    let turn = turns.recv().await.unwrap();
+    json_error(
+        asking.await.unwrap(),
+        StatusCode::GATEWAY_TIMEOUT,
+        "timeout",
+    )
+    .await;
+    tokio::time::timeout(Duration::from_secs(1), turn.turn.cancel.cancelled())
+        .await
+        .expect("the agent's turn is cancelled");
 }
 
 // Over a real socket, with real time and a backend that takes its time.
@@ -403,6 +450,15 @@ async fn serve(
     let dir = tempfile::tempdir().unwrap();
     let (bridge, turns) = scripted_bridge(&dir, configure);
     (TestServer::serve(bridge).await, turns, dir)
+}
+
+/// Waits (in real time, up to the test's patience) until `done` holds.
+async fn wait_until(done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never happened");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 async fn answer_text(response: http::Response<hyper::body::Incoming>) -> String {
@@ -441,12 +497,14 @@ async fn over_a_socket_one_session_is_served_in_order_and_another_alongside() {
 
     let mut clients = Vec::new();
     for text in ["a1", "a2", "a3"] {
-        let server = server.clone();
+        let client = server.clone();
         clients.push(tokio::spawn(async move {
-            answer_text(server.chat(simple_body("a", text, true)).await).await
+            answer_text(client.chat(simple_body("a", text, true)).await).await
         }));
         // Arrival order is what FIFO is about: let each request get in line first.
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        let expected = usize::from(text != "a1") + usize::from(text == "a3");
+        wait_until(|| server.bridge.active_sessions() == 1 && server.bridge.waiting() == expected)
+            .await;
     }
     let other = answer_text(server.chat(simple_body("b", "b1", true)).await).await;
     assert_eq!(other, "b1");
@@ -477,9 +535,9 @@ async fn over_a_socket_a_full_queue_gets_429() {
         })
     };
     let running = send("1");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_until(|| server.bridge.active_sessions() == 1).await;
     let queued = send("2");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_until(|| server.bridge.waiting() == 1).await;
     let refused = server.chat(simple_body("q", "3", true)).await;
     assert_eq!(refused.headers()["retry-after"], "10");
     expect_error(refused, StatusCode::TOO_MANY_REQUESTS, "session_busy").await;
@@ -560,6 +618,5 @@ async fn over_a_socket_the_deadline_ends_a_stream_and_a_slow_non_streaming_turn(
     let response = server.chat(simple_body("t2", "slow", false)).await;
     expect_error(response, StatusCode::GATEWAY_TIMEOUT, "turn_timeout").await;
     // The cancelled turns acknowledged: nothing is left in the table.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(server.bridge.active_sessions(), 0);
+    wait_until(|| server.bridge.active_sessions() == 0).await;
 }

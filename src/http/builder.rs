@@ -141,9 +141,9 @@ impl BridgeBuilder {
         self
     }
 
-    /// How long a stream may be quiet before a heartbeat chunk is sent; `None`: never.
+    /// How long a stream may be quiet before a heartbeat chunk is sent; `None` (or zero): never.
     pub fn heartbeat(mut self, interval: Option<Duration>) -> Self {
-        self.limits.heartbeat = interval;
+        self.limits.heartbeat = interval.filter(|interval| !interval.is_zero());
         self
     }
 

@@ -57,6 +57,9 @@ pub(crate) fn api_error(error: &BoxError) -> ApiError {
                 humantime::format_duration(elapsed.idle_timeout())
             ),
         )
+    } else if error.is::<tower::timeout::error::Elapsed>() {
+        // From a user's `tower::timeout::TimeoutLayer` around the bridge.
+        timeout("timeout", format!("no answer in time: {error}"))
     } else {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -114,11 +114,13 @@ async fn read_body(
     // Most bodies arrive in one frame, which is then used as it is.
     let mut first = Bytes::new();
     let mut more = BytesMut::new();
+    let mut total = 0;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(unreadable)?.into_data() else {
             continue;
         };
-        if first.len() + more.len() + data.len() > limit {
+        total += data.len();
+        if total > limit {
             return Err(too_large());
         }
         if first.is_empty() {
@@ -147,4 +149,35 @@ fn parse(bytes: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
             format!("the request body is not valid JSON: {error}"),
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+
+    use super::*;
+
+    fn in_frames(frames: &[&'static str]) -> RequestBody {
+        let frames: Vec<Result<Frame<Bytes>, Infallible>> = frames
+            .iter()
+            .map(|text| Ok(Frame::data(Bytes::from_static(text.as_bytes()))))
+            .collect();
+        StreamBody::new(futures::stream::iter(frames))
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    }
+
+    #[tokio::test]
+    async fn a_body_in_many_frames_is_read_whole_up_to_the_limit() {
+        let headers = http::HeaderMap::new();
+        let body = read_body(in_frames(&["abcd", "efgh", "ij"]), &headers, 10).await;
+        assert_eq!(body.unwrap(), "abcdefghij");
+        let body = read_body(in_frames(&["abcd", "efgh", "ijk"]), &headers, 10).await;
+        assert_eq!(body.unwrap_err().status, StatusCode::PAYLOAD_TOO_LARGE);
+        let body = read_body(in_frames(&["whole"]), &headers, 5).await;
+        assert_eq!(body.unwrap(), "whole");
+    }
 }

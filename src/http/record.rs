@@ -99,6 +99,7 @@ pub(crate) fn outcome_of_layer(error: &BoxError) -> TurnOutcome {
     } else if error.is::<AdmissionElapsed>()
         || error.is::<DeadlineElapsed>()
         || error.is::<IdleElapsed>()
+        || error.is::<tower::timeout::error::Elapsed>()
     {
         TurnOutcome::TimedOut
     } else {

@@ -1,12 +1,16 @@
-//! The per-key table: one FIFO semaphore per key that has requests, and the bookkeeping that removes a key
-//! once its last request is gone.
+//! The per-key table: for each key with requests, how many hold a slot and who waits, in arrival order.
+//!
+//! Everything happens under one lock: joining the queue, and handing a freed slot to the first waiter. So
+//! the order is the order of arrival, nobody can take a slot while others wait, and a waiter counts as
+//! waiting exactly until the slot is handed to it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
 
 /// How the keys' slots are shared out.
 #[derive(Debug, Clone, Copy)]
@@ -19,15 +23,15 @@ pub(super) struct Limits {
 
 pub(super) struct KeyTable<K> {
     entries: Mutex<HashMap<K, Entry>>,
+    next_waiter: AtomicU64,
     pub(super) limits: Limits,
 }
 
+/// A key with requests in flight or waiting; removed when it has neither.
+#[derive(Default)]
 struct Entry {
-    /// Fair: permits go to waiters in the order they started waiting.
-    semaphore: Arc<Semaphore>,
-    /// Requests holding or waiting for one of this key's slots; the entry goes when the last one leaves.
-    members: usize,
-    waiting: usize,
+    in_flight: usize,
+    queue: VecDeque<(u64, oneshot::Sender<()>)>,
 }
 
 /// What [`KeyTable::admit`] decided.
@@ -44,51 +48,63 @@ impl<K: Hash + Eq + Clone> KeyTable<K> {
     pub(super) fn new(limits: Limits) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
+            next_waiter: AtomicU64::new(0),
             limits,
         }
     }
 
-    /// Takes one of `key`'s slots if one is free, or a place in its queue if there is room.
+    /// Takes one of `key`'s slots if one is free and nobody waits for it, else a place in its queue if
+    /// there is room.
     pub(super) fn admit(self: &Arc<Self>, key: K) -> Admission<K> {
         let mut entries = self.lock();
-        let entry = entries.entry(key.clone()).or_insert_with(|| Entry {
-            semaphore: Arc::new(Semaphore::new(self.limits.max_in_flight)),
-            members: 0,
-            waiting: 0,
-        });
-        // A free permit means nobody is waiting: the semaphore hands released permits to waiters first.
-        if let Ok(permit) = entry.semaphore.clone().try_acquire_owned() {
-            entry.members += 1;
+        let entry = entries.entry(key.clone()).or_default();
+        if entry.in_flight < self.limits.max_in_flight && entry.queue.is_empty() {
+            entry.in_flight += 1;
             return Admission::Now(Slot {
-                _permit: permit,
-                _member: Member::new(self, key),
+                table: self.clone(),
+                key,
             });
         }
-        if entry.waiting >= self.limits.queue_depth {
+        if entry.queue.len() >= self.limits.queue_depth {
             return Admission::Full;
         }
-        entry.members += 1;
-        entry.waiting += 1;
-        let semaphore = entry.semaphore.clone();
-        drop(entries);
+        let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
+        let (handed_over, admitted) = oneshot::channel();
+        entry.queue.push_back((id, handed_over));
         Admission::Queued(Waiter {
-            semaphore,
-            waiting: Waiting {
-                table: self.clone(),
-                key: key.clone(),
-            },
-            member: Member::new(self, key),
+            table: self.clone(),
+            key,
+            id,
+            admitted: Some(admitted),
         })
     }
 
-    /// Keys with requests in flight or waiting.
+    /// Keys that have requests in flight or waiting.
     pub(super) fn keys(&self) -> usize {
         self.lock().len()
     }
 
     /// Requests waiting for a slot, over all keys.
     pub(super) fn waiting(&self) -> usize {
-        self.lock().values().map(|entry| entry.waiting).sum()
+        self.lock().values().map(|entry| entry.queue.len()).sum()
+    }
+
+    /// Gives a slot of `key` back: to its first waiter still there, or to nobody.
+    fn release(&self, key: &K) {
+        let mut entries = self.lock();
+        let Some(entry) = entries.get_mut(key) else {
+            return;
+        };
+        while let Some((_, waiter)) = entry.queue.pop_front() {
+            // A waiter whose future is gone cannot take it; the next one can.
+            if waiter.send(()).is_ok() {
+                return;
+            }
+        }
+        entry.in_flight -= 1;
+        if entry.in_flight == 0 {
+            entries.remove(key);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<K, Entry>> {
@@ -99,81 +115,65 @@ impl<K: Hash + Eq + Clone> KeyTable<K> {
     }
 }
 
-/// A taken slot. Dropping it frees the slot for the key's next waiter.
+/// A taken slot. Dropping it hands the slot to the key's next waiter.
 pub(super) struct Slot<K: Hash + Eq + Clone> {
-    // Field order matters: the permit goes back before the membership ends, so a waiter is already holding
-    // the permit (and counted as a member) when the last member check runs.
-    _permit: OwnedSemaphorePermit,
-    _member: Member<K>,
+    table: Arc<KeyTable<K>>,
+    key: K,
+}
+
+impl<K: Hash + Eq + Clone> Drop for Slot<K> {
+    fn drop(&mut self) {
+        self.table.release(&self.key);
+    }
 }
 
 /// A request waiting in its key's queue.
 pub(super) struct Waiter<K: Hash + Eq + Clone> {
-    semaphore: Arc<Semaphore>,
-    // Declared before `member`, so it drops first, while the entry is sure to exist.
-    waiting: Waiting<K>,
-    member: Member<K>,
+    table: Arc<KeyTable<K>>,
+    key: K,
+    id: u64,
+    /// Taken once the slot has been received.
+    admitted: Option<oneshot::Receiver<()>>,
 }
 
 impl<K: Hash + Eq + Clone> Waiter<K> {
     /// Waits for the slot. Dropping the future gives the queue place back.
-    pub(super) async fn admitted(self) -> Slot<K> {
-        let permit = self
-            .semaphore
-            .acquire_owned()
+    pub(super) async fn admitted(mut self) -> Slot<K> {
+        let admitted = self.admitted.as_mut().expect("not yet admitted");
+        admitted
             .await
-            .expect("the table never closes a semaphore");
-        drop(self.waiting);
+            .expect("the table hands a slot over or forgets the waiter, never drops it");
+        self.admitted = None;
         Slot {
-            _permit: permit,
-            _member: self.member,
+            table: self.table.clone(),
+            key: self.key.clone(),
         }
     }
 }
 
-/// Counts its request as waiting until dropped.
-struct Waiting<K: Hash + Eq + Clone> {
-    table: Arc<KeyTable<K>>,
-    key: K,
-}
-
-impl<K: Hash + Eq + Clone> Drop for Waiting<K> {
+impl<K: Hash + Eq + Clone> Drop for Waiter<K> {
     fn drop(&mut self) {
-        if let Some(entry) = self.table.lock().get_mut(&self.key) {
-            entry.waiting -= 1;
+        if self.admitted.is_none() {
+            // The slot now belongs to the `Slot` made from this waiter.
+            return;
         }
-    }
-}
-
-/// One request's membership of its key's entry.
-struct Member<K: Hash + Eq + Clone> {
-    table: Arc<KeyTable<K>>,
-    key: K,
-}
-
-impl<K: Hash + Eq + Clone> Member<K> {
-    fn new(table: &Arc<KeyTable<K>>, key: K) -> Self {
-        Self {
-            table: table.clone(),
-            key,
-        }
-    }
-}
-
-impl<K: Hash + Eq + Clone> Drop for Member<K> {
-    fn drop(&mut self) {
         let mut entries = self.table.lock();
         if let Some(entry) = entries.get_mut(&self.key) {
-            entry.members -= 1;
-            if entry.members == 0 {
-                entries.remove(&self.key);
+            if let Some(place) = entry.queue.iter().position(|(id, _)| *id == self.id) {
+                entry.queue.remove(place);
+                return;
             }
         }
+        drop(entries);
+        // Not in the queue any more: the slot was handed over just as this waiter gave up. Pass it on.
+        self.table.release(&self.key);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::pin::pin;
+
     use super::*;
 
     fn table(max_in_flight: usize, queue_depth: usize) -> Arc<KeyTable<&'static str>> {
@@ -185,19 +185,30 @@ mod tests {
         }))
     }
 
+    fn now(admission: Admission<&'static str>) -> Slot<&'static str> {
+        match admission {
+            Admission::Now(slot) => slot,
+            _ => panic!("expected a free slot"),
+        }
+    }
+
+    fn queued(admission: Admission<&'static str>) -> Waiter<&'static str> {
+        match admission {
+            Admission::Queued(waiter) => waiter,
+            _ => panic!("expected a queue place"),
+        }
+    }
+
     #[tokio::test]
     async fn entries_live_exactly_as_long_as_their_requests() {
         let table = table(1, 2);
-        let Admission::Now(first) = table.admit("a") else {
-            panic!("a free slot")
-        };
-        let Admission::Queued(second) = table.admit("a") else {
-            panic!("a queue place")
-        };
+        let first = now(table.admit("a"));
+        let second = queued(table.admit("a"));
         assert_eq!((table.keys(), table.waiting()), (1, 1));
         drop(first);
+        // Handed over at once: no longer waiting, even before its task runs.
+        assert_eq!(table.waiting(), 0);
         let second = second.admitted().await;
-        assert_eq!((table.keys(), table.waiting()), (1, 0));
         drop(second);
         assert_eq!(table.keys(), 0);
     }
@@ -205,17 +216,30 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_that_gives_up_leaves_no_trace() {
         let table = table(1, 1);
-        let Admission::Now(first) = table.admit("a") else {
-            panic!("a free slot")
-        };
-        let Admission::Queued(second) = table.admit("a") else {
-            panic!("a queue place")
-        };
+        let first = now(table.admit("a"));
+        let second = queued(table.admit("a"));
         assert!(matches!(table.admit("a"), Admission::Full));
         drop(second);
         assert_eq!(table.waiting(), 0);
-        assert!(matches!(table.admit("a"), Admission::Queued(_)));
+        let third = queued(table.admit("a"));
         drop(first);
+        drop(third.admitted().await);
+        assert_eq!(table.keys(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_slot_handed_to_a_waiter_that_gives_up_passes_on() {
+        let table = table(1, 2);
+        let first = now(table.admit("a"));
+        let second = queued(table.admit("a"));
+        let third = queued(table.admit("a"));
+        drop(first);
+        // `second` got the slot but leaves without taking it: `third` gets it.
+        drop(second);
+        let third = pin!(third.admitted());
+        let slot = futures::poll!(third);
+        assert!(slot.is_ready());
+        drop(slot);
         assert_eq!(table.keys(), 0);
     }
 }

@@ -13,7 +13,7 @@ pub struct HeartbeatLayer {
 }
 
 impl HeartbeatLayer {
-    /// A heartbeat after every `interval` of quiet.
+    /// A heartbeat after every `interval` of quiet. A zero interval sends none (it would flood the client).
     pub fn new(interval: Duration) -> Self {
         Self { interval }
     }

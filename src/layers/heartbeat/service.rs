@@ -62,8 +62,12 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = ready!(this.inner.poll(cx))?;
-        let frame = response.extensions().get::<HeartbeatFrame>().cloned();
         let interval = *this.interval;
+        let frame = response
+            .extensions()
+            .get::<HeartbeatFrame>()
+            .filter(|_| !interval.is_zero())
+            .cloned();
         Poll::Ready(Ok(response.map(|body| {
             HeartbeatBody::new(body, frame.map(|frame| (frame, interval)))
         })))

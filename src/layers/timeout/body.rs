@@ -48,20 +48,24 @@ where
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
             return Poll::Ready(None);
         };
-        if let Poll::Ready(frame) = inner.poll_frame(cx) {
-            if let (Some(Ok(frame)), Some(idle)) = (&frame, this.idle.as_mut()) {
-                if frame.is_data() {
-                    idle.restart();
-                }
-            }
-            return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
-        }
+        // The deadline first: a body that is always ready must not outrun it.
         let expired: BoxError = if let Some(deadline) = expired(this.deadline, cx) {
             Box::new(DeadlineElapsed { deadline })
-        } else if let Some(idle) = expired(this.idle, cx) {
-            Box::new(IdleElapsed { idle })
         } else {
-            return Poll::Pending;
+            match inner.poll_frame(cx) {
+                Poll::Ready(frame) => {
+                    if let (Some(Ok(frame)), Some(idle)) = (&frame, this.idle.as_mut()) {
+                        if frame.is_data() {
+                            idle.restart();
+                        }
+                    }
+                    return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
+                }
+                Poll::Pending => match expired(this.idle, cx) {
+                    Some(idle) => Box::new(IdleElapsed { idle }),
+                    None => return Poll::Pending,
+                },
+            }
         };
         this.inner.set(None);
         Poll::Ready(Some(Err(expired)))

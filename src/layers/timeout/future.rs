@@ -14,8 +14,9 @@ pin_project_lite::pin_project! {
     /// The [`StreamTimeout`](super::StreamTimeout) service's future.
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
+        // Dropped as soon as the deadline passes: that is how the handler learns to stop.
         #[pin]
-        inner: F,
+        inner: Option<F>,
         deadline: Option<Clock>,
         idle: Option<std::time::Duration>,
     }
@@ -24,7 +25,7 @@ pin_project_lite::pin_project! {
 impl<F> ResponseFuture<F> {
     pub(super) fn new(inner: F, settings: StreamTimeoutLayer) -> Self {
         Self {
-            inner,
+            inner: Some(inner),
             deadline: settings.deadline.map(Clock::start),
             idle: settings.idle,
         }
@@ -39,8 +40,14 @@ where
     type Output = Result<Response<TimeoutBody<B>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Poll::Ready(result) = this.inner.poll(cx) {
+        let mut this = self.project();
+        let inner = this
+            .inner
+            .as_mut()
+            .as_pin_mut()
+            .expect("polled after completion");
+        if let Poll::Ready(result) = inner.poll(cx) {
+            this.inner.set(None);
             let response = result.map_err(Into::into)?;
             let deadline = this.deadline.take();
             let idle = this.idle.map(Clock::start);
@@ -49,7 +56,10 @@ where
             ));
         }
         match expired(this.deadline, cx) {
-            Some(deadline) => Poll::Ready(Err(Box::new(DeadlineElapsed { deadline }))),
+            Some(deadline) => {
+                this.inner.set(None);
+                Poll::Ready(Err(Box::new(DeadlineElapsed { deadline })))
+            }
             None => Poll::Pending,
         }
     }
