@@ -586,9 +586,17 @@ async fn turn_limit_flags_heartbeat_idle_timeout_and_queue_depth() {
     assert_eq!(last["error"]["code"], "idle_timeout");
     assert_eq!(sse.rest().await, ["[DONE]"]);
 
-    // The agent was stopped, so the session takes turns again.
-    let mut sse = SseReader::new(bridge.chat(simple_body("a", "once more", true)).await);
-    sse.chunk().await;
+    // Once the agent has been stopped (the process group killed and reaped) the session takes turns again;
+    // until then it is still busy, as a client retrying on 429 would see.
+    let deadline = Instant::now() + PATIENCE;
+    let response = loop {
+        let response = bridge.chat(simple_body("a", "once more", true)).await;
+        if response.status() != StatusCode::TOO_MANY_REQUESTS || Instant::now() > deadline {
+            break response;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    SseReader::new(response).chunk().await;
 }
 
 #[tokio::test]
