@@ -11,9 +11,8 @@ use http_body_util::BodyExt;
 use serde_json::json;
 use tower::{Service, ServiceExt};
 
-use super::layer_errors::{FinalChunkBody, api_error};
+use super::layer_errors::{FinalChunkBody, classify};
 use super::prepare::prepare;
-use super::record::outcome_of_layer;
 use super::{
     BridgeConfig, RequestBody, ResponseBody, Shared, TurnStack, full, respond, shutting_down,
 };
@@ -154,8 +153,9 @@ impl Front {
                 response.map(|body| FinalChunkBody::new(body, encoder, record).boxed_unsync())
             }
             Err(error) => {
-                record.finish(outcome_of_layer(&error));
-                respond(api_error(&error))
+                let (api_error, outcome) = classify(&error);
+                record.finish(outcome);
+                respond(api_error)
             }
         }
     }

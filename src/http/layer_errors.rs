@@ -13,20 +13,22 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tower::{BoxError, Service, ServiceExt};
 
-use super::record::{TurnRecord, outcome_of_layer};
+use super::record::TurnRecord;
 use super::{RequestBody, ResponseBody, respond};
 use crate::layers::concurrency::{AdmissionElapsed, QueueFull};
 use crate::layers::timeout::{DeadlineElapsed, IdleElapsed};
+use crate::metrics::TurnOutcome;
 use crate::openai::ApiError;
 use crate::openai::chunk::{self, ChunkEncoder, DONE};
 
-/// The client's view of an error from the layers.
-pub(crate) fn api_error(error: &BoxError) -> ApiError {
+/// The client's view of an error from the layers, and the turn outcome it stands for.
+pub(crate) fn classify(error: &BoxError) -> (ApiError, TurnOutcome) {
     let timeout = |code, message: String| {
-        ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout_error", code, message)
+        let timeout = ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout_error", code, message);
+        (timeout, TurnOutcome::TimedOut)
     };
     if let Some(full) = error.downcast_ref::<QueueFull>() {
-        ApiError::new(
+        let busy = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit_error",
             "session_busy",
@@ -35,7 +37,8 @@ pub(crate) fn api_error(error: &BoxError) -> ApiError {
                 full.queue_depth()
             ),
         )
-        .with_retry_after(Some(full.retry_after()))
+        .with_retry_after(Some(full.retry_after()));
+        (busy, TurnOutcome::Rejected)
     } else if let Some(elapsed) = error.downcast_ref::<AdmissionElapsed>() {
         timeout(
             "admission_timeout",
@@ -61,12 +64,13 @@ pub(crate) fn api_error(error: &BoxError) -> ApiError {
         // From a user's `tower::timeout::TimeoutLayer` around the bridge.
         timeout("timeout", format!("no answer in time: {error}"))
     } else {
-        ApiError::new(
+        let internal = ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
             "internal_error",
             format!("the bridge failed to answer: {error}"),
-        )
+        );
+        (internal, TurnOutcome::Failed)
     }
 }
 
@@ -117,13 +121,14 @@ where
             frame => return Poll::Ready(frame),
         };
         *this.done = true;
-        this.record.finish(outcome_of_layer(&error));
+        let (api_error, outcome) = classify(&error);
+        this.record.finish(outcome);
         let Some(encoder) = this.encoder else {
             return Poll::Ready(Some(Err(error)));
         };
         let _entered = this.record.span().enter();
         tracing::warn!(%error, "turn cut off");
-        let last = chunk::concat(&[encoder.error(&api_error(&error)), Bytes::from_static(DONE)]);
+        let last = chunk::concat(&[encoder.error(&api_error), Bytes::from_static(DONE)]);
         Poll::Ready(Some(Ok(Frame::data(last))))
     }
 
@@ -177,7 +182,7 @@ where
             .map(|answered| {
                 Ok(match answered {
                     Ok(response) => response.map(|body| body.map_err(Into::into).boxed_unsync()),
-                    Err(error) => respond(api_error(&error.into())),
+                    Err(error) => respond(classify(&error.into()).0),
                 })
             })
             .boxed()

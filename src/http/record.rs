@@ -4,12 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use tower::BoxError;
 use tracing::Span;
 
 use crate::backend::BackendError;
-use crate::layers::concurrency::{AdmissionElapsed, QueueFull};
-use crate::layers::timeout::{DeadlineElapsed, IdleElapsed};
 use crate::metrics::{Metrics, TurnOutcome};
 
 /// Records a turn's metrics exactly once. Cloning shares it between the front (which sees layer errors and
@@ -87,22 +84,7 @@ pub(crate) fn outcome_of(error: &BackendError) -> TurnOutcome {
     match error {
         BackendError::Timeout(_) => TurnOutcome::TimedOut,
         BackendError::Cancelled => TurnOutcome::ClientClosed,
-        BackendError::Unavailable { .. } => TurnOutcome::Rejected,
+        BackendError::Unavailable { .. } | BackendError::Rejected(_) => TurnOutcome::Rejected,
         _ => TurnOutcome::Failed,
-    }
-}
-
-/// The outcome an error from the layers stands for.
-pub(crate) fn outcome_of_layer(error: &BoxError) -> TurnOutcome {
-    if error.is::<QueueFull>() {
-        TurnOutcome::Rejected
-    } else if error.is::<AdmissionElapsed>()
-        || error.is::<DeadlineElapsed>()
-        || error.is::<IdleElapsed>()
-        || error.is::<tower::timeout::error::Elapsed>()
-    {
-        TurnOutcome::TimedOut
-    } else {
-        TurnOutcome::Failed
     }
 }

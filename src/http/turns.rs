@@ -52,19 +52,9 @@ impl tower::Service<Request<ChatTurn>> for TurnService {
         let lease = request.extensions().get::<SlotLease>().cloned();
         let shared = self.shared.clone();
         Box::pin(async move {
-            let chat = request.into_body();
-            let record = chat.record.clone();
-            Ok(match answer(&shared, chat, lease).await {
-                Ok(response) => response,
-                Err(error) => {
-                    record.finish(match error.status.as_u16() {
-                        504 => TurnOutcome::TimedOut,
-                        502 => TurnOutcome::Failed,
-                        _ => TurnOutcome::Rejected,
-                    });
-                    error.into_response().map(UnsyncBoxBody::new)
-                }
-            })
+            // Every failure has recorded its outcome where it happened.
+            let answered = answer(&shared, request.into_body(), lease).await;
+            Ok(answered.unwrap_or_else(|error| error.into_response().map(UnsyncBoxBody::new)))
         })
     }
 }
@@ -86,7 +76,7 @@ async fn answer(
     let encoder = ChunkEncoder::new(&meta.model);
     let mut turn = Turn::new(session, workspace, text);
     turn.meta = meta;
-    let turn = start(shared.backend.clone(), turn, lease, record.span().clone()).await?;
+    let turn = start(shared.backend.clone(), turn, lease, &record).await?;
 
     if stream {
         let body = SseBody::new(
@@ -135,8 +125,9 @@ async fn start(
     backend: Arc<dyn AgentBackend>,
     turn: Turn,
     lease: Option<SlotLease>,
-    span: tracing::Span,
+    record: &TurnRecord,
 ) -> Result<TurnStream, ApiError> {
+    let span = record.span();
     let cancel = turn.cancel.clone();
     let cancel_unless_started = cancel.clone().drop_guard();
     let (started_tx, started_rx) = oneshot::channel();
@@ -158,7 +149,8 @@ async fn start(
         ))
     });
     let turn = started.map_err(|error| {
-        tracing::warn!(parent: &span, %error, "the backend could not start the turn");
+        tracing::warn!(parent: span, %error, "the backend could not start the turn");
+        record.finish(outcome_of(&error));
         ApiError::from(error)
     })?;
     cancel_unless_started.disarm();
