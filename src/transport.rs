@@ -130,6 +130,29 @@ pub enum ChannelEvent {
     },
     /// The plugin reconnected after a [`ChannelEvent::Disconnected`].
     Reconnected,
+    /// The agent finished working on a message (Claude Code's `Stop` hook reported it), whether or not it
+    /// answered through the plugin.
+    TurnEnded(TurnEnd),
+}
+
+/// The agent's report that it finished working on a message.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct TurnEnd {
+    /// The [`InboundMeta::message_id`] of the message it finished, when the reporter could tell.
+    pub message_id: Option<String>,
+    /// The agent's last words in that turn: its whole answer when it answered without the plugin.
+    pub last_message: Option<String>,
+}
+
+impl TurnEnd {
+    /// A report naming the message it ends and the agent's last words.
+    pub fn new(message_id: Option<String>, last_message: Option<String>) -> Self {
+        Self {
+            message_id,
+            last_message,
+        }
+    }
 }
 
 /// The credential one spawned process uses to connect back.

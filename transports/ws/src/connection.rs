@@ -1,0 +1,282 @@
+//! One WebSocket connection from a plugin (or a hook), from the handshake to the close.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use synthesis_bridge::transport::{ChannelEvent, ReplyFrame, TurnEnd};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::WsConfig;
+use crate::protocol::{BridgeFrame, PATH, PluginFrame, close};
+use crate::registry::{Attachment, Registry, Session};
+
+type Sink = SplitSink<WebSocketStream<TcpStream>, Message>;
+type Source = SplitStream<WebSocketStream<TcpStream>>;
+
+/// Serves one accepted TCP connection until it closes.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    registry: Arc<Registry>,
+    config: Arc<WsConfig>,
+    shutdown: CancellationToken,
+) {
+    let socket = match tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        only_bridge_path,
+        Some(config.websocket()),
+    )
+    .await
+    {
+        Ok(socket) => socket,
+        Err(err) => {
+            debug!(%err, "WebSocket handshake failed");
+            return;
+        }
+    };
+    let (mut sink, mut source) = socket.split();
+    let first = tokio::select! {
+        first = tokio::time::timeout(config.hello_timeout, next_frame(&mut source)) => first,
+        () = shutdown.cancelled() => return close_with(&mut sink, CloseCode::Away, "the bridge is shutting down").await,
+    };
+    match first {
+        Ok(Some(PluginFrame::Hello {
+            pid,
+            openclaw_session,
+            token,
+        })) => {
+            let Some(session) = token
+                .as_deref()
+                .and_then(|token| registry.authenticate(&openclaw_session, token))
+            else {
+                warn!(session = %openclaw_session, ?pid, has_token = token.is_some(), "refused a hello: unknown session or wrong token");
+                return close_with(
+                    &mut sink,
+                    close::UNAUTHORIZED.into(),
+                    "unknown session or wrong token",
+                )
+                .await;
+            };
+            let attachment = session.attach().await;
+            if sink.send(text(&BridgeFrame::HelloAck)).await.is_err() {
+                return attachment
+                    .detach(Some("the connection broke during the handshake".into()))
+                    .await;
+            }
+            attachment.mark_connected().await;
+            info!(session = %session.key, ?pid, "plugin connected");
+            let mut attachment = attachment;
+            let reason = relay(sink, source, &mut attachment, &config, &shutdown).await;
+            info!(session = %session.key, ?pid, reason = reason.as_deref().unwrap_or("closed by the bridge"), "plugin disconnected");
+            attachment.detach(reason).await;
+        }
+        Ok(Some(PluginFrame::TurnEnd {
+            openclaw_session,
+            token,
+            message_id,
+            last_assistant_message,
+        })) => {
+            let Some(session) = registry.authenticate(&openclaw_session, &token) else {
+                warn!(session = %openclaw_session, "refused a turn_end: unknown session or wrong token");
+                return close_with(
+                    &mut sink,
+                    close::UNAUTHORIZED.into(),
+                    "unknown session or wrong token",
+                )
+                .await;
+            };
+            debug!(session = %session.key, ?message_id, "the agent ended a turn");
+            let end = TurnEnd::new(message_id, last_assistant_message);
+            let _ = session.events.send(ChannelEvent::TurnEnded(end)).await;
+            let _ = sink.send(text(&BridgeFrame::TurnEndAck)).await;
+            close_with(&mut sink, CloseCode::Normal, "reported").await;
+        }
+        Ok(Some(other)) => {
+            warn!(frame = ?other, "refused a connection whose first frame is not hello");
+            close_with(&mut sink, close::EXPECTED_HELLO.into(), "expected hello").await;
+        }
+        Ok(None) => {}
+        Err(_) => {
+            debug!("no hello in time");
+            close_with(&mut sink, close::EXPECTED_HELLO.into(), "no hello in time").await;
+        }
+    }
+}
+
+/// Moves messages and events between an attached connection and its session's link until the connection
+/// ends. Returns why, unless the bridge itself ended it on purpose (then the session is not "disconnected"
+/// in the backend's sense).
+async fn relay(
+    mut sink: Sink,
+    mut source: Source,
+    attachment: &mut Attachment,
+    config: &WsConfig,
+    shutdown: &CancellationToken,
+) -> Option<String> {
+    let session = &attachment.session;
+    let replaced = &attachment.replaced;
+    let messages = &mut attachment.messages;
+    let mut ping = tokio::time::interval(config.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    let mut alive = true;
+    loop {
+        tokio::select! {
+            biased;
+            () = replaced.cancelled() => {
+                close_with(&mut sink, close::REPLACED.into(), "replaced by a newer connection").await;
+                return None;
+            }
+            () = session.ended.cancelled() => {
+                close_with(&mut sink, close::REGISTRATION_ENDED.into(), "the bridge stopped this session").await;
+                return None;
+            }
+            () = session.events.closed() => {
+                close_with(&mut sink, close::REGISTRATION_ENDED.into(), "the bridge stopped this session").await;
+                return None;
+            }
+            () = shutdown.cancelled() => {
+                close_with(&mut sink, CloseCode::Away, "the bridge is shutting down").await;
+                return Some("the bridge is shutting down".into());
+            }
+            frame = source.next() => {
+                alive = true;
+                match frame {
+                    Some(Ok(Message::Text(payload))) => {
+                        if let Err(reason) = handle(&mut sink, session, payload.as_str()).await {
+                            return Some(reason);
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => warn!(session = %session.key, "ignored a binary frame"),
+                    Some(Ok(Message::Close(_))) | None => {
+                        return Some("the plugin closed the connection".into());
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(tungstenite::Error::Capacity(err))) => {
+                        let reason = format!("the plugin sent a frame over the size limit ({err})");
+                        close_with(&mut sink, CloseCode::Size, "frame too large").await;
+                        return Some(reason);
+                    }
+                    Some(Err(err)) => return Some(format!("the connection failed: {err}")),
+                }
+            }
+            message = messages.recv() => {
+                let Some(message) = message else {
+                    close_with(&mut sink, close::REGISTRATION_ENDED.into(), "the bridge stopped this session").await;
+                    return None;
+                };
+                if let Err(err) = sink.send(text(&BridgeFrame::Inbound(message))).await {
+                    return Some(format!("cannot deliver a message: {err}"));
+                }
+            }
+            _ = ping.tick() => {
+                if !alive {
+                    let reason = format!("no pong within {:?}", config.ping_interval);
+                    close_with(&mut sink, close::NO_PONG.into(), "no pong").await;
+                    return Some(reason);
+                }
+                alive = false;
+                if let Err(err) = sink.send(text(&BridgeFrame::Ping)).await {
+                    return Some(format!("cannot send a ping: {err}"));
+                }
+            }
+        }
+    }
+}
+
+/// Acts on one text frame. A malformed or unexpected frame is logged and ignored.
+async fn handle(sink: &mut Sink, session: &Session, payload: &str) -> Result<(), String> {
+    let frame = match serde_json::from_str::<PluginFrame>(payload) {
+        Ok(frame) => frame,
+        Err(err) => {
+            warn!(session = %session.key, %err, frame = %truncated(payload), "ignored a malformed frame");
+            return Ok(());
+        }
+    };
+    let event = match frame {
+        PluginFrame::Reply {
+            content,
+            is_final,
+            message_id,
+        } => ChannelEvent::Reply(ReplyFrame {
+            content,
+            last: is_final.unwrap_or(true),
+            message_id,
+        }),
+        PluginFrame::Error { message } => ChannelEvent::Error { message },
+        PluginFrame::Ping => {
+            return sink
+                .send(text(&BridgeFrame::Pong))
+                .await
+                .map_err(|err| format!("cannot send a pong: {err}"));
+        }
+        PluginFrame::Pong => return Ok(()),
+        other => {
+            warn!(session = %session.key, frame = ?other, "ignored a frame that has no place on an open connection");
+            return Ok(());
+        }
+    };
+    // A closed link means the bridge stopped the session; the select loop closes the connection next.
+    let _ = session.events.send(event).await;
+    Ok(())
+}
+
+/// The next frame that parses; malformed ones are logged and skipped. `None` when the connection ends.
+async fn next_frame(source: &mut Source) -> Option<PluginFrame> {
+    while let Some(message) = source.next().await {
+        match message {
+            Ok(Message::Text(payload)) => match serde_json::from_str(payload.as_str()) {
+                Ok(frame) => return Some(frame),
+                Err(err) => {
+                    warn!(%err, frame = %truncated(payload.as_str()), "ignored a malformed frame")
+                }
+            },
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+    None
+}
+
+fn text(frame: &BridgeFrame) -> Message {
+    Message::text(frame.to_text())
+}
+
+async fn close_with(sink: &mut Sink, code: CloseCode, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    // The peer may already be gone; there is nobody left to tell.
+    let _ = sink.send(Message::Close(Some(frame))).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+}
+
+/// The start of a frame, for logs.
+fn truncated(payload: &str) -> &str {
+    let end = payload
+        .char_indices()
+        .nth(200)
+        .map_or(payload.len(), |(i, _)| i);
+    &payload[..end]
+}
+
+/// Refuses upgrades on any path but [`PATH`].
+#[allow(clippy::result_large_err)] // the signature is tungstenite's
+fn only_bridge_path(request: &Request, response: Response) -> Result<Response, ErrorResponse> {
+    if request.uri().path() == PATH {
+        return Ok(response);
+    }
+    let mut refusal = ErrorResponse::new(Some(format!("not found; plugins connect to {PATH}\n")));
+    *refusal.status_mut() = StatusCode::NOT_FOUND;
+    Err(refusal)
+}

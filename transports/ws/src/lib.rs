@@ -1,0 +1,214 @@
+//! [`WsTransport`]: the bridge's [`ChannelTransport`] over WebSocket.
+//!
+//! Every agent process the bridge spawns runs a plugin that connects back to `ws://HOST:PORT/bridge`,
+//! says `hello` with the session it serves and the secret it was given, and then carries messages one way
+//! and replies the other. [`protocol`] has the frames; `docs/protocol.md` describes them for plugin
+//! authors.
+//!
+//! What the transport guarantees:
+//! - only a connection presenting the secret of a live registration is attached to a session, and only
+//!   such a connection may replace the one serving it (a plugin that reconnects);
+//! - a malformed or unknown frame is logged and ignored; a frame over the size limit closes the
+//!   connection;
+//! - a connection that stops answering pings is closed, and the backend hears
+//!   [`ChannelEvent::Disconnected`](synthesis_bridge::transport::ChannelEvent::Disconnected) at once.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use synthesis_bridge::transport::ChannelTransport;
+//! use synthesis_bridge::SessionKey;
+//! use synthesis_transport_ws::{WsConfig, WsTransport};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let transport = WsTransport::bind("127.0.0.1:0".parse().unwrap(), WsConfig::default()).await?;
+//! let ticket = transport.register(&SessionKey::new("agent::chat").unwrap());
+//! // Spawn the agent with SYNTHESIS_WS_URL = transport.endpoint() and SYNTHESIS_BRIDGE_TOKEN =
+//! // ticket.token, then wait for its plugin:
+//! let waited = transport.accept(&ticket, Duration::from_millis(10)).await;
+//! assert!(waited.is_err(), "nobody connected");
+//! assert!(transport.endpoint().ends_with("/bridge"));
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod client;
+mod connection;
+pub mod protocol;
+mod registry;
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use synthesis_bridge::SessionKey;
+use synthesis_bridge::transport::{ChannelLink, ChannelTicket, ChannelTransport, TransportError};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::{Instrument, warn};
+
+use crate::registry::Registry;
+
+/// How the transport treats connections.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WsConfig {
+    /// How often each connection is pinged; one that has said nothing since the previous ping is dead.
+    pub ping_interval: Duration,
+    /// How long a new connection has to send its first frame.
+    pub hello_timeout: Duration,
+    /// The largest frame (and message) accepted from a plugin, in bytes.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(15),
+            hello_timeout: Duration::from_secs(10),
+            max_frame_bytes: 4 << 20,
+        }
+    }
+}
+
+impl WsConfig {
+    /// Sets [`WsConfig::ping_interval`].
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = interval;
+        self
+    }
+
+    /// Sets [`WsConfig::hello_timeout`].
+    pub fn hello_timeout(mut self, timeout: Duration) -> Self {
+        self.hello_timeout = timeout;
+        self
+    }
+
+    /// Sets [`WsConfig::max_frame_bytes`].
+    pub fn max_frame_bytes(mut self, bytes: usize) -> Self {
+        self.max_frame_bytes = bytes;
+        self
+    }
+
+    fn websocket(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            // tungstenite's default read buffer is 128 KiB, allocated per connection and zeroed on every
+            // read: with hundreds of plugins that is most of the bridge's memory and a good part of its CPU.
+            // Frames here are small.
+            .read_buffer_size(4 << 10)
+            .write_buffer_size(0)
+            .max_frame_size(Some(self.max_frame_bytes))
+            .max_message_size(Some(self.max_frame_bytes))
+    }
+}
+
+/// The WebSocket [`ChannelTransport`]; see the [crate docs](crate). Dropping it (or
+/// [`WsTransport::shutdown`]) stops listening and closes every connection.
+#[derive(Debug)]
+pub struct WsTransport {
+    registry: Arc<Registry>,
+    local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    _stop_on_drop: DropGuard,
+}
+
+impl WsTransport {
+    /// Listens on `addr` and serves plugin connections at [`protocol::PATH`].
+    pub async fn bind(addr: SocketAddr, config: WsConfig) -> io::Result<Self> {
+        let listener = synthesis_bridge::server::bind(addr)?;
+        Self::serve(listener, config)
+    }
+
+    /// Serves plugin connections on an already bound listener.
+    pub fn serve(listener: TcpListener, config: WsConfig) -> io::Result<Self> {
+        let local_addr = listener.local_addr()?;
+        let registry = Arc::new(Registry::default());
+        let shutdown = CancellationToken::new();
+        let accepting = accept_loop(
+            listener,
+            registry.clone(),
+            Arc::new(config),
+            shutdown.clone(),
+        );
+        tokio::spawn(accepting.in_current_span());
+        Ok(Self {
+            registry,
+            local_addr,
+            _stop_on_drop: shutdown.clone().drop_guard(),
+            shutdown,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops listening, ends every registration and closes every connection (code 1001).
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+        self.registry.clear();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    config: Arc<WsConfig>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                let connection =
+                    connection::serve(stream, registry.clone(), config.clone(), shutdown.clone());
+                tokio::spawn(connection.in_current_span());
+            }
+            Err(err) => {
+                // Out of file descriptors, typically: back off rather than spin.
+                warn!(%err, "cannot accept a plugin connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ChannelTransport for WsTransport {
+    fn endpoint(&self) -> String {
+        let mut addr = self.local_addr;
+        // Agents run on this machine: an all-interfaces listener is reached through loopback.
+        if addr.ip().is_unspecified() {
+            addr.set_ip(Ipv4Addr::LOCALHOST.into());
+        }
+        format!("ws://{addr}{}", protocol::PATH)
+    }
+
+    fn register(&self, session: &SessionKey) -> ChannelTicket {
+        self.registry.register(session)
+    }
+
+    async fn accept(
+        &self,
+        ticket: &ChannelTicket,
+        timeout: Duration,
+    ) -> Result<ChannelLink, TransportError> {
+        self.registry.accept(ticket, timeout).await
+    }
+
+    fn revoke(&self, ticket: &ChannelTicket) {
+        self.registry.revoke(ticket);
+    }
+}

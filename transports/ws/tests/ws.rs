@@ -1,0 +1,299 @@
+//! The WebSocket transport over real sockets, with a hand-driven plugin on the other end.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use synthesis_bridge::SessionKey;
+use synthesis_bridge::transport::{
+    ChannelEvent, ChannelLink, ChannelTicket, ChannelTransport, InboundMessage, ReplyFrame,
+    TransportError, TurnEnd,
+};
+use synthesis_transport_ws::client::report_turn_end;
+use synthesis_transport_ws::protocol::close;
+use synthesis_transport_ws::{WsConfig, WsTransport};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Long enough for anything on loopback; tests that wait for silence use much shorter periods.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+async fn transport(config: WsConfig) -> WsTransport {
+    WsTransport::bind("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap()
+}
+
+fn key(name: &str) -> SessionKey {
+    SessionKey::new(name).unwrap()
+}
+
+/// A plugin: connects and says hello with `token`.
+async fn plugin(transport: &WsTransport, session: &str, token: Option<&str>) -> Socket {
+    let (mut socket, _) = tokio_tungstenite::connect_async(transport.endpoint())
+        .await
+        .unwrap();
+    let mut hello = json!({"type": "hello", "pid": 4242, "openclaw_session": session});
+    if let Some(token) = token {
+        hello["token"] = token.into();
+    }
+    socket.send(Message::text(hello.to_string())).await.unwrap();
+    socket
+}
+
+async fn next_json(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("a frame in time")
+            .expect("the connection is open")
+            .unwrap();
+        if let Message::Text(text) = message {
+            return serde_json::from_str(text.as_str()).unwrap();
+        }
+    }
+}
+
+/// Reads until the bridge closes the connection; returns the close code.
+async fn close_code(socket: &mut Socket) -> u16 {
+    loop {
+        match tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => return frame.code.into(),
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+async fn connected(transport: &WsTransport, session: &str) -> (ChannelTicket, ChannelLink, Socket) {
+    let ticket = transport.register(&key(session));
+    let mut socket = plugin(transport, session, Some(&ticket.token)).await;
+    assert_eq!(next_json(&mut socket).await["type"], "hello_ack");
+    let link = transport.accept(&ticket, PATIENCE).await.unwrap();
+    assert!(link.is_connected());
+    (ticket, link, socket)
+}
+
+async fn next_event(link: &mut ChannelLink) -> ChannelEvent {
+    tokio::time::timeout(PATIENCE, link.recv())
+        .await
+        .expect("an event in time")
+        .expect("the link is open")
+}
+
+#[tokio::test]
+async fn messages_go_out_and_replies_come_back_in_pieces() {
+    let transport = transport(WsConfig::default()).await;
+    let (_ticket, mut link, mut socket) = connected(&transport, "agent::chat").await;
+
+    let message = InboundMessage::new("agent::chat", "hello");
+    link.send(message.clone()).await.unwrap();
+    let inbound = next_json(&mut socket).await;
+    assert_eq!(inbound["type"], "inbound");
+    assert_eq!(inbound["content"], "hello");
+    assert_eq!(inbound["meta"]["chat_id"], "agent::chat");
+    assert_eq!(
+        inbound["meta"]["message_id"],
+        message.meta.message_id.as_str()
+    );
+
+    let id = message.meta.message_id.clone();
+    for frame in [
+        json!({"type": "reply", "content": "Hel", "final": false, "message_id": id}),
+        json!({"type": "reply", "content": "lo"}),
+        json!({"type": "error", "message": "out of tokens"}),
+    ] {
+        socket.send(Message::text(frame.to_string())).await.unwrap();
+    }
+    let mut first = ReplyFrame::partial("Hel");
+    first.message_id = Some(id);
+    assert_eq!(next_event(&mut link).await, ChannelEvent::Reply(first));
+    // An absent `final` means the answer is complete, as in the seed.
+    assert_eq!(
+        next_event(&mut link).await,
+        ChannelEvent::Reply(ReplyFrame::last("lo"))
+    );
+    assert_eq!(
+        next_event(&mut link).await,
+        ChannelEvent::Error {
+            message: "out of tokens".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_hello_without_the_right_token_is_refused() {
+    let transport = transport(WsConfig::default()).await;
+    let ticket = transport.register(&key("s"));
+    for token in [None, Some("wrong"), Some(&ticket.token[..10])] {
+        let mut socket = plugin(&transport, "s", token).await;
+        assert_eq!(close_code(&mut socket).await, close::UNAUTHORIZED);
+    }
+    // The right token for another session is no good either.
+    let other = transport.register(&key("other"));
+    let mut socket = plugin(&transport, "s", Some(&other.token)).await;
+    assert_eq!(close_code(&mut socket).await, close::UNAUTHORIZED);
+
+    let err = transport
+        .accept(&ticket, Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TransportError::ConnectTimeout { .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn only_the_right_token_replaces_a_connection_and_the_link_carries_on() {
+    let transport = transport(WsConfig::default()).await;
+    let (ticket, mut link, mut first) = connected(&transport, "s").await;
+
+    let mut intruder = plugin(&transport, "s", Some("forged")).await;
+    assert_eq!(close_code(&mut intruder).await, close::UNAUTHORIZED);
+    // The first connection is still the one served.
+    link.send(InboundMessage::new("s", "one")).await.unwrap();
+    assert_eq!(next_json(&mut first).await["content"], "one");
+
+    let mut second = plugin(&transport, "s", Some(&ticket.token)).await;
+    assert_eq!(next_json(&mut second).await["type"], "hello_ack");
+    assert_eq!(close_code(&mut first).await, close::REPLACED);
+    link.send(InboundMessage::new("s", "two")).await.unwrap();
+    assert_eq!(next_json(&mut second).await["content"], "two");
+    second
+        .send(Message::text(r#"{"type":"reply","content":"ok"}"#))
+        .await
+        .unwrap();
+    // A replacement is not a disconnection.
+    assert_eq!(
+        next_event(&mut link).await,
+        ChannelEvent::Reply(ReplyFrame::last("ok"))
+    );
+}
+
+#[tokio::test]
+async fn malformed_and_unknown_frames_are_ignored_and_the_connection_stays() {
+    let transport = transport(WsConfig::default()).await;
+    let (_ticket, mut link, mut socket) = connected(&transport, "s").await;
+    for junk in [
+        "not json",
+        r#"{"type":"subscribe"}"#,
+        r#"{"type":"reply","content":42}"#,
+        r#"{"no":"type"}"#,
+    ] {
+        socket.send(Message::text(junk)).await.unwrap();
+    }
+    socket.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    socket
+        .send(Message::text(r#"{"type":"reply","content":"still here"}"#))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut link).await,
+        ChannelEvent::Reply(ReplyFrame::last("still here"))
+    );
+}
+
+#[tokio::test]
+async fn a_frame_over_the_limit_closes_the_connection_and_the_backend_hears_it() {
+    let transport = transport(WsConfig::default().max_frame_bytes(1024)).await;
+    let (_ticket, mut link, mut socket) = connected(&transport, "s").await;
+    let big = json!({"type": "reply", "content": "x".repeat(2048)}).to_string();
+    let _ = socket.send(Message::text(big)).await;
+    match next_event(&mut link).await {
+        ChannelEvent::Disconnected { reason } => assert!(reason.contains("size limit"), "{reason}"),
+        other => panic!("expected a disconnection, got {other:?}"),
+    }
+    assert!(!link.is_connected());
+}
+
+#[tokio::test]
+async fn a_plugin_that_stops_answering_pings_is_dropped_and_may_reconnect() {
+    let transport = transport(WsConfig::default().ping_interval(Duration::from_millis(100))).await;
+    let (ticket, mut link, mut socket) = connected(&transport, "s").await;
+
+    // Answer the first ping, then go silent.
+    let ping = next_json(&mut socket).await;
+    assert_eq!(ping["type"], "ping");
+    socket
+        .send(Message::text(r#"{"type":"pong"}"#))
+        .await
+        .unwrap();
+    match next_event(&mut link).await {
+        ChannelEvent::Disconnected { reason } => assert!(reason.contains("no pong"), "{reason}"),
+        other => panic!("expected a disconnection, got {other:?}"),
+    }
+    assert!(!link.is_connected());
+
+    let mut again = plugin(&transport, "s", Some(&ticket.token)).await;
+    assert_eq!(next_json(&mut again).await["type"], "hello_ack");
+    assert_eq!(next_event(&mut link).await, ChannelEvent::Reconnected);
+    assert!(link.is_connected());
+}
+
+#[tokio::test]
+async fn turn_end_reports_reach_the_link_only_with_the_right_token() {
+    let transport = transport(WsConfig::default()).await;
+    let (ticket, mut link, _socket) = connected(&transport, "s").await;
+
+    let refused = report_turn_end(&transport.endpoint(), "s", "forged", None, None).await;
+    assert!(refused.is_err());
+    report_turn_end(
+        &transport.endpoint(),
+        "s",
+        &ticket.token,
+        Some("m-1".into()),
+        Some("All done.".into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        next_event(&mut link).await,
+        ChannelEvent::TurnEnded(TurnEnd::new(Some("m-1".into()), Some("All done.".into())))
+    );
+}
+
+#[tokio::test]
+async fn revoking_closes_the_connection_and_a_replaced_ticket_is_left_alone() {
+    let transport = transport(WsConfig::default()).await;
+    let (ticket, mut link, mut socket) = connected(&transport, "s").await;
+    transport.revoke(&ticket);
+    assert_eq!(close_code(&mut socket).await, close::REGISTRATION_ENDED);
+    assert_eq!(
+        tokio::time::timeout(PATIENCE, link.recv()).await.unwrap(),
+        None
+    );
+    let err = transport.accept(&ticket, PATIENCE).await.unwrap_err();
+    assert!(matches!(err, TransportError::NotRegistered(_)), "{err}");
+
+    // A newer registration is not undone by revoking an older ticket.
+    let old = transport.register(&key("t"));
+    let (new, _link, mut socket) = {
+        let new = transport.register(&key("t"));
+        let mut socket = plugin(&transport, "t", Some(&new.token)).await;
+        assert_eq!(next_json(&mut socket).await["type"], "hello_ack");
+        let link = transport.accept(&new, PATIENCE).await.unwrap();
+        (new, link, socket)
+    };
+    transport.revoke(&old);
+    socket
+        .send(Message::text(r#"{"type":"ping"}"#))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "pong");
+    drop(new);
+}
+
+#[tokio::test]
+async fn other_paths_are_not_found() {
+    let transport = transport(WsConfig::default()).await;
+    let url = transport.endpoint().replace("/bridge", "/other");
+    let err = tokio_tungstenite::connect_async(url).await.unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+}
