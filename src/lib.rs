@@ -33,7 +33,7 @@ pub use backend::{
 };
 pub use session::{InvalidSessionKey, SessionKey, TurnId};
 pub use spawner::{ProcessHandle, ProcessSpec, Spawner};
-pub use store::{SessionRecord, SessionStore, StoreError};
+pub use store::{MemoryStore, SessionRecord, SessionStore, StoreError};
 pub use transport::{ChannelLink, ChannelTransport};
 
 #[cfg(any(test, feature = "mock"))]

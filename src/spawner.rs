@@ -231,11 +231,13 @@ impl OutputLog {
         strip_terminal_escapes(&String::from_utf8_lossy(&bytes))
     }
 
-    /// Waits until the kept output, as [`OutputLog::text`], contains `needle`.
+    /// Waits until the kept output, as [`OutputLog::text`], contains `needle`, white space aside: a
+    /// terminal program may draw a space as a cursor move, or wrap a line anywhere.
     pub async fn wait_for(&self, needle: &str) {
+        let needle = without_white_space(needle);
         let mut version = self.inner.version.subscribe();
         loop {
-            if self.text().contains(needle) {
+            if without_white_space(&self.text()).contains(&needle) {
                 return;
             }
             // The sender lives as long as `self`, so this cannot fail while we hold the log.
@@ -252,6 +254,10 @@ impl fmt::Debug for OutputLog {
     }
 }
 
+fn without_white_space(text: &str) -> String {
+    text.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
 /// Removes ANSI escape sequences (CSI `ESC [ … final`, OSC `ESC ] … BEL|ESC \`, and two-byte escapes) and
 /// carriage returns, which is enough to search a TUI's output for the words it drew.
 fn strip_terminal_escapes(text: &str) -> String {
@@ -263,6 +269,10 @@ fn strip_terminal_escapes(text: &str) -> String {
                 Some('[') => {
                     for c in chars.by_ref() {
                         if ('@'..='~').contains(&c) {
+                            // Cursor moves to the right stand for the spaces they skip.
+                            if matches!(c, 'C' | 'G') {
+                                out.push(' ');
+                            }
                             break;
                         }
                     }
@@ -303,6 +313,22 @@ mod tests {
         let log = OutputLog::new(1024);
         log.append(b"\x1b[2J\x1b[1;1H\x1b[1mI am using\x1b[0m this\r\n\x1b]0;title\x07ok");
         assert_eq!(log.text(), "I am using this\nok");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spaces_drawn_as_cursor_moves_or_wraps_do_not_hide_the_text() {
+        // As the claude TUI draws its development-channels dialog.
+        let log = OutputLog::new(1024);
+        log.append(
+            b"\x1b[3G1.\x1b[6GI\x1b[8Gam\x1b[11Gusing\x1b[1Cthis for local\r\n  development",
+        );
+        assert_eq!(log.text(), " 1. I am using this for local\n  development");
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            log.wait_for("I am using this for local development"),
+        )
+        .await
+        .expect("found");
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,7 +2,8 @@
 //!
 //! # Example
 //!
-//! A store kept in memory, enough for tests:
+//! A store of your own implements four methods. This one keeps records in memory, like the crate's
+//! [`MemoryStore`]; the `synthesis-store-json` crate keeps them in a file.
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -41,8 +42,10 @@
 //! # }
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -79,7 +82,7 @@ pub struct SessionRecord {
 impl SessionRecord {
     /// A record for a session seen for the first time, with a fresh conversation id.
     pub fn new(key: SessionKey, workspace: impl Into<PathBuf>) -> Self {
-        let now = SystemTime::now();
+        let now = now_in_millis();
         Self {
             key,
             conversation_id: Uuid::new_v4(),
@@ -98,6 +101,15 @@ impl SessionRecord {
         self.started = false;
         self.client_conversation = client_conversation;
     }
+}
+
+/// The current time at the precision records are stored with, so that a record equals its stored copy.
+pub fn now_in_millis() -> SystemTime {
+    let since_epoch = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let millis = Duration::from_millis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX));
+    SystemTime::UNIX_EPOCH + millis
 }
 
 /// Why the store failed.
@@ -124,6 +136,44 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn remove(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError>;
     /// Every record, in no particular order.
     async fn list(&self) -> Result<Vec<SessionRecord>, StoreError>;
+}
+
+/// A [`SessionStore`] that keeps its records in memory only: for tests, and for bridges that need not
+/// remember sessions across restarts.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    records: Mutex<BTreeMap<SessionKey, SessionRecord>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<SessionKey, SessionRecord>> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn get(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.lock().get(key).cloned())
+    }
+
+    async fn put(&self, record: SessionRecord) -> Result<(), StoreError> {
+        self.lock().insert(record.key.clone(), record);
+        Ok(())
+    }
+
+    async fn remove(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.lock().remove(key))
+    }
+
+    async fn list(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self.lock().values().cloned().collect())
+    }
 }
 
 /// `SystemTime` as an RFC 3339 string, so the stored file is readable by people.

@@ -1,0 +1,94 @@
+//! Reading and atomically replacing the store's file.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use synthesis_bridge::{SessionKey, SessionRecord, StoreError};
+use tracing::warn;
+
+/// The file's layout version, for a future migration to recognise.
+const VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct Contents<'a> {
+    version: u32,
+    sessions: Vec<&'a SessionRecord>,
+}
+
+#[derive(Deserialize)]
+struct Loaded {
+    version: u32,
+    sessions: Vec<SessionRecord>,
+}
+
+/// Loads the records at `path`, creating `dir` if needed. A file that does not parse is moved aside.
+pub(crate) fn load(
+    dir: &Path,
+    path: &Path,
+) -> Result<BTreeMap<SessionKey, SessionRecord>, StoreError> {
+    fs::create_dir_all(dir)?;
+    // A temporary file is all that is left of a write that a crash interrupted.
+    let _ = fs::remove_file(temporary(path));
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(err) => return Err(err.into()),
+    };
+    match serde_json::from_slice::<Loaded>(&bytes) {
+        Ok(loaded) if loaded.version == VERSION => Ok(loaded
+            .sessions
+            .into_iter()
+            .map(|record| (record.key.clone(), record))
+            .collect()),
+        Ok(loaded) => Err(StoreError::Corrupt(format!(
+            "{} has layout version {}; this bridge reads version {VERSION}",
+            path.display(),
+            loaded.version
+        ))),
+        Err(err) => {
+            let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
+                .to_string()
+                .replace(':', "");
+            let aside = path.with_file_name(format!("{}.corrupt-{stamp}", super::FILE_NAME));
+            fs::rename(path, &aside)?;
+            warn!(
+                %err,
+                moved_to = %aside.display(),
+                "the session store did not parse; it was moved aside and the bridge starts without its sessions"
+            );
+            Ok(BTreeMap::new())
+        }
+    }
+}
+
+/// Replaces the file at `path` with `records`: write a temporary file, flush it, rename it over, flush the
+/// directory. Readers and crashes see the old file or the new one, never a mix.
+pub(crate) fn save(
+    path: &Path,
+    records: &BTreeMap<SessionKey, SessionRecord>,
+) -> Result<(), StoreError> {
+    let contents = Contents {
+        version: VERSION,
+        sessions: records.values().collect(),
+    };
+    let mut bytes =
+        serde_json::to_vec_pretty(&contents).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+    bytes.push(b'\n');
+    let temporary = temporary(path);
+    let mut file = File::create(&temporary)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temporary, path)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+fn temporary(path: &Path) -> std::path::PathBuf {
+    path.with_file_name(format!(".{}.tmp", super::FILE_NAME))
+}
