@@ -3,9 +3,13 @@
 //! Run it with `cargo run --release --example bridge -- --help`. Every flag has a `SYNTHESIS_*`
 //! environment equivalent.
 //!
-//! Until the long-lived Claude Code backend lands, each turn runs one agent command in the session's
-//! workspace with the user's text on its standard input: `claude -p` by default, or any command given
-//! with `--agent-command`.
+//! By default each session gets a long-lived interactive `claude` process whose channel plugin connects
+//! back over a WebSocket (`--ws-listen`); its conversation id is kept in `--state-dir`, so a restarted
+//! bridge resumes it. With `--agent-command`, each turn instead runs one shell command with the user's
+//! text on its standard input.
+//!
+//! The same binary plays the parts Claude Code runs on the bridge's behalf: `bridge hook stop` is the
+//! `Stop` hook that tells the bridge a prompt is finished.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -15,16 +19,45 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use synthesis_backend_claude_cli::{ClaudeCliBackend, ClaudeCliConfig, PermissionMode};
 use synthesis_backend_command::CommandBackend;
 use synthesis_bridge::http::{Bridge, BridgeConfig, WorkspacePolicy};
 use synthesis_bridge::{AgentBackend, SessionKey};
+use synthesis_spawn::ProcessSpawner;
+use synthesis_store_json::JsonFileStore;
+use synthesis_transport_ws::{WsConfig, WsTransport};
+use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 /// Serve a coding agent as an OpenAI-compatible chat-completions model.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    args: Args,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Claude Code hooks the bridge installs in the processes it starts (not for use by hand).
+    Hook {
+        #[command(subcommand)]
+        hook: Hook,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Hook {
+    /// The `Stop` hook: reads Claude Code's hook JSON on standard input and tells the bridge the prompt
+    /// is finished.
+    Stop,
+}
+
+#[derive(Debug, clap::Args)]
 struct Args {
     /// Address for the HTTP API.
     #[arg(long, env = "SYNTHESIS_LISTEN", default_value = "127.0.0.1:18790")]
@@ -34,10 +67,42 @@ struct Args {
     #[arg(long, env = "SYNTHESIS_CLAUDE_BIN", default_value = "claude")]
     claude_bin: String,
 
-    /// Run this shell command once per turn instead of `claude -p`: the user's text arrives on its standard
-    /// input, its standard output is streamed back as the answer.
+    /// Run this shell command once per turn instead of a long-lived `claude`: the user's text arrives on
+    /// its standard input, its standard output is streamed back as the answer.
     #[arg(long, env = "SYNTHESIS_AGENT_COMMAND")]
     agent_command: Option<String>,
+
+    /// Address the agents' channel plugins connect back to (path /bridge).
+    #[arg(long, env = "SYNTHESIS_WS_LISTEN", default_value = "127.0.0.1:18791")]
+    ws_listen: SocketAddr,
+
+    /// Directory for the bridge's state: which Claude conversation each session continues.
+    /// Default: $XDG_STATE_HOME/synthesis-bridge, or ~/.local/state/synthesis-bridge.
+    #[arg(long, env = "SYNTHESIS_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// A `claude` process idle this long is stopped; its conversation resumes on the next turn.
+    #[arg(long, env = "SYNTHESIS_PROCESS_IDLE", default_value = "30m", value_parser = parse_limit)]
+    process_idle: Limit,
+
+    /// At most this many `claude` processes at once; the longest-idle one makes room for a new session.
+    /// When all are in a turn, new sessions get 503 with Retry-After.
+    #[arg(long, env = "SYNTHESIS_MAX_PROCESSES", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    max_processes: u32,
+
+    /// Claude Code's --permission-mode: dontAsk, acceptEdits, default, plan or bypassPermissions. Modes
+    /// that ask block a headless process unless the tool is allowed with --allowed-tool.
+    #[arg(long, env = "SYNTHESIS_PERMISSION_MODE", default_value = "dontAsk")]
+    permission_mode: PermissionMode,
+
+    /// A tool Claude may use without asking, besides the channel's reply tool, e.g. `Read` or
+    /// `Bash(git diff:*)`. Repeat for several; in the environment, separate them with ','.
+    #[arg(long = "allowed-tool", env = "SYNTHESIS_ALLOWED_TOOLS", value_delimiter = ',')]
+    allowed_tools: Vec<String>,
+
+    /// How long a new `claude` process has to get its channel plugin connected.
+    #[arg(long, env = "SYNTHESIS_READY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    ready_timeout: Duration,
 
     /// A directory agents may work in (and below). Repeat for several; in the environment, separate them
     /// with ':'. The first is the workspace of requests that name none. Default: the current directory.
@@ -106,7 +171,11 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    if let Some(Command::Hook { hook: Hook::Stop }) = cli.command {
+        return stop_hook();
+    }
+    let args = cli.args;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -157,7 +226,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .max_body_bytes(args.max_body)
         .fallback_session(fallback_session);
 
-    let backend: Arc<dyn AgentBackend> = Arc::new(agent(&args));
+    let backend = agent(&args).await?;
     let bridge = Bridge::builder(backend.clone(), config)
         .turns_per_session(args.turns_per_session)
         .queue_depth(args.queue_depth)
@@ -191,13 +260,81 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn agent(args: &Args) -> CommandBackend {
-    match &args.agent_command {
-        Some(command) => CommandBackend::new("sh").arg("-c").arg(command),
-        None => CommandBackend::new(&args.claude_bin)
-            .arg("-p")
-            .install_hint("Install Claude Code with `npm install -g @anthropic-ai/claude-code` and log in with `claude`, or point --claude-bin at it."),
+async fn agent(args: &Args) -> anyhow::Result<Arc<dyn AgentBackend>> {
+    if let Some(command) = &args.agent_command {
+        return Ok(Arc::new(CommandBackend::new("sh").arg("-c").arg(command)));
     }
+    let state_dir = match &args.state_dir {
+        Some(dir) => dir.clone(),
+        None => default_state_dir()?,
+    };
+    let store = JsonFileStore::open(&state_dir)
+        .await
+        .with_context(|| format!("cannot open the state directory {}", state_dir.display()))?;
+    let transport = WsTransport::bind(args.ws_listen, WsConfig::default())
+        .await
+        .with_context(|| format!("cannot listen on --ws-listen {}", args.ws_listen))?;
+    // The plugin and the hook are this very binary.
+    let this = std::env::current_exe().context("cannot find the bridge's own executable")?;
+    let mut config = ClaudeCliConfig::new(this.to_string_lossy())
+        .program(&args.claude_bin)
+        .permission_mode(args.permission_mode)
+        .ready_timeout(args.ready_timeout)
+        .max_processes(args.max_processes as usize);
+    if let Some(idle) = args.process_idle.0 {
+        config = config.process_idle(idle);
+    } else {
+        config = config.process_idle(Duration::from_secs(100 * 365 * 86_400));
+    }
+    for tool in &args.allowed_tools {
+        config = config.allow_tool(tool);
+    }
+    tracing::info!(
+        ws = %transport.local_addr(),
+        state = %store.path().display(),
+        "claude processes connect back on ws://{}/bridge",
+        transport.local_addr()
+    );
+    Ok(Arc::new(ClaudeCliBackend::new(
+        config,
+        Arc::new(ProcessSpawner::default()),
+        Arc::new(transport),
+        Arc::new(store),
+    )))
+}
+
+fn default_state_dir() -> anyhow::Result<PathBuf> {
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
+        return Ok(PathBuf::from(state).join("synthesis-bridge"));
+    }
+    let home = std::env::var_os("HOME").context("set --state-dir (HOME is not set)")?;
+    Ok(PathBuf::from(home).join(".local/state/synthesis-bridge"))
+}
+
+/// `bridge hook stop`. Always exits 0: a failing `Stop` hook would disturb Claude Code, and the bridge
+/// copes without the report (a turn answered through the reply tool has ended already).
+fn stop_hook() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("bridge hook stop: cannot start the async runtime: {error}");
+            return ExitCode::SUCCESS;
+        }
+    };
+    runtime.block_on(async {
+        let mut input = Vec::new();
+        if let Err(error) = tokio::io::stdin().read_to_end(&mut input).await {
+            eprintln!("bridge hook stop: cannot read the hook input: {error}");
+            return;
+        }
+        if let Err(error) = synthesis_backend_claude_cli::run_stop_hook(&input).await {
+            eprintln!("bridge hook stop: {error}");
+        }
+    });
+    ExitCode::SUCCESS
 }
 
 /// Resolves on the first SIGINT or SIGTERM. Both handlers are installed before this returns, so a signal

@@ -281,6 +281,11 @@ impl ChannelLink {
         self.events.recv().await
     }
 
+    /// The next event if one is waiting, without waiting for one.
+    pub fn try_recv(&mut self) -> Option<ChannelEvent> {
+        self.events.try_recv().ok()
+    }
+
     /// Whether a plugin is connected right now.
     pub fn is_connected(&self) -> bool {
         *self.connected.borrow()

@@ -1,0 +1,287 @@
+//! One running `claude` process and its channel: launching it until its plugin says hello, and stopping
+//! it.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use synthesis_bridge::spawner::{ProcessHandle, SpawnError, Spawner};
+use synthesis_bridge::transport::{ChannelLink, ChannelTicket, ChannelTransport, TransportError};
+use synthesis_bridge::{BackendError, SessionKey};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::config::ClaudeCliConfig;
+use crate::launch::{self, Conversation, Launch};
+use crate::pool::{ConnectedGuard, Permit, Pool};
+
+/// What Claude Code draws for `--dangerously-load-development-channels`; typing `1` confirms it. Keys
+/// typed before it is drawn are lost, so the backend waits for it rather than for a fixed delay.
+const DEV_CHANNELS_DIALOG: &str = "I am using this for local development";
+
+/// How many messages without a `Stop` report an agent remembers; beyond that the hook is evidently not
+/// reporting, and the oldest are forgotten.
+const UNFINISHED_LIMIT: usize = 32;
+
+/// Screens a process can stop at before its plugin connects, and what to do about each.
+const KNOWN_SCREENS: &[(&str, &str)] = &[
+    (
+        "Detected a custom API key in your environment",
+        "Claude Code asks whether to use ANTHROPIC_API_KEY: run `claude` once by hand and answer Yes, or log in with claude.ai instead",
+    ),
+    (
+        "Quick safety check",
+        "Claude Code asks whether to trust the workspace: run `claude` in it once by hand and accept",
+    ),
+    (
+        "Select login method",
+        "Claude Code is not logged in: run `claude` once by hand and log in",
+    ),
+    (
+        "No conversation found with session ID",
+        "Claude Code has no transcript of this conversation",
+    ),
+];
+
+/// The services an agent needs, shared by every agent of a backend.
+#[derive(Clone)]
+pub(crate) struct Services {
+    pub(crate) config: Arc<ClaudeCliConfig>,
+    pub(crate) spawner: Arc<dyn Spawner>,
+    pub(crate) transport: Arc<dyn ChannelTransport>,
+    pub(crate) pool: Pool,
+}
+
+/// A `claude` process whose plugin is connected.
+pub(crate) struct Agent {
+    pub(crate) process: Box<dyn ProcessHandle>,
+    pub(crate) link: ChannelLink,
+    pub(crate) conversation: Uuid,
+    pub(crate) workspace: PathBuf,
+    /// Messages sent whose `Stop` has not been reported, oldest first: a report that cannot name its
+    /// message belongs to the oldest.
+    pub(crate) unfinished: VecDeque<String>,
+    ticket: ChannelTicket,
+    transport: Arc<dyn ChannelTransport>,
+    permit: Option<Permit>,
+    _connected: ConnectedGuard,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("pid", &self.process.pid())
+            .field("session", &self.ticket.session)
+            .field("conversation", &self.conversation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    /// Starts `claude` for `session` and waits until its plugin has said hello.
+    pub(crate) async fn launch(
+        services: &Services,
+        session: &SessionKey,
+        conversation: Conversation,
+        workspace: &Path,
+        permit: Permit,
+        cancel: &CancellationToken,
+    ) -> Result<Self, BackendError> {
+        let Services {
+            config,
+            spawner,
+            transport,
+            pool,
+        } = services;
+        let ticket = transport.register(session);
+        let endpoint = transport.endpoint();
+        let spec = launch::spec(
+            config,
+            &Launch {
+                session,
+                conversation,
+                workspace,
+                endpoint: &endpoint,
+                token: &ticket.token,
+            },
+        );
+        info!(%session, ?conversation, workspace = %workspace.display(), "starting claude");
+        let process = match spawner.spawn(spec).await {
+            Ok(process) => process,
+            Err(err) => {
+                transport.revoke(&ticket);
+                return Err(spawn_error(config, err));
+            }
+        };
+        let connected = {
+            let output = process.output();
+            let confirm = async {
+                output.wait_for(DEV_CHANNELS_DIALOG).await;
+                debug!(%session, "confirming the development-channels dialog");
+                process.write(b"1").await
+            };
+            tokio::pin!(confirm);
+            let mut confirmed = false;
+            loop {
+                tokio::select! {
+                    link = transport.accept(&ticket, config.ready_timeout) => break link.map_err(|err| (err, None)),
+                    exit = process.wait() => break Err((TransportError::Closed, Some(exit))),
+                    written = &mut confirm, if !confirmed => {
+                        confirmed = true;
+                        if let Err(err) = written {
+                            warn!(%session, %err, "cannot type into the terminal");
+                        }
+                    }
+                    () = cancel.cancelled() => {
+                        transport.revoke(&ticket);
+                        let _ = process.kill().await;
+                        return Err(BackendError::Cancelled);
+                    }
+                }
+            }
+        };
+        match connected {
+            Ok(link) => {
+                info!(%session, pid = process.pid(), "claude is ready");
+                Ok(Self {
+                    process,
+                    link,
+                    conversation: conversation.id(),
+                    workspace: workspace.to_owned(),
+                    unfinished: VecDeque::new(),
+                    ticket,
+                    transport: transport.clone(),
+                    permit: Some(permit),
+                    _connected: pool.count_connected(),
+                })
+            }
+            Err((err, exit)) => {
+                transport.revoke(&ticket);
+                let _ = process.kill().await;
+                let screen = process.output().text();
+                let what = match exit {
+                    Some(exit) => format!("claude exited ({exit}) before its channel plugin connected"),
+                    None => match err {
+                        TransportError::ConnectTimeout { waited, .. } => format!(
+                            "claude's channel plugin did not connect within {}",
+                            humanize(waited)
+                        ),
+                        other => format!("claude's channel plugin could not connect: {other}"),
+                    },
+                };
+                warn!(%session, %what, screen = %last_lines(&screen, 20), "claude did not start");
+                Err(BackendError::unavailable(startup_message(&what, &screen)))
+            }
+        }
+    }
+
+    /// Records that `message_id` was sent.
+    pub(crate) fn sent(&mut self, message_id: String) {
+        if self.unfinished.len() == UNFINISHED_LIMIT {
+            self.unfinished.pop_front();
+        }
+        self.unfinished.push_back(message_id);
+    }
+
+    /// Records a `Stop` report and returns the message it finished: the one it names, or the oldest
+    /// unfinished one.
+    pub(crate) fn finished(&mut self, message_id: Option<String>) -> Option<String> {
+        match message_id {
+            Some(id) => {
+                self.unfinished.retain(|unfinished| *unfinished != id);
+                Some(id)
+            }
+            None => self.unfinished.pop_front(),
+        }
+    }
+
+    /// Stops the process (and everything it started) and ends its channel registration.
+    pub(crate) async fn stop(self) {
+        debug!(session = %self.ticket.session, pid = self.process.pid(), "stopping claude");
+        self.transport.revoke(&self.ticket);
+        if let Err(err) = self.process.kill().await {
+            warn!(session = %self.ticket.session, %err, "cannot stop claude");
+        }
+    }
+
+    /// Hands this agent's place in the pool to a new process (this one is being evicted).
+    pub(crate) fn take_permit(&mut self) -> Option<Permit> {
+        self.permit.take()
+    }
+
+    pub(crate) fn session(&self) -> &SessionKey {
+        &self.ticket.session
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // Idempotent: `stop` may have done it. The process handle kills its group when dropped.
+        self.transport.revoke(&self.ticket);
+    }
+}
+
+fn spawn_error(config: &ClaudeCliConfig, err: SpawnError) -> BackendError {
+    let program = config.program.to_string_lossy();
+    match err {
+        SpawnError::NotFound { .. } => BackendError::unavailable(format!(
+            "cannot run `{program}`: not found or not executable. Install Claude Code (`npm install -g @anthropic-ai/claude-code`) or point --claude-bin at it."
+        )),
+        other => BackendError::unavailable(format!("cannot start `{program}`: {other}")),
+    }
+}
+
+/// The error a client sees when a process did not come up: what happened, a hint when the screen is a
+/// known one, and the screen's last lines.
+fn startup_message(what: &str, screen: &str) -> String {
+    let mut message = what.to_owned();
+    let flat: String = screen.chars().filter(|c| !c.is_whitespace()).collect();
+    for (phrase, hint) in KNOWN_SCREENS {
+        let phrase: String = phrase.chars().filter(|c| !c.is_whitespace()).collect();
+        if flat.contains(&phrase) {
+            message.push_str(". ");
+            message.push_str(hint);
+            break;
+        }
+    }
+    let tail = last_lines(screen, 8);
+    if !tail.is_empty() {
+        message.push_str(". The terminal showed: ");
+        message.push_str(&tail);
+    }
+    message
+}
+
+/// The last `count` non-blank lines of a screen, joined with ` | `, at most 1,000 characters.
+fn last_lines(screen: &str, count: usize) -> String {
+    let lines: Vec<&str> = screen
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    let tail = lines[lines.len().saturating_sub(count)..].join(" | ");
+    let skip = tail.chars().count().saturating_sub(1000);
+    tail.chars().skip(skip).collect()
+}
+
+fn humanize(duration: std::time::Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_known_screen_gets_a_hint_and_the_screen_is_quoted() {
+        let screen = "\n  Detected a custom API key in your environment\n\n  ANTHROPIC_API_KEY: sk-ant-...xyz\n\n  Do you want to use this API key?\n  ❯ No (recommended)\n";
+        let message = startup_message("claude's channel plugin did not connect within 30s", screen);
+        assert!(message.starts_with("claude's channel plugin did not connect within 30s. Claude Code asks whether to use ANTHROPIC_API_KEY"), "{message}");
+        assert!(message.ends_with("Do you want to use this API key? | ❯ No (recommended)"), "{message}");
+    }
+}

@@ -1,0 +1,222 @@
+//! [`ClaudeCliConfig`]: how the backend launches and manages `claude` processes.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Claude Code's `--permission-mode`: what the agent may do without asking. A process has no human at its
+/// terminal, so a mode that asks blocks until the turn times out, unless the tool was allowed in advance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PermissionMode {
+    /// Never asks: tools not allowed in advance are denied. The default; nothing blocks.
+    #[default]
+    DontAsk,
+    /// Allows file edits, asks for the rest.
+    AcceptEdits,
+    /// Asks for everything not allowed in advance.
+    Default,
+    /// Plans only, changes nothing.
+    Plan,
+    /// Allows everything. Claude Code refuses it as root unless `IS_SANDBOX=1` is set.
+    BypassPermissions,
+}
+
+impl PermissionMode {
+    /// Every mode, in the order the help lists them.
+    pub const ALL: [Self; 5] = [
+        Self::DontAsk,
+        Self::AcceptEdits,
+        Self::Default,
+        Self::Plan,
+        Self::BypassPermissions,
+    ];
+
+    /// The CLI's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DontAsk => "dontAsk",
+            Self::AcceptEdits => "acceptEdits",
+            Self::Default => "default",
+            Self::Plan => "plan",
+            Self::BypassPermissions => "bypassPermissions",
+        }
+    }
+}
+
+impl fmt::Display for PermissionMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A `--permission-mode` that Claude Code does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown permission mode {0:?}: use one of dontAsk, acceptEdits, default, plan, bypassPermissions")]
+pub struct UnknownPermissionMode(String);
+
+impl FromStr for PermissionMode {
+    type Err = UnknownPermissionMode;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|mode| mode.as_str() == text)
+            .ok_or_else(|| UnknownPermissionMode(text.to_owned()))
+    }
+}
+
+/// How [`ClaudeCliBackend`](crate::ClaudeCliBackend) launches and manages `claude` processes.
+///
+/// The two commands it needs besides `claude` itself are the channel plugin (the MCP server Claude Code
+/// starts inside each session) and the `Stop` hook (which tells the bridge a turn is over). The `bridge`
+/// binary serves both: `bridge channel` and `bridge hook stop`; [`ClaudeCliConfig::new`] takes the
+/// binary's path and sets them up.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClaudeCliConfig {
+    /// The `claude` program: a path, or a name looked up on `PATH`.
+    pub program: OsString,
+    /// The channel's MCP server name: the model calls `mcp__NAME__reply`.
+    pub channel_name: String,
+    /// The channel plugin's program and arguments.
+    pub plugin_command: Vec<String>,
+    /// The `Stop` hook's program and arguments.
+    pub stop_hook_command: Vec<String>,
+    /// `--permission-mode`.
+    pub permission_mode: PermissionMode,
+    /// Tools allowed without asking, besides the channel's reply tool (`--allowedTools`).
+    pub allowed_tools: Vec<String>,
+    /// More arguments for every launch, e.g. `--model opus`.
+    pub extra_args: Vec<OsString>,
+    /// Variables set for every process, on top of the bridge's own environment.
+    pub env: Vec<(OsString, OsString)>,
+    /// How long a new process has to get its plugin connected.
+    pub ready_timeout: Duration,
+    /// A process idle this long is stopped (its conversation resumes on the next turn).
+    pub process_idle: Duration,
+    /// At most this many processes run at once; the longest-idle one makes room for a new one.
+    pub max_processes: usize,
+    /// The `Retry-After` of a turn refused because every process is busy.
+    pub busy_retry_after: Duration,
+    /// After ESC, how long a cancelled turn waits for Claude Code to stop before the session is freed.
+    pub cancel_settle: Duration,
+}
+
+impl ClaudeCliConfig {
+    /// A configuration whose channel plugin and `Stop` hook are served by the `bridge` binary at `bridge`.
+    pub fn new(bridge: impl Into<String>) -> Self {
+        let bridge = bridge.into();
+        Self {
+            program: "claude".into(),
+            channel_name: "synthesis".to_owned(),
+            plugin_command: vec![bridge.clone(), "channel".to_owned()],
+            stop_hook_command: vec![bridge, "hook".to_owned(), "stop".to_owned()],
+            permission_mode: PermissionMode::default(),
+            allowed_tools: Vec::new(),
+            extra_args: Vec::new(),
+            env: Vec::new(),
+            ready_timeout: Duration::from_secs(30),
+            process_idle: Duration::from_secs(30 * 60),
+            max_processes: 16,
+            busy_retry_after: Duration::from_secs(10),
+            cancel_settle: Duration::from_millis(500),
+        }
+    }
+
+    /// Sets [`ClaudeCliConfig::program`].
+    pub fn program(mut self, program: impl Into<OsString>) -> Self {
+        self.program = program.into();
+        self
+    }
+
+    /// Sets [`ClaudeCliConfig::channel_name`].
+    pub fn channel_name(mut self, name: impl Into<String>) -> Self {
+        self.channel_name = name.into();
+        self
+    }
+
+    /// Sets [`ClaudeCliConfig::stop_hook_command`].
+    pub fn stop_hook_command<I, S>(mut self, command: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.stop_hook_command = command.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets [`ClaudeCliConfig::permission_mode`].
+    pub fn permission_mode(mut self, mode: PermissionMode) -> Self {
+        self.permission_mode = mode;
+        self
+    }
+
+    /// Adds a tool to [`ClaudeCliConfig::allowed_tools`].
+    pub fn allow_tool(mut self, tool: impl Into<String>) -> Self {
+        self.allowed_tools.push(tool.into());
+        self
+    }
+
+    /// Adds an argument to [`ClaudeCliConfig::extra_args`].
+    pub fn extra_arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.extra_args.push(arg.into());
+        self
+    }
+
+    /// Sets a variable for every process.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets [`ClaudeCliConfig::ready_timeout`].
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ClaudeCliConfig::process_idle`].
+    pub fn process_idle(mut self, idle: Duration) -> Self {
+        self.process_idle = idle;
+        self
+    }
+
+    /// Sets [`ClaudeCliConfig::max_processes`] (at least 1).
+    pub fn max_processes(mut self, max: usize) -> Self {
+        self.max_processes = max.max(1);
+        self
+    }
+
+    /// Sets [`ClaudeCliConfig::busy_retry_after`].
+    pub fn busy_retry_after(mut self, after: Duration) -> Self {
+        self.busy_retry_after = after;
+        self
+    }
+
+    /// Sets [`ClaudeCliConfig::cancel_settle`].
+    pub fn cancel_settle(mut self, settle: Duration) -> Self {
+        self.cancel_settle = settle;
+        self
+    }
+
+    /// The name of the reply tool as the model calls it.
+    pub fn reply_tool(&self) -> String {
+        format!("mcp__{}__reply", self.channel_name)
+    }
+
+    /// Where Claude Code keeps its configuration and transcripts for the processes this backend starts.
+    pub fn claude_config_dir(&self) -> Option<PathBuf> {
+        let configured = self
+            .env
+            .iter()
+            .rev()
+            .find(|(key, _)| key == "CLAUDE_CONFIG_DIR")
+            .map(|(_, value)| PathBuf::from(value));
+        configured
+            .or_else(|| std::env::var_os("CLAUDE_CONFIG_DIR").map(PathBuf::from))
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".claude")))
+    }
+}

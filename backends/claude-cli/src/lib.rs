@@ -1,0 +1,308 @@
+//! [`ClaudeCliBackend`]: one long-lived interactive Claude Code process per session.
+//!
+//! For each session key the backend keeps a `claude` process running in the session's workspace, under a
+//! pseudo-terminal (interactive mode needs one; on pipes the CLI falls back to one-shot print mode). The
+//! process loads the bridge's channel plugin as its only MCP server; the plugin connects back over the
+//! [`ChannelTransport`] and turns each pushed message into a `notifications/claude/channel` notification.
+//! Claude answers by calling the plugin's `reply` tool, and the text streams back.
+//!
+//! How a process is launched (see `docs/protocol.md` and the facts it cites):
+//! - `--mcp-config` with the plugin and `--strict-mcp-config`;
+//!   `--dangerously-load-development-channels server:NAME` (never also `--channels`, which makes the CLI
+//!   skip the server); the development-channels dialog is confirmed once it is drawn on the terminal;
+//! - `--session-id U` for a conversation Claude Code has no transcript of, `--resume U` for one it has,
+//!   where `U` is kept in the [`SessionStore`] so a restarted bridge resumes the same conversation;
+//! - `--settings` installing a `Stop` hook, which reports when Claude has finished a prompt. A turn ends
+//!   when the plugin sends its final reply, or when that report comes: Claude answered without the reply
+//!   tool, and its last words are the answer;
+//! - `--permission-mode` (`dontAsk` by default) with `--allowedTools mcp__NAME__reply` and any extras;
+//! - the environment `SYNTHESIS_WS_URL`, `SYNTHESIS_OPENCLAW_SESSION`, `SYNTHESIS_CLAUDE_SESSION` and
+//!   `SYNTHESIS_BRIDGE_TOKEN` on top of the bridge's own.
+//!
+//! A process is ready when its plugin has said hello with the right token. A process idle for
+//! [`ClaudeCliConfig::process_idle`] is stopped; at [`ClaudeCliConfig::max_processes`] the longest-idle one
+//! makes room, never one in a turn (when all are busy the turn gets 503 with `Retry-After`). A process that
+//! dies mid-turn fails that turn at once; the next turn resumes the conversation in a new one. Cancelling a
+//! turn types ESC into the terminal.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use synthesis_backend_claude_cli::{ClaudeCliBackend, ClaudeCliConfig};
+//! use synthesis_bridge::MemoryStore;
+//! use synthesis_spawn::ProcessSpawner;
+//! use synthesis_transport_ws::{WsConfig, WsTransport};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let transport = WsTransport::bind("127.0.0.1:18791".parse().unwrap(), WsConfig::default()).await?;
+//! let backend = ClaudeCliBackend::new(
+//!     ClaudeCliConfig::new("/usr/local/bin/bridge"),
+//!     Arc::new(ProcessSpawner::default()),
+//!     Arc::new(transport),
+//!     Arc::new(MemoryStore::new()),
+//! );
+//! # drop(backend);
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+mod agent;
+mod config;
+mod launch;
+mod pool;
+mod stop_hook;
+mod transcript;
+mod turn;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use synthesis_bridge::store::now_in_millis;
+use synthesis_bridge::transport::{ChannelTransport, InboundMessage};
+use synthesis_bridge::{
+    AgentBackend, BackendError, BackendStatus, ReplyStream, SessionKey, SessionRecord,
+    SessionStore, Spawner, Turn,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::{Instrument, debug, info, warn};
+
+pub use crate::config::{ClaudeCliConfig, PermissionMode, UnknownPermissionMode};
+pub use crate::stop_hook::{StopHookError, StopHookOutcome, run_stop_hook};
+
+use crate::agent::{Agent, Services};
+use crate::launch::Conversation;
+use crate::pool::{Pool, SlotGuard};
+use crate::turn::TurnRun;
+
+/// How many reply events wait for a slow consumer before the turn holds back.
+const EVENT_BUFFER: usize = 32;
+
+/// One long-lived `claude` process per session; see the [crate docs](crate).
+#[derive(Debug)]
+pub struct ClaudeCliBackend {
+    inner: Arc<Inner>,
+    _stop_sweeping: DropGuard,
+}
+
+struct Inner {
+    services: Services,
+    store: Arc<dyn SessionStore>,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("config", &self.services.config)
+            .field("pool", &self.services.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClaudeCliBackend {
+    /// A backend that starts processes with `spawner`, reaches their plugins through `transport` and
+    /// remembers conversations in `store`. Must be called within a Tokio runtime: it starts the task that
+    /// stops idle processes.
+    pub fn new(
+        config: ClaudeCliConfig,
+        spawner: Arc<dyn Spawner>,
+        transport: Arc<dyn ChannelTransport>,
+        store: Arc<dyn SessionStore>,
+    ) -> Self {
+        let pool = Pool::new(config.max_processes);
+        let inner = Arc::new(Inner {
+            services: Services {
+                config: Arc::new(config),
+                spawner,
+                transport,
+                pool,
+            },
+            store,
+            shutdown: CancellationToken::new(),
+        });
+        let stop_sweeping = CancellationToken::new();
+        tokio::spawn(sweep_idle(Arc::downgrade(&inner), stop_sweeping.clone()).in_current_span());
+        Self {
+            inner,
+            _stop_sweeping: stop_sweeping.drop_guard(),
+        }
+    }
+}
+
+/// Stops processes that have been idle too long, checking a few times per idle period.
+async fn sweep_idle(inner: std::sync::Weak<Inner>, stop: CancellationToken) {
+    let Some(idle) = inner.upgrade().map(|inner| inner.services.config.process_idle) else {
+        return;
+    };
+    let every = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        for agent in inner.services.pool.take_idle(idle) {
+            info!(session = %agent.session(), idle = ?idle, "stopping an idle claude process");
+            agent.stop().await;
+        }
+    }
+}
+
+impl Inner {
+    async fn run_turn(&self, turn: Turn) -> Result<ReplyStream, BackendError> {
+        if self.shutdown.is_cancelled() {
+            return Err(BackendError::unavailable("the bridge is shutting down"));
+        }
+        let slot = self.services.pool.slot(&turn.session);
+        let mut guard = tokio::select! {
+            guard = slot.agent.clone().lock_owned() => guard,
+            () = turn.cancel.cancelled() => return Err(BackendError::Cancelled),
+        };
+        slot.touch();
+        let mut record = self.record(&turn).await;
+
+        let fits = guard.as_ref().map(|agent| self.fits(agent, &record, &turn.workspace));
+        if fits == Some(false)
+            && let Some(agent) = guard.take()
+        {
+            agent.stop().await;
+        }
+        if guard.is_none() {
+            *guard = Some(self.launch(&turn.session, &record, &turn.workspace, &turn.cancel).await?);
+        }
+        record.started = true;
+        record.turns += 1;
+        record.last_used_at = now_in_millis();
+        if let Err(err) = self.store.put(record).await {
+            warn!(session = %turn.session, %err, "cannot save the session; a restarted bridge will start a new conversation");
+        }
+
+        let (events, mut reply) = mpsc::channel(EVENT_BUFFER);
+        let run = TurnRun {
+            slot: guard,
+            message: InboundMessage::new(turn.session.as_str(), turn.text),
+            cancel: turn.cancel,
+            shutdown: self.shutdown.clone(),
+            settle: self.services.config.cancel_settle,
+            events,
+        };
+        let touch_after = slot.clone();
+        tokio::spawn(
+            async move {
+                run.run().await;
+                touch_after.touch();
+            }
+            .in_current_span(),
+        );
+        Ok(Box::pin(futures::stream::poll_fn(move |cx| reply.poll_recv(cx))))
+    }
+
+    /// The session's record, updated for this turn: a new client conversation starts a new Claude one.
+    async fn record(&self, turn: &Turn) -> SessionRecord {
+        let stored = match self.store.get(&turn.session).await {
+            Ok(stored) => stored,
+            Err(err) => {
+                warn!(session = %turn.session, %err, "cannot read the session store; starting a new conversation");
+                None
+            }
+        };
+        let mut record =
+            stored.unwrap_or_else(|| SessionRecord::new(turn.session.clone(), &turn.workspace));
+        if let Some(conversation) = &turn.meta.conversation
+            && record.client_conversation.as_ref() != Some(conversation)
+        {
+            if record.client_conversation.is_some() {
+                info!(session = %turn.session, "the client started a new conversation; so does claude");
+                record.start_new_conversation(Some(conversation.clone()));
+            } else {
+                record.client_conversation = Some(conversation.clone());
+            }
+        }
+        record.workspace = turn.workspace.clone();
+        record
+    }
+
+    /// Whether a running agent can take a turn of `record` in `workspace`.
+    fn fits(&self, agent: &Agent, record: &SessionRecord, workspace: &Path) -> bool {
+        let reason = if agent.conversation != record.conversation_id {
+            "the conversation changed"
+        } else if agent.workspace != workspace {
+            "the workspace changed"
+        } else if !agent.link.is_connected() {
+            "its channel plugin is not connected"
+        } else {
+            return true;
+        };
+        info!(session = %agent.session(), reason, "restarting claude");
+        false
+    }
+
+    async fn launch(
+        &self,
+        session: &SessionKey,
+        record: &SessionRecord,
+        workspace: &Path,
+        cancel: &CancellationToken,
+    ) -> Result<Agent, BackendError> {
+        let config = &self.services.config;
+        let room = self
+            .services
+            .pool
+            .make_room(session, config.busy_retry_after)?;
+        if let Some(evicted) = room.evicted {
+            info!(%session, evicted = %evicted.session(), "at --max-processes: stopping the longest-idle process");
+            evicted.stop().await;
+        }
+        let config_dir = config.claude_config_dir();
+        let id = record.conversation_id;
+        let conversation = if transcript::exists(config_dir.as_deref(), id) {
+            Conversation::Resume(id)
+        } else {
+            Conversation::Start(id)
+        };
+        Agent::launch(
+            &self.services,
+            session,
+            conversation,
+            workspace,
+            room.permit,
+            cancel,
+        )
+        .await
+    }
+
+    async fn shutdown(&self) {
+        self.shutdown.cancel();
+        for slot in self.services.pool.slots() {
+            let mut guard: SlotGuard = slot.agent.clone().lock_owned().await;
+            if let Some(agent) = guard.take() {
+                agent.stop().await;
+            }
+        }
+        debug!("every claude process is stopped");
+    }
+}
+
+#[async_trait]
+impl AgentBackend for ClaudeCliBackend {
+    async fn run_turn(&self, turn: Turn) -> Result<ReplyStream, BackendError> {
+        let span = tracing::info_span!("claude_turn", session = %turn.session, turn_id = %turn.meta.turn_id);
+        self.inner.run_turn(turn).instrument(span).await
+    }
+
+    async fn shutdown(&self) {
+        self.inner.shutdown().await;
+    }
+
+    fn status(&self) -> BackendStatus {
+        let pool = &self.inner.services.pool;
+        BackendStatus::new(pool.sessions(), pool.processes(), pool.connected())
+    }
+}

@@ -1,0 +1,209 @@
+//! The running processes, one slot per session: how many there are, which is idle, which makes room.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use synthesis_bridge::{BackendError, SessionKey};
+use tokio::sync::OwnedMutexGuard;
+use tokio::time::Instant;
+
+use crate::agent::Agent;
+
+/// A session's place in the pool. Its lock is held for the whole of a turn, so a slot that can be locked
+/// at once is idle.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) agent: Arc<tokio::sync::Mutex<Option<Agent>>>,
+    last_used: Mutex<Instant>,
+}
+
+/// A slot's agent, held for a turn (or for stopping it).
+pub(crate) type SlotGuard = OwnedMutexGuard<Option<Agent>>;
+
+impl Slot {
+    pub(crate) fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    fn last_used(&self) -> Instant {
+        *self.last_used.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Counts a running (or starting) process against the pool's limit until dropped.
+#[derive(Debug)]
+pub(crate) struct Permit {
+    pool: Arc<Shared>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.pool.lock().processes -= 1;
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Pool {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    max_processes: usize,
+    /// Processes whose plugin is connected.
+    connected: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    slots: HashMap<SessionKey, Arc<Slot>>,
+    processes: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Room for a new process: a permit, and maybe an idle process that must be stopped to make it.
+#[derive(Debug)]
+pub(crate) struct Room {
+    pub(crate) permit: Permit,
+    pub(crate) evicted: Option<Agent>,
+}
+
+impl Pool {
+    pub(crate) fn new(max_processes: usize) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::default(),
+                max_processes,
+                connected: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The slot of `key`, created on first use.
+    pub(crate) fn slot(&self, key: &SessionKey) -> Arc<Slot> {
+        self.shared
+            .lock()
+            .slots
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    agent: Arc::default(),
+                    last_used: Mutex::new(Instant::now()),
+                })
+            })
+            .clone()
+    }
+
+    /// Makes room for one more process for `key`: under the limit, a new permit; at it, the permit of the
+    /// longest-idle process of another session, which the caller stops. A process in a turn is never
+    /// taken; when all are, the turn is refused with a `Retry-After`.
+    pub(crate) fn make_room(
+        &self,
+        key: &SessionKey,
+        retry_after: Duration,
+    ) -> Result<Room, BackendError> {
+        let mut state = self.shared.lock();
+        if state.processes < self.shared.max_processes {
+            state.processes += 1;
+            return Ok(Room {
+                permit: Permit {
+                    pool: self.shared.clone(),
+                },
+                evicted: None,
+            });
+        }
+        let mut oldest: Option<(Instant, SlotGuard)> = None;
+        for (other, slot) in &state.slots {
+            if other == key {
+                continue;
+            }
+            let Ok(guard) = slot.agent.clone().try_lock_owned() else {
+                continue; // in a turn
+            };
+            let last_used = slot.last_used();
+            if guard.is_some() && oldest.as_ref().is_none_or(|(t, _)| last_used < *t) {
+                oldest = Some((last_used, guard));
+            }
+        }
+        let Some((_, mut guard)) = oldest else {
+            return Err(BackendError::Unavailable {
+                message: format!(
+                    "all {} claude processes are busy with turns; try again shortly",
+                    self.shared.max_processes
+                ),
+                retry_after: Some(retry_after),
+            });
+        };
+        let mut evicted = guard.take().expect("only slots with an agent were kept");
+        let permit = evicted.take_permit().expect("a running agent holds a permit");
+        Ok(Room {
+            permit,
+            evicted: Some(evicted),
+        })
+    }
+
+    /// Takes the agents that have been idle for `idle` or more out of their slots, and forgets slots with
+    /// neither an agent nor a turn.
+    pub(crate) fn take_idle(&self, idle: Duration) -> Vec<Agent> {
+        let mut state = self.shared.lock();
+        let mut idle_agents = Vec::new();
+        state.slots.retain(|_, slot| {
+            let Ok(mut guard) = slot.agent.clone().try_lock_owned() else {
+                return true;
+            };
+            if slot.last_used().elapsed() >= idle
+                && let Some(agent) = guard.take()
+            {
+                idle_agents.push(agent);
+            }
+            // Nobody else holds the slot: no turn is waiting for it.
+            guard.is_some() || Arc::strong_count(slot) > 1
+        });
+        idle_agents
+    }
+
+    /// Every slot, for shutdown.
+    pub(crate) fn slots(&self) -> Vec<Arc<Slot>> {
+        self.shared.lock().slots.values().cloned().collect()
+    }
+
+    pub(crate) fn sessions(&self) -> usize {
+        self.shared.lock().slots.len()
+    }
+
+    pub(crate) fn processes(&self) -> usize {
+        self.shared.lock().processes
+    }
+
+    pub(crate) fn connected(&self) -> usize {
+        self.shared.connected.load(Ordering::Relaxed)
+    }
+
+    /// Counts a connected plugin until the returned guard is dropped.
+    pub(crate) fn count_connected(&self) -> ConnectedGuard {
+        self.shared.connected.fetch_add(1, Ordering::Relaxed);
+        ConnectedGuard {
+            pool: self.shared.clone(),
+        }
+    }
+}
+
+/// Uncounts a connected plugin when dropped.
+#[derive(Debug)]
+pub(crate) struct ConnectedGuard {
+    pool: Arc<Shared>,
+}
+
+impl Drop for ConnectedGuard {
+    fn drop(&mut self) {
+        self.pool.connected.fetch_sub(1, Ordering::Relaxed);
+    }
+}
