@@ -97,7 +97,11 @@ struct Args {
 
     /// A tool Claude may use without asking, besides the channel's reply tool, e.g. `Read` or
     /// `Bash(git diff:*)`. Repeat for several; in the environment, separate them with ','.
-    #[arg(long = "allowed-tool", env = "SYNTHESIS_ALLOWED_TOOLS", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-tool",
+        env = "SYNTHESIS_ALLOWED_TOOLS",
+        value_delimiter = ','
+    )]
     allowed_tools: Vec<String>,
 
     /// How long a new `claude` process has to get its channel plugin connected.

@@ -32,9 +32,11 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use synthesis_transport_ws::protocol::{BridgeFrame, PluginFrame};
@@ -58,7 +60,9 @@ fn parse_args() -> Args {
         match word.as_str() {
             "--session-id" => args.start = words.next(),
             "--resume" => args.resume = words.next(),
-            "--settings" => args.settings = words.next().and_then(|s| serde_json::from_str(&s).ok()),
+            "--settings" => {
+                args.settings = words.next().and_then(|s| serde_json::from_str(&s).ok())
+            }
             "--dangerously-load-development-channels" => {
                 args.dev_channels = true;
                 words.next();
@@ -83,21 +87,32 @@ fn say_tui(text: &str) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args();
-    let config_dir = PathBuf::from(std::env::var_os("CLAUDE_CONFIG_DIR").context("set CLAUDE_CONFIG_DIR")?);
+    let config_dir =
+        PathBuf::from(std::env::var_os("CLAUDE_CONFIG_DIR").context("set CLAUDE_CONFIG_DIR")?);
     let cwd = std::env::current_dir()?;
-    let id = args.start.clone().or(args.resume.clone()).context("--session-id or --resume")?;
-    let transcript = config_dir
-        .join("projects")
-        .join(cwd.to_string_lossy().replace(['/', '.'], "-"))
-        .join(format!("{id}.jsonl"));
-    let known = find_transcript(&config_dir, &id).is_some();
+    let id = args
+        .start
+        .clone()
+        .or(args.resume.clone())
+        .context("--session-id or --resume")?;
+    let found = find_transcript(&config_dir, &id);
+    let known = found.is_some();
+    // A resumed conversation goes on in its transcript, wherever it was started.
+    let transcript = found.unwrap_or_else(|| {
+        config_dir
+            .join("projects")
+            .join(cwd.to_string_lossy().replace(['/', '.'], "-"))
+            .join(format!("{id}.jsonl"))
+    });
     if args.start.is_some() && known {
         say(&format!("Error: Session ID {id} is already in use.\n"));
         std::process::exit(1);
     }
     let mut keys = keyboard();
     if args.dev_channels {
-        say_tui("\n WARNING: Loading development channels\n\n ❯ 1. I am using this for local development\n   2. Exit\n\n Enter to confirm · Esc to cancel\n");
+        say_tui(
+            "\n WARNING: Loading development channels\n\n ❯ 1. I am using this for local development\n   2. Exit\n\n Enter to confirm · Esc to cancel\n",
+        );
         loop {
             match keys.recv().await {
                 Some(b'1') => break,
@@ -134,14 +149,24 @@ async fn main() -> anyhow::Result<()> {
         cwd,
         hooks: stop_hooks(args.settings.as_ref()),
     };
+    let mut plugin_connected = true;
     let mut queue: VecDeque<(String, Value)> = VecDeque::new();
     let mut busy: Option<tokio::task::JoinHandle<()>> = None;
+    // Whether the prompt in progress is still being answered (ESC interrupts it) rather than running its
+    // Stop hooks (the prompt is over; ESC does nothing).
+    let answering = Arc::new(AtomicBool::new(false));
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<PluginFrame>();
     loop {
         if busy.is_none()
             && let Some((content, meta)) = queue.pop_front()
         {
-            busy = Some(tokio::spawn(session.clone().answer(content, meta, out_tx.clone())));
+            answering.store(true, Ordering::SeqCst);
+            busy = Some(tokio::spawn(session.clone().answer(
+                content,
+                meta,
+                out_tx.clone(),
+                answering.clone(),
+            )));
         }
         tokio::select! {
             _ = terminate.recv() => {
@@ -149,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(143);
             }
             key = keys.recv() => match key {
-                Some(0x1b) => if let Some(task) = busy.take() {
+                Some(0x1b) => if answering.load(Ordering::SeqCst) && let Some(task) = busy.take() {
                     task.abort();
                     say("\n  ⎿  Interrupted · What should Claude do instead?\n");
                 },
@@ -164,8 +189,16 @@ async fn main() -> anyhow::Result<()> {
                 busy = None;
                 done?;
             }
-            message = source.next() => {
-                let Some(Ok(Message::Text(text))) = message else { bail!("the bridge closed the connection") };
+            message = source.next(), if plugin_connected => {
+                let text = match message {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(_)) => continue,
+                    // Like Claude Code, live on without the plugin, until stopped.
+                    _ => {
+                        plugin_connected = false;
+                        continue;
+                    }
+                };
                 match serde_json::from_str::<BridgeFrame>(text.as_str()) {
                     Ok(BridgeFrame::Ping) if !ignore_pings => sink.send(Message::text(PluginFrame::Pong.to_text())).await?,
                     Ok(BridgeFrame::Inbound(message)) => {
@@ -190,14 +223,26 @@ struct Session {
 impl Session {
     /// Works on one prompt: records it, answers it, runs the Stop hooks. The frames to send go out
     /// through `out` as they are made.
-    async fn answer(self, content: String, meta: Value, out: mpsc::UnboundedSender<PluginFrame>) {
+    async fn answer(
+        self,
+        content: String,
+        meta: Value,
+        out: mpsc::UnboundedSender<PluginFrame>,
+        answering: Arc<AtomicBool>,
+    ) {
         let message_id = meta["message_id"].as_str().unwrap_or_default().to_owned();
         let chat_id = meta["chat_id"].as_str().unwrap_or_default();
         let prompt_id = uuid::Uuid::new_v4().to_string();
         let earlier = std::fs::read_to_string(&self.transcript)
-            .map(|text| text.lines().filter(|l| l.contains("\"promptId\"") && l.contains("<channel")).count())
+            .map(|text| {
+                text.lines()
+                    .filter(|l| l.contains("\"promptId\"") && l.contains("<channel"))
+                    .count()
+            })
             .unwrap_or(0);
-        let tag = format!("<channel source=\"synthesis\" chat_id=\"{chat_id}\" message_id=\"{message_id}\">\n{content}\n</channel>");
+        let tag = format!(
+            "<channel source=\"synthesis\" chat_id=\"{chat_id}\" message_id=\"{message_id}\">\n{content}\n</channel>"
+        );
         self.record(json!({"promptId": prompt_id, "type": "user", "message": {"role": "user", "content": tag}, "sessionId": self.id}));
 
         let reply = |text: String, last: Option<bool>, id: bool| PluginFrame::Reply {
@@ -225,10 +270,16 @@ impl Session {
                 let _ = out.send(reply(format!("echo: {rest}"), None, false));
             }
             "error" => {
-                let _ = out.send(PluginFrame::Error { message: rest.to_owned() });
+                let _ = out.send(PluginFrame::Error {
+                    message: rest.to_owned(),
+                });
             }
             "history" => {
-                let _ = out.send(reply(format!("turn {} of conversation {}", earlier + 1, self.id), Some(true), true));
+                let _ = out.send(reply(
+                    format!("turn {} of conversation {}", earlier + 1, self.id),
+                    Some(true),
+                    true,
+                ));
             }
             "pid" => {
                 let _ = out.send(reply(std::process::id().to_string(), Some(true), true));
@@ -243,6 +294,7 @@ impl Session {
             }
         }
         self.record(json!({"promptId": prompt_id, "type": "assistant", "message": {"role": "assistant", "content": last_words}}));
+        answering.store(false, Ordering::SeqCst);
         let input = json!({
             "session_id": self.id,
             "transcript_path": self.transcript,
@@ -261,7 +313,11 @@ impl Session {
         if let Some(dir) = self.transcript.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.transcript).expect("transcript");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.transcript)
+            .expect("transcript");
         let _ = writeln!(file, "{record}");
     }
 }
@@ -305,7 +361,8 @@ fn keyboard() -> mpsc::UnboundedReceiver<u8> {
     let stdin = std::io::stdin();
     if let Ok(mut mode) = nix::sys::termios::tcgetattr(stdin.as_fd()) {
         nix::sys::termios::cfmakeraw(&mut mode);
-        let _ = nix::sys::termios::tcsetattr(stdin.as_fd(), nix::sys::termios::SetArg::TCSANOW, &mode);
+        let _ =
+            nix::sys::termios::tcsetattr(stdin.as_fd(), nix::sys::termios::SetArg::TCSANOW, &mode);
     }
     let (keys, typed) = mpsc::unbounded_channel();
     tokio::spawn(async move {

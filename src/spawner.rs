@@ -192,7 +192,7 @@ pub struct OutputLog {
 
 struct OutputInner {
     capacity: usize,
-    bytes: Mutex<VecDeque<u8>>,
+    bytes: Mutex<Kept>,
     /// Bumped on every append so waiters wake up.
     version: watch::Sender<u64>,
 }
@@ -203,7 +203,10 @@ impl OutputLog {
         Self {
             inner: Arc::new(OutputInner {
                 capacity,
-                bytes: Mutex::new(VecDeque::with_capacity(capacity)),
+                bytes: Mutex::new(Kept {
+                    bytes: VecDeque::with_capacity(capacity),
+                    appended: 0,
+                }),
                 version: watch::Sender::new(0),
             }),
         }
@@ -214,19 +217,38 @@ impl OutputLog {
         let capacity = self.inner.capacity;
         let chunk = &chunk[chunk.len().saturating_sub(capacity)..];
         {
-            let mut bytes = self.inner.bytes.lock().unwrap_or_else(|e| e.into_inner());
-            let overflow = (bytes.len() + chunk.len()).saturating_sub(capacity);
-            bytes.drain(..overflow);
-            bytes.extend(chunk);
+            let mut kept = self.inner.bytes.lock().unwrap_or_else(|e| e.into_inner());
+            kept.appended += chunk.len() as u64;
+            let overflow = (kept.bytes.len() + chunk.len()).saturating_sub(capacity);
+            kept.bytes.drain(..overflow);
+            kept.bytes.extend(chunk);
         }
         self.inner.version.send_modify(|v| *v += 1);
     }
 
     /// The kept output with terminal escape sequences removed, as text.
     pub fn text(&self) -> String {
+        self.text_since(OutputMark(0))
+    }
+
+    /// A point in the output, to look only at what comes after it.
+    pub fn mark(&self) -> OutputMark {
+        OutputMark(
+            self.inner
+                .bytes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .appended,
+        )
+    }
+
+    /// The kept output after `mark`, as [`OutputLog::text`].
+    pub fn text_since(&self, mark: OutputMark) -> String {
         let bytes: Vec<u8> = {
-            let bytes = self.inner.bytes.lock().unwrap_or_else(|e| e.into_inner());
-            bytes.iter().copied().collect()
+            let kept = self.inner.bytes.lock().unwrap_or_else(|e| e.into_inner());
+            let start = kept.appended - kept.bytes.len() as u64;
+            let skip = usize::try_from(mark.0.saturating_sub(start)).unwrap_or(usize::MAX);
+            kept.bytes.iter().skip(skip).copied().collect()
         };
         strip_terminal_escapes(&String::from_utf8_lossy(&bytes))
     }
@@ -234,10 +256,15 @@ impl OutputLog {
     /// Waits until the kept output, as [`OutputLog::text`], contains `needle`, white space aside: a
     /// terminal program may draw a space as a cursor move, or wrap a line anywhere.
     pub async fn wait_for(&self, needle: &str) {
+        self.wait_for_since(OutputMark(0), needle).await;
+    }
+
+    /// Waits until the output after `mark` contains `needle`, as [`OutputLog::wait_for`].
+    pub async fn wait_for_since(&self, mark: OutputMark, needle: &str) {
         let needle = without_white_space(needle);
         let mut version = self.inner.version.subscribe();
         loop {
-            if without_white_space(&self.text()).contains(&needle) {
+            if without_white_space(&self.text_since(mark)).contains(&needle) {
                 return;
             }
             // The sender lives as long as `self`, so this cannot fail while we hold the log.
@@ -245,6 +272,16 @@ impl OutputLog {
         }
     }
 }
+
+/// The kept bytes, and how many were ever appended.
+struct Kept {
+    bytes: VecDeque<u8>,
+    appended: u64,
+}
+
+/// A point in an [`OutputLog`]: how much had been appended when it was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OutputMark(u64);
 
 impl fmt::Debug for OutputLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -313,6 +350,19 @@ mod tests {
         let log = OutputLog::new(1024);
         log.append(b"\x1b[2J\x1b[1;1H\x1b[1mI am using\x1b[0m this\r\n\x1b]0;title\x07ok");
         assert_eq!(log.text(), "I am using this\nok");
+    }
+
+    #[test]
+    fn text_since_a_mark_leaves_out_what_came_before() {
+        let log = OutputLog::new(8);
+        log.append(b"Interrupted ");
+        let mark = log.mark();
+        assert_eq!(log.text_since(mark), "");
+        log.append(b"ok");
+        assert_eq!(log.text_since(mark), "ok");
+        log.append(b"0123456789");
+        // Beyond the capacity, what is kept is all there is.
+        assert_eq!(log.text_since(mark), "23456789");
     }
 
     #[tokio::test(start_paused = true)]

@@ -22,52 +22,6 @@ use tempfile::TempDir;
 /// The text that announces the listening address on standard error.
 const READY: &str = "bridge ready: POST http://";
 
-/// The `bridge` binary that `cargo test` builds next to the test executables.
-fn bridge_binary() -> PathBuf {
-    let test_exe = std::env::current_exe().expect("the test executable's path");
-    // <target>/debug/deps/<test> → <target>/debug/examples/bridge
-    let debug = test_exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test executable lives in <target>/<profile>/deps");
-    let binary = debug.join("examples").join("bridge");
-    assert!(
-        binary.is_file(),
-        "{} does not exist: run `cargo build --example bridge` first",
-        binary.display()
-    );
-    // `cargo test --test bridge_binary` does not rebuild examples: refuse to test an outdated binary.
-    let built = modified(&binary);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut sources = vec![root.join("src"), root.join("examples").join("bridge.rs")];
-    for backend in std::fs::read_dir(root.join("backends")).unwrap() {
-        sources.push(backend.unwrap().path().join("src"));
-    }
-    while let Some(path) = sources.pop() {
-        if path.is_dir() {
-            sources.extend(
-                std::fs::read_dir(&path)
-                    .unwrap()
-                    .map(|entry| entry.unwrap().path()),
-            );
-        } else if path.extension().is_some_and(|ext| ext == "rs") {
-            assert!(
-                modified(&path) <= built,
-                "{} is older than {}: run `cargo build --example bridge` first",
-                binary.display(),
-                path.display()
-            );
-        }
-    }
-    binary
-}
-
-fn modified(path: &Path) -> std::time::SystemTime {
-    std::fs::metadata(path)
-        .and_then(|meta| meta.modified())
-        .unwrap()
-}
-
 /// A running `bridge` process. Dropping it kills the process (and shows its output if the test failed).
 struct Bridge {
     child: Child,
@@ -100,7 +54,7 @@ impl Bridge {
         let dir = tempfile::tempdir().unwrap();
         let workspace = dir.path().join("workspace");
         std::fs::create_dir(&workspace).unwrap();
-        let mut command = Command::new(bridge_binary());
+        let mut command = Command::new(support::examples::binary("bridge"));
         command
             .current_dir(dir.path())
             .stdin(Stdio::null())
@@ -111,6 +65,10 @@ impl Bridge {
                 command.env_remove(key);
             }
         }
+        // Never the fixed default port or the user's own state.
+        command
+            .env("SYNTHESIS_WS_LISTEN", "127.0.0.1:0")
+            .env("SYNTHESIS_STATE_DIR", dir.path().join("state"));
         configure(&mut command, &workspace);
         let mut child = command.spawn().expect("starting the bridge binary");
 
@@ -617,4 +575,60 @@ async fn a_zero_timeout_is_refused_with_a_hint() {
     assert_eq!(status.code(), Some(2), "{status}\n{stderr}");
     assert!(stderr.contains("--turn-timeout"), "{stderr}");
     assert!(stderr.contains("`off`"), "{stderr}");
+}
+
+/// `turn N of conversation U` from `fake_claude`'s `history` → (N, U).
+fn history(answer: &str) -> (u32, String) {
+    let rest = answer.strip_prefix("turn ").expect(answer);
+    let (n, id) = rest.split_once(" of conversation ").expect(answer);
+    (n.parse().unwrap(), id.to_owned())
+}
+
+#[tokio::test]
+async fn long_lived_claude_sessions_survive_a_bridge_restart() {
+    let shared = tempfile::tempdir().unwrap();
+    let (state, claude) = (shared.path().join("state"), shared.path().join("claude"));
+    let start = |state: PathBuf, claude: PathBuf| {
+        Bridge::spawn(move |command, workspace| {
+            command
+                .args(["--listen", "127.0.0.1:0", "--workspace-root"])
+                .arg(workspace)
+                .arg("--claude-bin")
+                .arg(support::examples::binary("fake_claude"))
+                .arg("--state-dir")
+                .arg(state)
+                .env("CLAUDE_CONFIG_DIR", claude);
+        })
+    };
+    let ask = |text: &str| json!({"user": "agent::a", "stream": false, "messages": [{"role": "user", "content": text}]});
+    let reply = |json: Value| {
+        json["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    let mut first = start(state.clone(), claude.clone());
+    first.wait_ready().await;
+    // Answered without the reply tool: the text comes through `bridge hook stop`.
+    assert_eq!(
+        reply(body_json(first.chat(ask("plain from the hook")).await).await),
+        "from the hook"
+    );
+    let (turn, conversation) = history(&reply(body_json(first.chat(ask("history")).await).await));
+    assert_eq!(turn, 2);
+    let pid: u32 = reply(body_json(first.chat(ask("pid")).await).await)
+        .parse()
+        .unwrap();
+    first.terminate();
+    assert!(first.wait_exit().await.success(), "{}", first.stderr());
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "claude stopped with the bridge"
+    );
+
+    let mut second = start(state, claude);
+    second.wait_ready().await;
+    let (turn, resumed) = history(&reply(body_json(second.chat(ask("history")).await).await));
+    assert_eq!((turn, resumed), (4, conversation));
 }

@@ -161,7 +161,9 @@ impl Agent {
                 let _ = process.kill().await;
                 let screen = process.output().text();
                 let what = match exit {
-                    Some(exit) => format!("claude exited ({exit}) before its channel plugin connected"),
+                    Some(exit) => {
+                        format!("claude exited ({exit}) before its channel plugin connected")
+                    }
                     None => match err {
                         TransportError::ConnectTimeout { waited, .. } => format!(
                             "claude's channel plugin did not connect within {}",
@@ -282,6 +284,9 @@ mod tests {
         let screen = "\n  Detected a custom API key in your environment\n\n  ANTHROPIC_API_KEY: sk-ant-...xyz\n\n  Do you want to use this API key?\n  ❯ No (recommended)\n";
         let message = startup_message("claude's channel plugin did not connect within 30s", screen);
         assert!(message.starts_with("claude's channel plugin did not connect within 30s. Claude Code asks whether to use ANTHROPIC_API_KEY"), "{message}");
-        assert!(message.ends_with("Do you want to use this API key? | ❯ No (recommended)"), "{message}");
+        assert!(
+            message.ends_with("Do you want to use this API key? | ❯ No (recommended)"),
+            "{message}"
+        );
     }
 }

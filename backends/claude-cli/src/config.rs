@@ -54,7 +54,9 @@ impl fmt::Display for PermissionMode {
 
 /// A `--permission-mode` that Claude Code does not have.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown permission mode {0:?}: use one of dontAsk, acceptEdits, default, plan, bypassPermissions")]
+#[error(
+    "unknown permission mode {0:?}: use one of dontAsk, acceptEdits, default, plan, bypassPermissions"
+)]
 pub struct UnknownPermissionMode(String);
 
 impl FromStr for PermissionMode {
@@ -101,7 +103,9 @@ pub struct ClaudeCliConfig {
     pub max_processes: usize,
     /// The `Retry-After` of a turn refused because every process is busy.
     pub busy_retry_after: Duration,
-    /// After ESC, how long a cancelled turn waits for Claude Code to stop before the session is freed.
+    /// How long a cancelled turn waits for Claude Code to show it stopped after ESC, before typing ESC
+    /// again (an ESC typed before Claude Code picked the message up is lost). After five, the process is
+    /// stopped.
     pub cancel_settle: Duration,
 }
 

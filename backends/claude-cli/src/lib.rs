@@ -138,7 +138,10 @@ impl ClaudeCliBackend {
 
 /// Stops processes that have been idle too long, checking a few times per idle period.
 async fn sweep_idle(inner: std::sync::Weak<Inner>, stop: CancellationToken) {
-    let Some(idle) = inner.upgrade().map(|inner| inner.services.config.process_idle) else {
+    let Some(idle) = inner
+        .upgrade()
+        .map(|inner| inner.services.config.process_idle)
+    else {
         return;
     };
     let every = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
@@ -168,14 +171,19 @@ impl Inner {
         slot.touch();
         let mut record = self.record(&turn).await;
 
-        let fits = guard.as_ref().map(|agent| self.fits(agent, &record, &turn.workspace));
+        let fits = guard
+            .as_ref()
+            .map(|agent| self.fits(agent, &record, &turn.workspace));
         if fits == Some(false)
             && let Some(agent) = guard.take()
         {
             agent.stop().await;
         }
         if guard.is_none() {
-            *guard = Some(self.launch(&turn.session, &record, &turn.workspace, &turn.cancel).await?);
+            *guard = Some(
+                self.launch(&turn.session, &record, &turn.workspace, &turn.cancel)
+                    .await?,
+            );
         }
         record.started = true;
         record.turns += 1;
@@ -201,7 +209,9 @@ impl Inner {
             }
             .in_current_span(),
         );
-        Ok(Box::pin(futures::stream::poll_fn(move |cx| reply.poll_recv(cx))))
+        Ok(Box::pin(futures::stream::poll_fn(move |cx| {
+            reply.poll_recv(cx)
+        })))
     }
 
     /// The session's record, updated for this turn: a new client conversation starts a new Claude one.

@@ -143,7 +143,9 @@ impl Pool {
             });
         };
         let mut evicted = guard.take().expect("only slots with an agent were kept");
-        let permit = evicted.take_permit().expect("a running agent holds a permit");
+        let permit = evicted
+            .take_permit()
+            .expect("a running agent holds a permit");
         Ok(Room {
             permit,
             evicted: Some(evicted),

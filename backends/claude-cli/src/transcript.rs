@@ -27,12 +27,12 @@ pub(crate) fn exists(config_dir: Option<&Path>, id: Uuid) -> bool {
 pub(crate) fn message_id_of_prompt(transcript: &str, prompt_id: &str) -> Option<String> {
     transcript
         .lines()
+        .rev()
         .filter(|line| line.contains(prompt_id) && line.contains("<channel"))
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|record| record["type"] == "user" && record["promptId"] == prompt_id)
         .filter_map(|record| record_text(&record["message"]["content"]))
-        .filter_map(|text| last_message_id(&text))
-        .last()
+        .find_map(|text| last_message_id(&text))
 }
 
 fn record_text(content: &serde_json::Value) -> Option<String> {
@@ -51,7 +51,10 @@ fn record_text(content: &serde_json::Value) -> Option<String> {
 
 fn last_message_id(text: &str) -> Option<String> {
     let tag_start = text.rfind("<channel")?;
-    let tag = &text[tag_start..text[tag_start..].find('>').map_or(text.len(), |end| tag_start + end)];
+    let tag = &text[tag_start
+        ..text[tag_start..]
+            .find('>')
+            .map_or(text.len(), |end| tag_start + end)];
     let value_start = tag.find(" message_id=\"")? + " message_id=\"".len();
     let value = &tag[value_start..];
     Some(value[..value.find('"')?].to_owned())
@@ -75,9 +78,15 @@ mod tests {
 
     #[test]
     fn a_prompt_is_traced_to_its_channel_message() {
-        assert_eq!(message_id_of_prompt(TRANSCRIPT, "p-1").as_deref(), Some("m-1"));
+        assert_eq!(
+            message_id_of_prompt(TRANSCRIPT, "p-1").as_deref(),
+            Some("m-1")
+        );
         // After an interrupt, the prompt is the last message in the record.
-        assert_eq!(message_id_of_prompt(TRANSCRIPT, "p-2").as_deref(), Some("m-3"));
+        assert_eq!(
+            message_id_of_prompt(TRANSCRIPT, "p-2").as_deref(),
+            Some("m-3")
+        );
         assert_eq!(message_id_of_prompt(TRANSCRIPT, "p-9"), None);
     }
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use synthesis_bridge::spawner::{OutputMark, ProcessExit};
 use synthesis_bridge::transport::{ChannelEvent, InboundMessage};
 use synthesis_bridge::{BackendError, ReplyEvent};
 use tokio::sync::mpsc;
@@ -9,10 +10,43 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::agent::Agent;
 use crate::pool::SlotGuard;
 
 /// ESC interrupts Claude Code's running prompt.
 const ESC: &[u8] = b"\x1b";
+/// What Claude Code draws once a prompt is interrupted ("Interrupted · What should Claude do instead?").
+const INTERRUPTED: &str = "Interrupted";
+/// How many times ESC is typed before a process that will not stop is stopped for good. An ESC typed
+/// before Claude Code has picked the message up is lost, so one is not always enough.
+const ESC_ATTEMPTS: u32 = 5;
+
+/// How long after its plugin's connection drops a process that is exiting has to be seen exiting.
+const EXIT_AFTER_DISCONNECT: Duration = Duration::from_millis(250);
+
+fn exited_mid_turn(agent: &Agent, exit: ProcessExit) -> BackendError {
+    let screen = agent.process.output().text();
+    let last = screen
+        .lines()
+        .map(str::trim)
+        .rfind(|line| !line.is_empty())
+        .unwrap_or("");
+    BackendError::failed(format!(
+        "claude exited ({exit}) in the middle of the turn; its last words: {last:?}. The next turn resumes the conversation in a new process"
+    ))
+}
+
+/// Types ESC if Claude Code is on message `id`: while an earlier prompt is still finishing (its `Stop`
+/// not yet reported), ESC would interrupt that one, and this message would run after it.
+async fn interrupt(agent: &Agent, id: &str, esc_at: &mut Option<OutputMark>) {
+    if agent.unfinished.front().map(String::as_str) != Some(id) {
+        return;
+    }
+    esc_at.get_or_insert_with(|| agent.process.output().mark());
+    if let Err(err) = agent.process.write(ESC).await {
+        warn!(session = %agent.session(), %err, "cannot type ESC");
+    }
+}
 
 /// What a turn left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +89,9 @@ impl TurnRun {
                 ChannelEvent::TurnEnded(end) => {
                     agent.finished(end.message_id);
                 }
-                other => debug!(session = %agent.session(), event = ?other, "dropped an event from between turns"),
+                other => {
+                    debug!(session = %agent.session(), event = ?other, "dropped an event from between turns")
+                }
             }
         }
         let id = self.message.meta.message_id.clone();
@@ -70,38 +106,48 @@ impl TurnRun {
         agent.sent(id.clone());
 
         let mut said_anything = false;
+        let output = agent.process.output();
         let settle = tokio::time::sleep(Duration::from_secs(86_400 * 365));
         tokio::pin!(settle);
-        let mut interrupted = false;
+        // Once cancelled, how many settle periods have passed; once ESC was typed, where the output stood.
+        let mut cancelled: Option<u32> = None;
+        let mut esc_at: Option<OutputMark> = None;
         loop {
             let agent = self.slot.as_mut().expect("still there");
+            let since = esc_at.unwrap_or_else(|| output.mark());
             let event = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => {
                     self.emit(ReplyEvent::Error(BackendError::unavailable("the bridge is shutting down"))).await;
                     return Aftermath::Broken;
                 }
-                () = self.cancel.cancelled(), if !interrupted => {
-                    interrupted = true;
+                () = self.cancel.cancelled(), if cancelled.is_none() => {
                     debug!(session = %agent.session(), "interrupting claude");
-                    if let Err(err) = agent.process.write(ESC).await {
-                        warn!(session = %agent.session(), %err, "cannot type ESC");
-                    }
+                    cancelled = Some(0);
+                    interrupt(agent, &id, &mut esc_at).await;
                     settle.as_mut().reset(Instant::now() + self.settle);
                     continue;
                 }
-                () = &mut settle, if interrupted => {
+                () = output.wait_for_since(since, INTERRUPTED), if esc_at.is_some() => {
                     // An interrupted prompt gets no `Stop`; forget it so that reports keep lining up.
                     agent.unfinished.retain(|unfinished| *unfinished != id);
                     self.emit(ReplyEvent::Error(BackendError::Cancelled)).await;
                     return Aftermath::Healthy;
                 }
+                () = &mut settle, if cancelled.is_some() => {
+                    let rounds = cancelled.insert(cancelled.unwrap_or_default() + 1);
+                    if *rounds == ESC_ATTEMPTS {
+                        warn!(session = %agent.session(), rounds, "claude does not stop; stopping its process");
+                        self.emit(ReplyEvent::Error(BackendError::Cancelled)).await;
+                        return Aftermath::Broken;
+                    }
+                    interrupt(agent, &id, &mut esc_at).await;
+                    settle.as_mut().reset(Instant::now() + self.settle);
+                    continue;
+                }
                 exit = agent.process.wait() => {
-                    let screen = agent.process.output().text();
-                    let last = screen.lines().map(str::trim).rfind(|line| !line.is_empty()).unwrap_or("");
-                    self.emit(ReplyEvent::Error(BackendError::failed(format!(
-                        "claude exited ({exit}) in the middle of the turn; its last words: {last:?}. The next turn resumes the conversation in a new process"
-                    )))).await;
+                    let error = exited_mid_turn(agent, exit);
+                    self.emit(ReplyEvent::Error(error)).await;
                     return Aftermath::Broken;
                 }
                 event = agent.link.recv() => event,
@@ -130,6 +176,10 @@ impl TurnRun {
                 }
                 Some(ChannelEvent::TurnEnded(end)) => {
                     if agent.finished(end.message_id).as_deref() != Some(id.as_str()) {
+                        // An earlier prompt is over: if this one is cancelled, it can be interrupted now.
+                        if cancelled.is_some() {
+                            interrupt(agent, &id, &mut esc_at).await;
+                        }
                         continue;
                     }
                     // Claude finished without saying it was done through the reply tool: what it said
@@ -150,10 +200,18 @@ impl TurnRun {
                     return Aftermath::Healthy;
                 }
                 Some(ChannelEvent::Disconnected { reason }) => {
-                    self.emit(ReplyEvent::Error(BackendError::failed(format!(
-                        "lost the connection to claude's channel plugin: {reason}"
-                    ))))
-                    .await;
+                    // A dying process takes its plugin's connection with it, often a moment before its
+                    // exit is seen: if that is what happened, say so.
+                    let error =
+                        match tokio::time::timeout(EXIT_AFTER_DISCONNECT, agent.process.wait())
+                            .await
+                        {
+                            Ok(exit) => exited_mid_turn(agent, exit),
+                            Err(_) => BackendError::failed(format!(
+                                "lost the connection to claude's channel plugin: {reason}"
+                            )),
+                        };
+                    self.emit(ReplyEvent::Error(error)).await;
                     return Aftermath::Broken;
                 }
                 Some(_) => {}

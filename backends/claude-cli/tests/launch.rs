@@ -1,0 +1,217 @@
+//! The exact command line, environment and working directory of `claude` processes, with a mocked spawner
+//! and transport.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use synthesis_backend_claude_cli::{ClaudeCliBackend, ClaudeCliConfig, PermissionMode};
+use synthesis_bridge::spawner::{ProcessSpec, SpawnError, Stdio};
+use synthesis_bridge::transport::ChannelTicket;
+use synthesis_bridge::{
+    AgentBackend, BackendError, MemoryStore, MockChannelTransport, MockSpawner, SessionKey,
+    SessionRecord, SessionStore, Turn,
+};
+use uuid::Uuid;
+
+const ENDPOINT: &str = "ws://127.0.0.1:18791/bridge";
+const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const MCP_CONFIG: &str =
+    r#"{"mcpServers":{"synthesis":{"args":["channel"],"command":"/opt/bridge","type":"stdio"}}}"#;
+const SETTINGS: &str =
+    r#"{"hooks":{"Stop":[{"hooks":[{"command":"/opt/bridge hook stop","type":"command"}]}]}}"#;
+
+/// Runs one turn of `agent::chat` in `workspace` and returns the spec the backend asked to spawn. The
+/// spawn fails, so the turn fails, after the transport registration has been revoked.
+async fn launched(
+    config: ClaudeCliConfig,
+    store: Arc<MemoryStore>,
+    workspace: &Path,
+) -> ProcessSpec {
+    let captured = Arc::new(Mutex::new(None));
+    let mut spawner = MockSpawner::new();
+    let sink = captured.clone();
+    spawner.expect_spawn().times(1).returning(move |spec| {
+        *sink.lock().unwrap() = Some(spec);
+        Err(SpawnError::Io(std::io::Error::other("stopped by the test")))
+    });
+    let mut transport = MockChannelTransport::new();
+    transport
+        .expect_endpoint()
+        .return_const(ENDPOINT.to_owned());
+    transport
+        .expect_register()
+        .times(1)
+        .returning(|session| ChannelTicket {
+            session: session.clone(),
+            token: TOKEN.to_owned(),
+        });
+    transport
+        .expect_revoke()
+        .times(1)
+        .withf(|ticket| ticket.token == TOKEN)
+        .return_const(());
+    let backend = ClaudeCliBackend::new(config, Arc::new(spawner), Arc::new(transport), store);
+    let turn = Turn::new(SessionKey::new("agent::chat").unwrap(), workspace, "hello");
+    let err = backend
+        .run_turn(turn)
+        .await
+        .err()
+        .expect("the spawn failed");
+    assert!(
+        matches!(&err, BackendError::Unavailable { message, .. } if message.contains("stopped by the test")),
+        "{err:?}"
+    );
+    captured.lock().unwrap().take().expect("spawn was called")
+}
+
+fn config() -> ClaudeCliConfig {
+    ClaudeCliConfig::new("/opt/bridge").program("/opt/claude")
+}
+
+fn strings(values: &[OsString]) -> Vec<String> {
+    values
+        .iter()
+        .map(|v| v.to_string_lossy().into_owned())
+        .collect()
+}
+
+fn env(spec: &ProcessSpec) -> Vec<(String, String)> {
+    spec.env
+        .iter()
+        .map(|(k, v)| (k.to_string_lossy().into(), v.to_string_lossy().into()))
+        .collect()
+}
+
+fn expected_args(session_flag: &str, id: Uuid, mode: &str, tools: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--mcp-config",
+        MCP_CONFIG,
+        "--strict-mcp-config",
+        "--dangerously-load-development-channels",
+        "server:synthesis",
+        "--settings",
+        SETTINGS,
+        session_flag,
+        &id.to_string(),
+        "--permission-mode",
+        mode,
+        "--allowedTools",
+        "mcp__synthesis__reply",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(tools.iter().map(|t| t.to_string()));
+    args
+}
+
+#[tokio::test]
+async fn a_first_launch_starts_a_new_conversation_in_the_workspace() {
+    let workspace = tempfile::tempdir().unwrap();
+    let claude_home = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let config = config().env("CLAUDE_CONFIG_DIR", claude_home.path());
+    let spec = launched(config, store.clone(), workspace.path()).await;
+
+    assert_eq!(spec.program, "/opt/claude");
+    let args = strings(&spec.args);
+    let id: Uuid = args[8].parse().expect("a fresh conversation id");
+    assert_eq!(args, expected_args("--session-id", id, "dontAsk", &[]));
+    assert!(!args.iter().any(|a| a == "--channels"));
+    assert_eq!(spec.cwd, workspace.path());
+    assert_eq!(spec.stdio, Stdio::terminal());
+    assert_eq!(
+        env(&spec),
+        vec![
+            (
+                "CLAUDE_CONFIG_DIR".into(),
+                claude_home.path().display().to_string()
+            ),
+            ("SYNTHESIS_WS_URL".into(), ENDPOINT.into()),
+            ("SYNTHESIS_OPENCLAW_SESSION".into(), "agent::chat".into()),
+            ("SYNTHESIS_CLAUDE_SESSION".into(), id.to_string()),
+            ("SYNTHESIS_BRIDGE_TOKEN".into(), TOKEN.into()),
+        ]
+    );
+    assert_eq!(strings(&spec.env_remove), vec!["SYNTHESIS_API_KEY"]);
+}
+
+#[tokio::test]
+async fn a_conversation_with_a_transcript_is_resumed() {
+    let workspace = tempfile::tempdir().unwrap();
+    let claude_home = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let mut record = SessionRecord::new(SessionKey::new("agent::chat").unwrap(), workspace.path());
+    record.started = true;
+    let id = record.conversation_id;
+    store.put(record).await.unwrap();
+    // Claude Code keeps transcripts per project directory; any of them will do for --resume.
+    let project = claude_home.path().join("projects").join("-somewhere-else");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(project.join(format!("{id}.jsonl")), "{}\n").unwrap();
+
+    let config = config().env("CLAUDE_CONFIG_DIR", claude_home.path());
+    let spec = launched(config, store, workspace.path()).await;
+    assert_eq!(
+        strings(&spec.args),
+        expected_args("--resume", id, "dontAsk", &[])
+    );
+    assert!(env(&spec).contains(&("SYNTHESIS_CLAUDE_SESSION".into(), id.to_string())));
+}
+
+#[tokio::test]
+async fn a_started_conversation_without_a_transcript_is_started_again_not_resumed() {
+    // Claude Code writes no transcript for a process that never got a prompt; --resume would exit 1.
+    let workspace = tempfile::tempdir().unwrap();
+    let claude_home = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let mut record = SessionRecord::new(SessionKey::new("agent::chat").unwrap(), workspace.path());
+    record.started = true;
+    let id = record.conversation_id;
+    store.put(record).await.unwrap();
+    let config = config().env("CLAUDE_CONFIG_DIR", claude_home.path());
+    let spec = launched(config, store, workspace.path()).await;
+    assert_eq!(
+        strings(&spec.args),
+        expected_args("--session-id", id, "dontAsk", &[])
+    );
+}
+
+#[tokio::test]
+async fn each_permission_mode_is_passed_with_the_reply_tool_and_the_extra_tools() {
+    let workspace = tempfile::tempdir().unwrap();
+    let claude_home = tempfile::tempdir().unwrap();
+    for mode in PermissionMode::ALL {
+        let store = Arc::new(MemoryStore::new());
+        let mut record =
+            SessionRecord::new(SessionKey::new("agent::chat").unwrap(), workspace.path());
+        let id = Uuid::new_v4();
+        record.conversation_id = id;
+        store.put(record).await.unwrap();
+        let config = config()
+            .env("CLAUDE_CONFIG_DIR", claude_home.path())
+            .permission_mode(mode)
+            .allow_tool("Read")
+            .allow_tool("Bash(git diff:*)");
+        let spec = launched(config, store, workspace.path()).await;
+        assert_eq!(
+            strings(&spec.args),
+            expected_args(
+                "--session-id",
+                id,
+                mode.as_str(),
+                &["Read", "Bash(git diff:*)"]
+            ),
+            "{mode}"
+        );
+    }
+}
+
+#[test]
+fn permission_modes_parse_from_their_cli_names() {
+    for mode in PermissionMode::ALL {
+        assert_eq!(mode.as_str().parse::<PermissionMode>(), Ok(mode));
+    }
+    let err = "yolo".parse::<PermissionMode>().unwrap_err();
+    assert!(err.to_string().contains("dontAsk"), "{err}");
+}

@@ -1,0 +1,410 @@
+//! The claude CLI backend for real, with `fake_claude` standing in for Claude Code: real processes under
+//! pseudo-terminals, the real WebSocket transport, the real `bridge hook stop`, a real store on disk, and
+//! the bridge over a loopback socket.
+
+mod support;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use http::StatusCode;
+use serde_json::json;
+use support::{
+    PATIENCE, SseReader, TestServer, chat_request, config_in, expect_error, simple_body,
+};
+use synthesis_backend_claude_cli::{ClaudeCliBackend, ClaudeCliConfig};
+use synthesis_bridge::{AgentBackend, ReplyEvent, SessionKey, SessionStore, Turn, TurnMeta};
+use synthesis_spawn::ProcessSpawner;
+use synthesis_store_json::JsonFileStore;
+use synthesis_transport_ws::{WsConfig, WsTransport};
+use tempfile::TempDir;
+
+/// A directory tree for one test: the workspace, Claude Code's config (transcripts) and the bridge's state.
+struct Dirs {
+    root: TempDir,
+}
+
+impl Dirs {
+    fn new() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        for dir in ["workspace", "claude", "state"] {
+            std::fs::create_dir(root.path().join(dir)).unwrap();
+        }
+        Self { root }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    fn config(&self) -> ClaudeCliConfig {
+        let bridge = support::examples::binary("bridge");
+        ClaudeCliConfig::new(bridge.to_string_lossy())
+            .program(support::examples::binary("fake_claude"))
+            .stop_hook_command([
+                bridge.to_string_lossy().into_owned(),
+                "hook".into(),
+                "stop".into(),
+            ])
+            .env("CLAUDE_CONFIG_DIR", self.path("claude"))
+            .ready_timeout(PATIENCE)
+            .cancel_settle(Duration::from_millis(300))
+    }
+}
+
+/// A bridge with the claude CLI backend, serving on a loopback port.
+struct Harness {
+    server: TestServer,
+    backend: Arc<ClaudeCliBackend>,
+    transport_endpoint: String,
+}
+
+impl Harness {
+    async fn start(dirs: &Dirs, config: ClaudeCliConfig) -> Self {
+        Self::start_with(dirs, config, WsConfig::default()).await
+    }
+
+    async fn start_with(dirs: &Dirs, config: ClaudeCliConfig, ws: WsConfig) -> Self {
+        let transport = WsTransport::bind("127.0.0.1:0".parse().unwrap(), ws)
+            .await
+            .unwrap();
+        let transport_endpoint =
+            synthesis_bridge::transport::ChannelTransport::endpoint(&transport);
+        let store = JsonFileStore::open(dirs.path("state")).await.unwrap();
+        let backend = Arc::new(ClaudeCliBackend::new(
+            config,
+            Arc::new(ProcessSpawner::default()),
+            Arc::new(transport),
+            Arc::new(store),
+        ));
+        let server = TestServer::start(backend.clone(), config_in(&dirs.path("workspace"))).await;
+        Self {
+            server,
+            backend,
+            transport_endpoint,
+        }
+    }
+
+    /// One streaming turn: the content deltas, and the error of the final chunk if the turn failed.
+    async fn turn(&self, session: &str, text: &str) -> (Vec<String>, Option<String>) {
+        let response = self.server.chat(simple_body(session, text, true)).await;
+        let mut sse = SseReader::new(response);
+        let mut deltas = Vec::new();
+        let mut error = None;
+        while let Some(event) = sse.next().await {
+            if event == "[DONE]" {
+                break;
+            }
+            let chunk: serde_json::Value = serde_json::from_str(&event).unwrap();
+            if let Some(message) = chunk["error"]["message"].as_str() {
+                error = Some(message.to_owned());
+            }
+            if let Some(text) = chunk["choices"][0]["delta"]["content"].as_str()
+                && !text.is_empty()
+            {
+                deltas.push(text.to_owned());
+            }
+        }
+        (deltas, error)
+    }
+
+    /// The whole answer to a turn that must succeed.
+    async fn answer(&self, session: &str, text: &str) -> String {
+        let (deltas, error) = self.turn(session, text).await;
+        assert_eq!(error, None, "the turn {text:?} failed");
+        deltas.concat()
+    }
+
+    async fn pid(&self, session: &str) -> u32 {
+        self.answer(session, "pid").await.parse().unwrap()
+    }
+
+    async fn processes(&self) -> usize {
+        self.backend.status().processes
+    }
+
+    async fn wait_for_processes(&self, count: usize) {
+        tokio::time::timeout(PATIENCE, async {
+            while self.processes().await != count {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("never {count} processes"));
+    }
+}
+
+fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !matches!(
+            stat.rsplit_once(") ").map(|(_, r)| r.as_bytes()[0]),
+            Some(b'Z' | b'X')
+        )
+    })
+}
+
+/// `turn N of conversation U` → (N, U).
+fn history(answer: &str) -> (u32, String) {
+    let rest = answer.strip_prefix("turn ").expect(answer);
+    let (n, id) = rest.split_once(" of conversation ").expect(answer);
+    (n.parse().unwrap(), id.to_owned())
+}
+
+#[tokio::test]
+async fn a_reply_streams_in_pieces_and_later_turns_reuse_the_process() {
+    let dirs = Dirs::new();
+    let harness = Harness::start(&dirs, dirs.config()).await;
+    let (deltas, error) = harness.turn("agent::a", "stream one two three").await;
+    assert_eq!(error, None);
+    assert_eq!(deltas, ["one ", "two ", "three"]);
+
+    let pid = harness.pid("agent::a").await;
+    assert_eq!(harness.answer("agent::a", "hello").await, "echo: hello");
+    assert_eq!(harness.pid("agent::a").await, pid);
+    let (turn, _) = history(&harness.answer("agent::a", "history").await);
+    assert_eq!(turn, 5);
+    // A seed-era plugin's reply (no message_id, no `final`) still ends the turn.
+    assert_eq!(harness.answer("agent::a", "legacy old").await, "echo: old");
+}
+
+#[tokio::test]
+async fn an_answer_without_the_reply_tool_comes_from_the_stop_hook() {
+    let dirs = Dirs::new();
+    let harness = Harness::start(&dirs, dirs.config()).await;
+    assert_eq!(
+        harness.answer("agent::a", "plain the answer itself").await,
+        "the answer itself"
+    );
+    // The reports keep lining up with their turns afterwards.
+    assert_eq!(harness.answer("agent::a", "next").await, "echo: next");
+    assert_eq!(harness.answer("agent::a", "plain again").await, "again");
+}
+
+#[tokio::test]
+async fn an_error_frame_fails_the_turn_with_its_message() {
+    let dirs = Dirs::new();
+    let harness = Harness::start(&dirs, dirs.config()).await;
+    let (_, error) = harness.turn("agent::a", "error out of tokens").await;
+    assert!(error.unwrap().contains("out of tokens"));
+    assert_eq!(harness.answer("agent::a", "fine").await, "echo: fine");
+}
+
+#[tokio::test]
+async fn a_crash_mid_turn_fails_it_at_once_and_the_next_turn_resumes_in_a_new_process() {
+    let dirs = Dirs::new();
+    let harness = Harness::start(&dirs, dirs.config()).await;
+    let (_, before) = history(&harness.answer("agent::a", "history").await);
+    let pid = harness.pid("agent::a").await;
+
+    let (_, error) = harness.turn("agent::a", "crash").await;
+    let error = error.expect("the turn failed");
+    assert!(error.contains("claude exited (exit code 3)"), "{error}");
+    assert!(error.contains("fatal: simulated crash"), "{error}");
+    assert!(!is_running(pid));
+
+    let (turn, after) = history(&harness.answer("agent::a", "history").await);
+    assert_eq!(after, before, "the same conversation, resumed");
+    assert_eq!(turn, 4, "history, pid and crash came before");
+    assert_ne!(harness.pid("agent::a").await, pid);
+}
+
+#[tokio::test]
+async fn idle_processes_are_stopped_and_their_conversation_resumes() {
+    let dirs = Dirs::new();
+    let harness = Harness::start(
+        &dirs,
+        dirs.config().process_idle(Duration::from_millis(400)),
+    )
+    .await;
+    let (_, conversation) = history(&harness.answer("agent::a", "history").await);
+    let pid = harness.pid("agent::a").await;
+    assert_eq!(harness.processes().await, 1);
+
+    harness.wait_for_processes(0).await;
+    assert!(!is_running(pid));
+    let (turn, resumed) = history(&harness.answer("agent::a", "history").await);
+    assert_eq!((turn, resumed), (3, conversation));
+}
+
+#[tokio::test]
+async fn at_max_processes_the_longest_idle_one_makes_room() {
+    let dirs = Dirs::new();
+    let harness = Harness::start(&dirs, dirs.config().max_processes(2)).await;
+    let a = harness.pid("agent::a").await;
+    let b = harness.pid("agent::b").await;
+    let c = harness.pid("agent::c").await;
+    assert_eq!(harness.processes().await, 2);
+    assert!(!is_running(a), "a was idle longest");
+    assert!(is_running(b) && is_running(c));
+
+    // a comes back: b is now the longest idle, and a's conversation resumes.
+    let (turn, _) = history(&harness.answer("agent::a", "history").await);
+    assert_eq!(turn, 2);
+    assert!(!is_running(b));
+    assert!(is_running(c));
+}
+
+#[tokio::test]
+async fn when_every_process_is_in_a_turn_a_new_session_gets_503_with_retry_after() {
+    let dirs = Dirs::new();
+    let harness = Harness::start(&dirs, dirs.config().max_processes(1)).await;
+    harness.pid("agent::a").await;
+    let response = harness
+        .server
+        .chat(simple_body("agent::a", "slow 1000 done", true))
+        .await;
+    let mut slow = SseReader::new(response);
+    // The first chunk comes once the turn holds a's process.
+    slow.chunk().await;
+    let refused = harness
+        .server
+        .chat(simple_body("agent::b", "hello", true))
+        .await;
+    assert_eq!(refused.headers()["retry-after"], "10");
+    let message = expect_error(
+        refused,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "backend_unavailable",
+    )
+    .await;
+    assert!(message.contains("busy"), "{message}");
+    let rest = slow.rest().await.concat();
+    assert!(rest.contains("echo: done"), "{rest}");
+    // Now a is idle and makes room.
+    assert_eq!(harness.answer("agent::b", "hello").await, "echo: hello");
+}
+
+#[tokio::test]
+async fn a_connection_with_a_forged_token_cannot_take_over_a_session() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let dirs = Dirs::new();
+    let harness = Harness::start(&dirs, dirs.config()).await;
+    let pid = harness.pid("agent::a").await;
+
+    let (mut intruder, _) = tokio_tungstenite::connect_async(&harness.transport_endpoint)
+        .await
+        .unwrap();
+    let hello =
+        json!({"type": "hello", "pid": 1, "openclaw_session": "agent::a", "token": "forged"});
+    intruder
+        .send(Message::text(hello.to_string()))
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(PATIENCE, intruder.next())
+        .await
+        .unwrap();
+    match closed {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 4003),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        harness.answer("agent::a", "still mine").await,
+        "echo: still mine"
+    );
+    assert_eq!(harness.pid("agent::a").await, pid);
+}
+
+#[tokio::test]
+async fn after_a_bridge_restart_the_session_resumes_its_conversation() {
+    let dirs = Dirs::new();
+    let first = Harness::start(&dirs, dirs.config()).await;
+    let (turn, conversation) = history(&first.answer("agent::a", "history").await);
+    assert_eq!(turn, 1);
+    let pid = first.pid("agent::a").await;
+    first.backend.shutdown().await;
+    first.server.shut_down().await;
+    assert!(!is_running(pid), "shutdown stops every child");
+
+    let second = Harness::start(&dirs, dirs.config()).await;
+    let (turn, resumed) = history(&second.answer("agent::a", "history").await);
+    assert_eq!((turn, resumed), (3, conversation));
+}
+
+#[tokio::test]
+async fn a_plugin_that_stops_answering_pings_fails_the_turn_at_once() {
+    let dirs = Dirs::new();
+    let config = dirs.config().env("FAKE_CLAUDE_NO_PONG", "1");
+    let ws = WsConfig::default().ping_interval(Duration::from_millis(200));
+    let harness = Harness::start_with(&dirs, config, ws).await;
+    let (_, error) = harness.turn("agent::a", "slow 60000 never").await;
+    let error = error.expect("the turn failed");
+    assert!(error.contains("no pong"), "{error}");
+}
+
+#[tokio::test]
+async fn a_cancelled_turn_interrupts_claude_and_frees_the_session() {
+    let dirs = Dirs::new();
+    let harness = Harness::start(&dirs, dirs.config()).await;
+    let pid = harness.pid("agent::a").await;
+    let response = harness
+        .server
+        .chat(simple_body("agent::a", "silent", true))
+        .await;
+    let mut sse = SseReader::new(response);
+    // The first chunk (the role) shows the turn is in flight; then the client goes away.
+    sse.chunk().await;
+    drop(sse);
+    // The next turn is answered by the same process, once ESC has interrupted the silent one.
+    assert_eq!(harness.answer("agent::a", "after").await, "echo: after");
+    assert_eq!(harness.pid("agent::a").await, pid);
+}
+
+#[tokio::test]
+async fn a_process_stuck_before_its_plugin_connects_is_reported_with_its_screen() {
+    let dirs = Dirs::new();
+    let config = dirs
+        .config()
+        .env("FAKE_CLAUDE_STARTUP", "login")
+        .ready_timeout(Duration::from_secs(1));
+    let harness = Harness::start(&dirs, config).await;
+    let response = harness
+        .server
+        .send(chat_request(simple_body("agent::a", "hello", true)))
+        .await;
+    let message = expect_error(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "backend_unavailable",
+    )
+    .await;
+    assert!(message.contains("did not connect within 1s"), "{message}");
+    assert!(message.contains("not logged in"), "{message}");
+    assert!(message.contains("Select login method"), "{message}");
+    assert_eq!(harness.processes().await, 0, "the process was stopped");
+}
+
+#[tokio::test]
+async fn a_new_client_conversation_starts_a_new_claude_conversation() {
+    let dirs = Dirs::new();
+    let harness = Harness::start(&dirs, dirs.config()).await;
+    let session = SessionKey::new("agent::a").unwrap();
+    let run = |conversation: &'static str| {
+        let mut turn = Turn::new(session.clone(), dirs.path("workspace"), "history");
+        turn.meta = TurnMeta::default().with_conversation(Some(conversation.into()));
+        let backend = harness.backend.clone();
+        async move {
+            let mut reply = backend.run_turn(turn).await.unwrap();
+            let mut text = String::new();
+            while let Some(event) = reply.next().await {
+                if let ReplyEvent::TextDelta(delta) = event {
+                    text.push_str(&delta);
+                }
+            }
+            history(&text)
+        }
+    };
+    let (first_turn, first) = run("one").await;
+    let (second_turn, same) = run("one").await;
+    let (new_turn, other) = run("two").await;
+    assert_eq!((first_turn, second_turn, new_turn), (1, 2, 1));
+    assert_eq!(first, same);
+    assert_ne!(first, other);
+    let store = JsonFileStore::open(dirs.path("state")).await.unwrap();
+    let record = store.get(&session).await.unwrap().unwrap();
+    assert_eq!(record.conversation_id.to_string(), other);
+    assert_eq!(record.client_conversation.as_deref(), Some("two"));
+}
