@@ -122,10 +122,13 @@ impl Agent {
                 process.write(b"1").await
             };
             tokio::pin!(confirm);
+            // Made once, so the timeout counts from the spawn however often the loop goes round.
+            let accept = transport.accept(&ticket, config.ready_timeout);
+            tokio::pin!(accept);
             let mut confirmed = false;
             loop {
                 tokio::select! {
-                    link = transport.accept(&ticket, config.ready_timeout) => break link.map_err(|err| (err, None)),
+                    link = &mut accept => break link.map_err(|err| (err, None)),
                     exit = process.wait() => break Err((TransportError::Closed, Some(exit))),
                     written = &mut confirm, if !confirmed => {
                         confirmed = true;

@@ -126,7 +126,7 @@ impl ClaudeCliConfig {
             process_idle: Duration::from_secs(30 * 60),
             max_processes: 16,
             busy_retry_after: Duration::from_secs(10),
-            cancel_settle: Duration::from_millis(500),
+            cancel_settle: Duration::from_secs(1),
         }
     }
 

@@ -151,9 +151,13 @@ async fn sweep_idle(inner: std::sync::Weak<Inner>, stop: CancellationToken) {
             () = stop.cancelled() => return,
         }
         let Some(inner) = inner.upgrade() else { return };
-        for agent in inner.services.pool.take_idle(idle) {
-            info!(session = %agent.session(), idle = ?idle, "stopping an idle claude process");
-            agent.stop().await;
+        // Each is stopped while its slot is held, so a turn that comes meanwhile waits for the old
+        // process to be gone before it resumes the conversation in a new one.
+        for mut slot in inner.services.pool.take_idle(idle) {
+            if let Some(agent) = slot.take() {
+                info!(session = %agent.session(), idle = ?idle, "stopping an idle claude process");
+                agent.stop().await;
+            }
         }
     }
 }
@@ -168,6 +172,9 @@ impl Inner {
             guard = slot.agent.clone().lock_owned() => guard,
             () = turn.cancel.cancelled() => return Err(BackendError::Cancelled),
         };
+        if self.shutdown.is_cancelled() {
+            return Err(BackendError::unavailable("the bridge is shutting down"));
+        }
         slot.touch();
         let mut record = self.record(&turn).await;
 
@@ -194,6 +201,7 @@ impl Inner {
 
         let (events, mut reply) = mpsc::channel(EVENT_BUFFER);
         let run = TurnRun {
+            session: slot,
             slot: guard,
             message: InboundMessage::new(turn.session.as_str(), turn.text),
             cancel: turn.cancel,
@@ -201,14 +209,7 @@ impl Inner {
             settle: self.services.config.cancel_settle,
             events,
         };
-        let touch_after = slot.clone();
-        tokio::spawn(
-            async move {
-                run.run().await;
-                touch_after.touch();
-            }
-            .in_current_span(),
-        );
+        tokio::spawn(run.run().in_current_span());
         Ok(Box::pin(futures::stream::poll_fn(move |cx| {
             reply.poll_recv(cx)
         })))
@@ -266,9 +267,13 @@ impl Inner {
             .services
             .pool
             .make_room(session, config.busy_retry_after)?;
-        if let Some(evicted) = room.evicted {
-            info!(%session, evicted = %evicted.session(), "at --max-processes: stopping the longest-idle process");
-            evicted.stop().await;
+        if let Some(mut evicted) = room.evicted
+            && let Some(agent) = evicted.take()
+        {
+            info!(%session, evicted = %agent.session(), "at --max-processes: stopping the longest-idle process");
+            // Its slot stays held until the process is gone.
+            agent.stop().await;
+            drop(evicted);
         }
         let config_dir = config.claude_config_dir();
         let id = record.conversation_id;

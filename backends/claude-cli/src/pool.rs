@@ -69,11 +69,12 @@ impl Shared {
     }
 }
 
-/// Room for a new process: a permit, and maybe an idle process that must be stopped to make it.
+/// Room for a new process: a permit, and maybe the slot of an idle process that must be stopped to make
+/// it (held, so that its session waits until the process is gone).
 #[derive(Debug)]
 pub(crate) struct Room {
     pub(crate) permit: Permit,
-    pub(crate) evicted: Option<Agent>,
+    pub(crate) evicted: Option<SlotGuard>,
 }
 
 impl Pool {
@@ -142,34 +143,35 @@ impl Pool {
                 retry_after: Some(retry_after),
             });
         };
-        let mut evicted = guard.take().expect("only slots with an agent were kept");
-        let permit = evicted
-            .take_permit()
-            .expect("a running agent holds a permit");
+        let permit = guard
+            .as_mut()
+            .and_then(Agent::take_permit)
+            .expect("only slots with a running agent were kept");
         Ok(Room {
             permit,
-            evicted: Some(evicted),
+            evicted: Some(guard),
         })
     }
 
-    /// Takes the agents that have been idle for `idle` or more out of their slots, and forgets slots with
-    /// neither an agent nor a turn.
-    pub(crate) fn take_idle(&self, idle: Duration) -> Vec<Agent> {
+    /// Locks the slots whose agent has been idle for `idle` or more, for the caller to stop them, and
+    /// forgets slots with neither an agent nor a turn.
+    pub(crate) fn take_idle(&self, idle: Duration) -> Vec<SlotGuard> {
         let mut state = self.shared.lock();
-        let mut idle_agents = Vec::new();
+        let mut idle_slots = Vec::new();
         state.slots.retain(|_, slot| {
-            let Ok(mut guard) = slot.agent.clone().try_lock_owned() else {
+            let Ok(guard) = slot.agent.clone().try_lock_owned() else {
                 return true;
             };
-            if slot.last_used().elapsed() >= idle
-                && let Some(agent) = guard.take()
-            {
-                idle_agents.push(agent);
+            if guard.is_none() {
+                // Nobody else holds the slot: no turn is waiting for it.
+                return Arc::strong_count(slot) > 1;
             }
-            // Nobody else holds the slot: no turn is waiting for it.
-            guard.is_some() || Arc::strong_count(slot) > 1
+            if slot.last_used().elapsed() >= idle {
+                idle_slots.push(guard);
+            }
+            true
         });
-        idle_agents
+        idle_slots
     }
 
     /// Every slot, for shutdown.

@@ -1,5 +1,6 @@
 //! One turn on a running agent: push the message, relay the answer, decide when it is over.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use synthesis_bridge::spawner::{OutputMark, ProcessExit};
@@ -11,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::agent::Agent;
-use crate::pool::SlotGuard;
+use crate::pool::{Slot, SlotGuard};
 
 /// ESC interrupts Claude Code's running prompt.
 const ESC: &[u8] = b"\x1b";
@@ -59,6 +60,7 @@ enum Aftermath {
 
 /// A turn in flight. It holds its session's slot until the agent is free again.
 pub(crate) struct TurnRun {
+    pub(crate) session: Arc<Slot>,
     pub(crate) slot: SlotGuard,
     pub(crate) message: InboundMessage,
     pub(crate) cancel: CancellationToken,
@@ -74,6 +76,8 @@ impl TurnRun {
         {
             agent.stop().await;
         }
+        // Idle from now, not from the turn's start: the sweeper may look as soon as the slot is free.
+        self.session.touch();
     }
 
     async fn emit(&self, event: ReplyEvent) {
@@ -93,6 +97,15 @@ impl TurnRun {
                     debug!(session = %agent.session(), event = ?other, "dropped an event from between turns")
                 }
             }
+        }
+        // Its plugin may have gone since the agent was last checked (while the session was saved, or
+        // between its hello and now); nobody would deliver the message.
+        if !agent.link.is_connected() {
+            self.emit(ReplyEvent::Error(BackendError::failed(
+                "claude's channel plugin disconnected before the message could be delivered; the next turn starts claude again",
+            )))
+            .await;
+            return Aftermath::Broken;
         }
         let id = self.message.meta.message_id.clone();
         if agent.link.send(self.message.clone()).await.is_err() {

@@ -76,8 +76,7 @@ impl JsonFileStore {
         &self.path
     }
 
-    /// Applies `change` to a copy of the records and writes the copy; the records change only once the
-    /// file has.
+    /// Applies `change` to the records and writes them, all under the lock that serialises writers.
     async fn change<T>(
         &self,
         change: impl FnOnce(&mut BTreeMap<SessionKey, SessionRecord>) -> T,
@@ -85,11 +84,18 @@ impl JsonFileStore {
         let mut records = self.records.lock().await;
         let mut next = records.clone();
         let result = change(&mut next);
+        // Memory takes the change before the write, and gives it back if the write fails: a caller that
+        // stops waiting does not stop the write, and the next write must not undo it.
+        let previous = std::mem::replace(&mut *records, next.clone());
         let path: PathBuf = self.path.to_path_buf();
-        let next = tokio::task::spawn_blocking(move || file::save(&path, &next).map(|()| next))
+        let saved = tokio::task::spawn_blocking(move || file::save(&path, &next))
             .await
-            .map_err(|err| StoreError::Io(std::io::Error::other(err)))??;
-        *records = next;
+            .map_err(|err| StoreError::Io(std::io::Error::other(err)))
+            .and_then(|saved| saved);
+        if let Err(err) = saved {
+            *records = previous;
+            return Err(err);
+        }
         Ok(result)
     }
 }
