@@ -16,6 +16,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use serde_json::{Value, json};
+use support::fake_claude::history;
 use support::{PATIENCE, SseReader, body_json, chat_request, expect_error, send_to, simple_body};
 use tempfile::TempDir;
 
@@ -575,13 +576,6 @@ async fn a_zero_timeout_is_refused_with_a_hint() {
     assert_eq!(status.code(), Some(2), "{status}\n{stderr}");
     assert!(stderr.contains("--turn-timeout"), "{stderr}");
     assert!(stderr.contains("`off`"), "{stderr}");
-}
-
-/// `turn N of conversation U` from `fake_claude`'s `history` → (N, U).
-fn history(answer: &str) -> (u32, String) {
-    let rest = answer.strip_prefix("turn ").expect(answer);
-    let (n, id) = rest.split_once(" of conversation ").expect(answer);
-    (n.parse().unwrap(), id.to_owned())
 }
 
 #[tokio::test]

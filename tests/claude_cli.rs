@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use http::StatusCode;
 use serde_json::json;
+use support::fake_claude::{history, is_running};
 use support::{
     PATIENCE, SseReader, TestServer, chat_request, config_in, expect_error, simple_body,
 };
@@ -134,22 +135,6 @@ impl Harness {
         .await
         .unwrap_or_else(|_| panic!("never {count} processes"));
     }
-}
-
-fn is_running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !matches!(
-            stat.rsplit_once(") ").map(|(_, r)| r.as_bytes()[0]),
-            Some(b'Z' | b'X')
-        )
-    })
-}
-
-/// `turn N of conversation U` → (N, U).
-fn history(answer: &str) -> (u32, String) {
-    let rest = answer.strip_prefix("turn ").expect(answer);
-    let (n, id) = rest.split_once(" of conversation ").expect(answer);
-    (n.parse().unwrap(), id.to_owned())
 }
 
 #[tokio::test]

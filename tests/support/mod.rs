@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod examples;
+pub mod fake_claude;
 pub mod openclaw;
 
 use std::net::SocketAddr;

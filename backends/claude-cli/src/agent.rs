@@ -170,7 +170,7 @@ impl Agent {
                     None => match err {
                         TransportError::ConnectTimeout { waited, .. } => format!(
                             "claude's channel plugin did not connect within {}",
-                            humanize(waited)
+                            humantime::format_duration(waited)
                         ),
                         other => format!("claude's channel plugin could not connect: {other}"),
                     },
@@ -259,7 +259,7 @@ fn startup_message(what: &str, screen: &str) -> String {
 }
 
 /// The last `count` non-blank lines of a screen, joined with ` | `, at most 1,000 characters.
-fn last_lines(screen: &str, count: usize) -> String {
+pub(crate) fn last_lines(screen: &str, count: usize) -> String {
     let lines: Vec<&str> = screen
         .lines()
         .map(str::trim)
@@ -268,14 +268,6 @@ fn last_lines(screen: &str, count: usize) -> String {
     let tail = lines[lines.len().saturating_sub(count)..].join(" | ");
     let skip = tail.chars().count().saturating_sub(1000);
     tail.chars().skip(skip).collect()
-}
-
-fn humanize(duration: std::time::Duration) -> String {
-    if duration.subsec_millis() == 0 {
-        format!("{}s", duration.as_secs())
-    } else {
-        format!("{}ms", duration.as_millis())
-    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::agent::Agent;
+use crate::agent::{Agent, last_lines};
 use crate::pool::{Slot, SlotGuard};
 
 /// ESC interrupts Claude Code's running prompt.
@@ -26,12 +26,7 @@ const ESC_ATTEMPTS: u32 = 5;
 const EXIT_AFTER_DISCONNECT: Duration = Duration::from_millis(250);
 
 fn exited_mid_turn(agent: &Agent, exit: ProcessExit) -> BackendError {
-    let screen = agent.process.output().text();
-    let last = screen
-        .lines()
-        .map(str::trim)
-        .rfind(|line| !line.is_empty())
-        .unwrap_or("");
+    let last = last_lines(&agent.process.output().text(), 1);
     BackendError::failed(format!(
         "claude exited ({exit}) in the middle of the turn; its last words: {last:?}. The next turn resumes the conversation in a new process"
     ))
