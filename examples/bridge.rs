@@ -9,7 +9,8 @@
 //! text on its standard input.
 //!
 //! The same binary plays the parts Claude Code runs on the bridge's behalf: `bridge hook stop` is the
-//! `Stop` hook that tells the bridge a prompt is finished.
+//! `Stop` hook that tells the bridge a prompt is finished, and `bridge channel` is the channel MCP server
+//! that carries messages into each `claude` and its replies back.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -43,6 +44,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The channel MCP server Claude Code starts in every session the bridge runs (not for use by hand):
+    /// MCP on standard input and output, the bridge over `SYNTHESIS_WS_URL`.
+    Channel,
     /// Claude Code hooks the bridge installs in the processes it starts (not for use by hand).
     Hook {
         #[command(subcommand)]
@@ -176,8 +180,10 @@ struct Args {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Hook { hook: Hook::Stop }) = cli.command {
-        return stop_hook();
+    match cli.command {
+        Some(Command::Hook { hook: Hook::Stop }) => return stop_hook(),
+        Some(Command::Channel) => return channel(),
+        None => {}
     }
     let args = cli.args;
     let runtime = match tokio::runtime::Runtime::new() {
@@ -313,6 +319,37 @@ fn default_state_dir() -> anyhow::Result<PathBuf> {
     }
     let home = std::env::var_os("HOME").context("set --state-dir (HOME is not set)")?;
     Ok(PathBuf::from(home).join(".local/state/synthesis-bridge"))
+}
+
+/// `bridge channel`. Logs go to standard error (standard output is the MCP stream), filtered by
+/// `SYNTHESIS_LOG` (default `info`); Claude Code keeps them in its debug log.
+fn channel() -> ExitCode {
+    let filter = std::env::var("SYNTHESIS_LOG").unwrap_or_else(|_| "info".to_owned());
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("bridge channel: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let config = synthesis_claude_channel::ChannelConfig::from_env()?;
+        synthesis_claude_channel::serve_stdio(config).await
+    });
+    // A read of standard input may still be parked on a blocking thread; do not wait for it.
+    runtime.shutdown_background();
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bridge channel: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `bridge hook stop`. Always exits 0: a failing `Stop` hook would disturb Claude Code, and the bridge

@@ -1,6 +1,7 @@
 //! Shared test fixtures: a bridge served on 127.0.0.1:0, a backend the test scripts, and a plain client.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod bridge_process;
 pub mod examples;
 pub mod fake_claude;
 pub mod openclaw;

@@ -1,0 +1,23 @@
+//! `mock-anthropic`: the scripted Messages API as a process, for trying the real CLI by hand and for
+//! scripts. Prints `ANTHROPIC_BASE_URL=http://127.0.0.1:PORT`, then one line per request it answers.
+
+use std::time::Duration;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::io::Result<()> {
+    let api = synthesis_mock_anthropic::MockAnthropic::start().await?;
+    println!("ANTHROPIC_BASE_URL={}", api.base_url());
+    let mut seen = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let requests = api.requests();
+        for request in &requests[seen..] {
+            let asked = request
+                .channel_messages()
+                .last()
+                .map(|message| message.content.clone());
+            println!("{} {:?} -> {:?}", request.path, asked, request.answer);
+        }
+        seen = requests.len();
+    }
+}

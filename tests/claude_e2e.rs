@@ -1,0 +1,333 @@
+//! The whole chain with the real Claude Code CLI: the `bridge` binary starts the pinned `claude` (installed by
+//! `scripts/install-claude`) under a pseudo-terminal, `claude` starts `bridge channel`, and the model is the
+//! project's scripted mock of the Anthropic API on 127.0.0.1.
+//!
+//! Run it with `scripts/e2e-claude`, which installs the CLI and sets `SYNTHESIS_E2E_CLAUDE` to its path.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use support::bridge_process::BridgeProcess;
+use support::chat_request;
+use synthesis_mock_anthropic::{MockAnthropic, RecordedRequest, script};
+use tempfile::TempDir;
+
+/// The variable `scripts/e2e-claude` sets to the pinned CLI's binary.
+const CLAUDE_BIN_VAR: &str = "SYNTHESIS_E2E_CLAUDE";
+
+/// The key the CLI sends to the mock; the seeded config approves it.
+const API_KEY: &str = "sk-ant-e2e-0123456789abcdefghijklmnopqrstuvwxyz";
+
+/// How long one turn may take, a cold `claude` start included. Generous: CI machines are slow and this only
+/// bounds a hang, it measures nothing.
+const TURN_PATIENCE: Duration = Duration::from_secs(120);
+
+/// One test directory: the CLI's config, the bridge's state, a workspace per bridge run.
+struct World {
+    claude_bin: PathBuf,
+    api: MockAnthropic,
+    dir: TempDir,
+}
+
+impl World {
+    async fn new() -> Self {
+        let claude_bin = std::env::var_os(CLAUDE_BIN_VAR).map(PathBuf::from).unwrap_or_else(|| {
+            panic!("{CLAUDE_BIN_VAR} is not set: run scripts/e2e-claude, which installs the pinned claude CLI")
+        });
+        assert!(
+            claude_bin.is_file(),
+            "{} does not exist",
+            claude_bin.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("claude-config")).unwrap();
+        Self {
+            claude_bin,
+            api: MockAnthropic::start().await.unwrap(),
+            dir,
+        }
+    }
+
+    fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("claude-config")
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Starts the bridge with the real CLI, its config seeded so that no first-run dialog stops it
+    /// (`../shared/facts/claude-code-cli.md`: onboarding done, the API key approved, the workspace trusted,
+    /// the channels feature on).
+    async fn start_bridge(&self) -> BridgeProcess {
+        let mut bridge = BridgeProcess::spawn(|command, workspace| {
+            self.seed_config(workspace);
+            for (key, _) in std::env::vars_os() {
+                let key = key.to_string_lossy();
+                if key.starts_with("ANTHROPIC_") || key.starts_with("CLAUDE_") {
+                    command.env_remove(&*key);
+                }
+            }
+            command
+                .args(["--listen", "127.0.0.1:0", "--workspace-root"])
+                .arg(workspace)
+                .arg("--claude-bin")
+                .arg(&self.claude_bin)
+                .arg("--state-dir")
+                .arg(self.state_dir())
+                .args(["--ready-timeout", "90s", "--heartbeat", "5s"])
+                .env("ANTHROPIC_BASE_URL", self.api.base_url())
+                .env("ANTHROPIC_API_KEY", API_KEY)
+                .env("CLAUDE_CONFIG_DIR", self.config_dir())
+                .env("CLAUDE_CODE_GB_DISK_CACHE_WHEN_TELEMETRY_OFF", "1")
+                .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+                .env("CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL", "1")
+                .env("DISABLE_AUTOUPDATER", "1")
+                .env("ENABLE_TOOL_SEARCH", "false")
+                .env("SYNTHESIS_LOG", "info,synthesis_claude_channel=debug");
+        });
+        bridge.wait_ready().await;
+        bridge
+    }
+
+    /// Adds `workspace` to the trusted projects of `.claude.json`, keeping what the CLI wrote there.
+    fn seed_config(&self, workspace: &Path) {
+        let path = self.config_dir().join(".claude.json");
+        let mut config: Value = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_else(|| json!({}));
+        config["hasCompletedOnboarding"] = json!(true);
+        config["customApiKeyResponses"] =
+            json!({"approved": [&API_KEY[API_KEY.len() - 20..]], "rejected": []});
+        config["cachedGrowthBookFeatures"]["tengu_harbor"] = json!(true);
+        let workspace = workspace.canonicalize().unwrap();
+        config["projects"][workspace.to_str().unwrap()]["hasTrustDialogAccepted"] = json!(true);
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    }
+
+    /// The requests whose newest `<channel>` message is `content`.
+    fn requests_for(&self, content: &str) -> Vec<RecordedRequest> {
+        self.api
+            .requests()
+            .into_iter()
+            .filter(|request| {
+                request
+                    .channel_messages()
+                    .last()
+                    .is_some_and(|message| message.content == content)
+            })
+            .collect()
+    }
+
+    /// The conversation id the bridge keeps for `session`.
+    fn claude_session(&self, session: &str) -> String {
+        let state: Value =
+            serde_json::from_slice(&std::fs::read(self.state_dir().join("sessions.json")).unwrap())
+                .unwrap();
+        let record = state["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|record| {
+                record["key"]
+                    .as_str()
+                    .is_some_and(|key| key.contains(session))
+            })
+            .unwrap_or_else(|| panic!("no record of {session} in {state}"));
+        record["conversation_id"].as_str().unwrap().to_owned()
+    }
+}
+
+/// The `claude` processes the bridge runs, as (pid, command line).
+fn claude_children(bridge: &BridgeProcess, claude_bin: &Path) -> Vec<(u32, Vec<String>)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "PID (comm) STATE PPID …": comm may hold spaces, the fields after the last ')' do not.
+        let after = stat.rsplit(')').next().unwrap_or_default();
+        let mut fields = after.split_whitespace();
+        let (state, ppid) = (
+            fields.next(),
+            fields.next().and_then(|ppid| ppid.parse().ok()),
+        );
+        if ppid != Some(bridge.pid()) || state == Some("Z") {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|byte| *byte == 0)
+            .filter(|arg| !arg.is_empty())
+            .map(|arg| String::from_utf8_lossy(arg).into_owned())
+            .collect();
+        if args
+            .first()
+            .is_some_and(|program| Path::new(program) == claude_bin)
+        {
+            found.push((pid, args));
+        }
+    }
+    found
+}
+
+/// Runs one turn for `user` and returns the answer's text. A streaming turn must be well formed: chunks
+/// of one id, ending with `finish_reason: "stop"` and `[DONE]`.
+async fn turn(bridge: &BridgeProcess, user: &str, text: &str, stream: bool) -> String {
+    let body = json!({
+        "model": "claude",
+        "stream": stream,
+        "user": user,
+        "messages": [{"role": "user", "content": text}],
+    });
+    let exchange = async {
+        let stream_ = tokio::net::TcpStream::connect(bridge.addr()).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream_))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let response = sender.send_request(chat_request(body)).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    };
+    let (status, body) = tokio::time::timeout(TURN_PATIENCE, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("no answer to {text:?} in time:\n{}", bridge.stderr()));
+    assert_eq!(status, StatusCode::OK, "{body}\n{}", bridge.stderr());
+    if !stream {
+        let json: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["choices"][0]["finish_reason"], "stop", "{json}");
+        return json["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no content: {json}"))
+            .to_owned();
+    }
+    let events: Vec<&str> = body
+        .split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"), "{body}");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect();
+    assert!(
+        chunks.iter().all(|chunk| chunk["id"] == chunks[0]["id"]),
+        "{body}"
+    );
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "stop",
+        "{body}"
+    );
+    chunks
+        .iter()
+        .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str())
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs the pinned claude CLI: run scripts/e2e-claude"]
+async fn the_real_claude_cli_answers_through_the_channel_and_resumes_after_a_restart() {
+    let world = World::new().await;
+    let alice = "agent::e2e-alice";
+
+    let mut bridge = world.start_bridge().await;
+    // The first turn starts claude, confirms its development-channels dialog, waits for `bridge channel`
+    // to connect, and streams the reply the model sent through the reply tool.
+    assert_eq!(
+        turn(&bridge, alice, "first question", true).await,
+        script::reply_text("first question")
+    );
+    let conversation = world.claude_session(alice);
+
+    // The second turn goes to the same process and conversation: the model sees the first in its history.
+    assert_eq!(
+        turn(&bridge, alice, "second question", true).await,
+        script::reply_text("second question")
+    );
+    let second = world.requests_for("second question");
+    assert!(!second.is_empty(), "the mock never saw the second question");
+    let history: Vec<String> = second[0]
+        .channel_messages()
+        .into_iter()
+        .map(|message| message.content)
+        .collect();
+    assert_eq!(history, ["first question", "second question"]);
+    let processes = claude_children(&bridge, &world.claude_bin);
+    assert_eq!(processes.len(), 1, "{processes:?}");
+
+    // An answer without the reply tool comes back through the Stop hook.
+    assert_eq!(
+        turn(&bridge, alice, "PLAIN no tool this time", false).await,
+        script::plain_text("PLAIN no tool this time")
+    );
+
+    // A second session runs in a process and conversation of its own.
+    let bob = "agent::e2e-bob";
+    assert_eq!(
+        turn(&bridge, bob, "hello from bob", false).await,
+        script::reply_text("hello from bob")
+    );
+    let bobs = world.requests_for("hello from bob");
+    assert_eq!(
+        bobs[0].channel_messages().len(),
+        1,
+        "bob's conversation holds only bob's message"
+    );
+    assert_ne!(world.claude_session(bob), conversation);
+    let processes = claude_children(&bridge, &world.claude_bin);
+    assert_eq!(processes.len(), 2, "{processes:?}");
+
+    // After a restart, alice's next turn resumes her conversation in a new process.
+    bridge.terminate();
+    assert!(bridge.wait_exit().await.success(), "{}", bridge.stderr());
+    let bridge = world.start_bridge().await;
+    assert_eq!(
+        turn(&bridge, alice, "third question", true).await,
+        script::reply_text("third question")
+    );
+    assert_eq!(world.claude_session(alice), conversation);
+    let third = world.requests_for("third question");
+    let history: Vec<String> = third[0]
+        .channel_messages()
+        .into_iter()
+        .map(|message| message.content)
+        .collect();
+    assert_eq!(
+        history,
+        [
+            "first question",
+            "second question",
+            "PLAIN no tool this time",
+            "third question"
+        ]
+    );
+    let processes = claude_children(&bridge, &world.claude_bin);
+    assert_eq!(processes.len(), 1, "{processes:?}");
+    let args = &processes[0].1;
+    assert!(
+        args.windows(2)
+            .any(|pair| pair[0] == "--resume" && pair[1] == conversation),
+        "{args:?}"
+    );
+}

@@ -1,0 +1,184 @@
+//! The Claude Code side of synthesis-bridge: the channel MCP server (`bridge channel`) that Claude Code
+//! starts inside every session the bridge runs.
+//!
+//! It has two ends:
+//! - **Claude Code**, over MCP on standard input and output. It declares the `claude/channel` capability,
+//!   hands each chat message to Claude as a `notifications/claude/channel` notification, and offers the
+//!   `reply` tool through which Claude answers.
+//! - **The bridge**, over the WebSocket protocol of `synthesis-transport-ws` (`docs/protocol.md`): it
+//!   connects to `SYNTHESIS_WS_URL` with the process's secret, receives `inbound` messages, sends `reply`
+//!   frames, and reconnects with backoff when the bridge goes away.
+//!
+//! Two facts about the real CLI shape it (`docs/claude-cli-measurements.md`): Claude Code probes with a
+//! `server/discover` request, which must fail at once with -32601 (a success disables channels); and a
+//! notification sent before the reply tool is registered reaches a model that cannot answer, so messages
+//! wait until `tools/list` has been answered and a short settle delay has passed.
+//!
+//! Standard output is the JSON-RPC stream: everything else goes to standard error through `tracing`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), synthesis_claude_channel::ChannelError> {
+//! // What `bridge channel` does: read the bridge's variables, serve MCP on stdin/stdout until it closes.
+//! let config = synthesis_claude_channel::ChannelConfig::from_env()?;
+//! synthesis_claude_channel::serve_stdio(config).await
+//! # }
+//! ```
+
+mod link;
+mod push;
+mod server;
+
+use std::time::Duration;
+
+use rmcp::ServiceExt;
+use rmcp::service::ServerInitializeError;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+pub use server::{ChannelServer, ReplyArgs};
+use synthesis_transport_ws::protocol::{ENV_SESSION, ENV_TOKEN, ENV_WS_URL};
+
+/// How the channel server reaches the bridge and paces its pushes.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ChannelConfig {
+    /// The bridge's WebSocket URL (`SYNTHESIS_WS_URL`).
+    pub ws_url: String,
+    /// The session this process serves (`SYNTHESIS_OPENCLAW_SESSION`); also the `chat_id` of its messages.
+    pub session: String,
+    /// This process's secret (`SYNTHESIS_BRIDGE_TOKEN`).
+    pub token: String,
+    /// How long after `tools/list` was answered the first message is pushed. Claude Code registers the
+    /// tools a moment after it has them; 1 s was reliable against the real CLI.
+    pub settle: Duration,
+    /// The first wait before reconnecting to the bridge; it doubles up to `reconnect_max`.
+    pub reconnect_min: Duration,
+    /// The longest wait between reconnection attempts.
+    pub reconnect_max: Duration,
+    /// How long a `reply` call waits for the bridge to be reachable before it fails.
+    pub reply_wait: Duration,
+}
+
+impl ChannelConfig {
+    /// A configuration with the default timings.
+    pub fn new(
+        ws_url: impl Into<String>,
+        session: impl Into<String>,
+        token: impl Into<String>,
+    ) -> Self {
+        Self {
+            ws_url: ws_url.into(),
+            session: session.into(),
+            token: token.into(),
+            settle: Duration::from_secs(1),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+            reply_wait: Duration::from_secs(10),
+        }
+    }
+
+    /// Reads the variables the bridge gives every process it starts.
+    pub fn from_env() -> Result<Self, ChannelError> {
+        let var = |name: &'static str| {
+            std::env::var(name)
+                .ok()
+                .filter(|value| !value.is_empty())
+                .ok_or(ChannelError::MissingEnv(name))
+        };
+        Ok(Self::new(
+            var(ENV_WS_URL)?,
+            var(ENV_SESSION)?,
+            var(ENV_TOKEN)?,
+        ))
+    }
+
+    /// Sets [`ChannelConfig::settle`].
+    pub fn settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
+        self
+    }
+
+    /// Sets the reconnection backoff bounds.
+    pub fn reconnect(mut self, min: Duration, max: Duration) -> Self {
+        self.reconnect_min = min;
+        self.reconnect_max = max.max(min);
+        self
+    }
+
+    /// Sets [`ChannelConfig::reply_wait`].
+    pub fn reply_wait(mut self, wait: Duration) -> Self {
+        self.reply_wait = wait;
+        self
+    }
+}
+
+/// Why the channel server could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// A variable the bridge sets is missing: the server was not started by the bridge.
+    #[error(
+        "{0} is not set: `bridge channel` is started by Claude Code in a session the bridge runs, not by hand"
+    )]
+    MissingEnv(&'static str),
+    /// The MCP session with Claude Code failed.
+    #[error("the MCP session with Claude Code failed: {0}")]
+    Mcp(String),
+}
+
+/// Serves MCP on this process's standard input and output until standard input closes.
+pub async fn serve_stdio(config: ChannelConfig) -> Result<(), ChannelError> {
+    serve(config, tokio::io::stdin(), tokio::io::stdout()).await
+}
+
+/// Serves MCP over `reader`/`writer` until `reader` ends, relaying between Claude Code and the bridge.
+///
+/// The bridge connection starts at once, so messages can arrive before the MCP handshake is over; they are
+/// queued and pushed in order once the reply tool is registered.
+pub async fn serve<R, W>(config: ChannelConfig, reader: R, writer: W) -> Result<(), ChannelError>
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
+    let link = link::BridgeLink::start(config.clone(), inbound_tx);
+    let server = ChannelServer::new(config.session.clone(), link.clone(), config.reply_wait);
+    let tools_listed = server.tools_listed();
+    let pushed = server.pushed();
+    let reply_calls = server.reply_calls();
+
+    let running = match server.serve((reader, writer)).await {
+        Ok(running) => running,
+        Err(error) => {
+            link.stop();
+            // Claude Code closing the pipe before the handshake is a normal way to end.
+            return if matches!(error, ServerInitializeError::ConnectionClosed(_)) {
+                debug!(%error, "standard input closed before the MCP handshake");
+                Ok(())
+            } else {
+                Err(ChannelError::Mcp(error.to_string()))
+            };
+        }
+    };
+    let pusher = tokio::spawn(push::push_when_ready(
+        running.peer().clone(),
+        tools_listed,
+        config.settle,
+        inbound_rx,
+        pushed,
+        reply_calls,
+    ));
+    let outcome = running.waiting().await;
+    pusher.abort();
+    link.stop();
+    match outcome {
+        Ok(reason) => {
+            info!(?reason, "the MCP session ended");
+            Ok(())
+        }
+        Err(error) => Err(ChannelError::Mcp(error.to_string())),
+    }
+}

@@ -1,0 +1,219 @@
+//! The plugin's WebSocket connection to the bridge: hello, inbound messages in, reply frames out, and a
+//! reconnect with backoff whenever the connection is lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use synthesis_bridge::transport::InboundMessage;
+use synthesis_transport_ws::protocol::{BridgeFrame, PluginFrame, close};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tracing::{debug, info, warn};
+
+use crate::ChannelConfig;
+
+/// How long the bridge may take to acknowledge a `hello`.
+const HELLO_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A frame on its way to the bridge, and who waits to hear that it was written.
+#[derive(Debug)]
+struct Outgoing {
+    frame: PluginFrame,
+    written: oneshot::Sender<Result<(), String>>,
+}
+
+/// A handle on the connection task; clones share it.
+#[derive(Debug, Clone)]
+pub(crate) struct BridgeLink {
+    outgoing: mpsc::Sender<Outgoing>,
+    connected: watch::Receiver<bool>,
+    task: Arc<AbortHandle>,
+}
+
+/// Why a frame did not reach the bridge.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    #[error("the bridge has not been reachable for {0:?}")]
+    Unreachable(Duration),
+    #[error("the connection to the bridge was lost: {0}")]
+    Lost(String),
+}
+
+impl BridgeLink {
+    /// Starts connecting to the bridge; every `inbound` message goes to `inbound`.
+    pub(crate) fn start(
+        config: ChannelConfig,
+        inbound: mpsc::UnboundedSender<InboundMessage>,
+    ) -> Self {
+        let (outgoing, outgoing_rx) = mpsc::channel(64);
+        let (connected_tx, connected) = watch::channel(false);
+        let task = tokio::spawn(run(config, inbound, outgoing_rx, connected_tx));
+        Self {
+            outgoing,
+            connected,
+            task: Arc::new(task.abort_handle()),
+        }
+    }
+
+    /// Sends `frame` once the bridge is reachable (waiting up to `wait` for that) and returns when it has
+    /// been written to the socket.
+    pub(crate) async fn send(&self, frame: PluginFrame, wait: Duration) -> Result<(), SendError> {
+        let mut connected = self.connected.clone();
+        match tokio::time::timeout(wait, connected.wait_for(|up| *up)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Err(SendError::Lost("the connection task ended".to_owned())),
+            Err(_) => return Err(SendError::Unreachable(wait)),
+        }
+        let (written, result) = oneshot::channel();
+        self.outgoing
+            .send(Outgoing { frame, written })
+            .await
+            .map_err(|_| SendError::Lost("the connection task ended".to_owned()))?;
+        match result.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(SendError::Lost(reason)),
+            Err(_) => Err(SendError::Lost("the connection task ended".to_owned())),
+        }
+    }
+
+    /// Closes the connection for good.
+    pub(crate) fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+/// How one connection ended.
+enum Ended {
+    /// Try again after a pause.
+    Lost { reason: String, was_up: bool },
+    /// Do not reconnect: the bridge ended this process's registration, another connection took over, or
+    /// nobody is left to hand messages to.
+    Final(String),
+}
+
+async fn run(
+    config: ChannelConfig,
+    inbound: mpsc::UnboundedSender<InboundMessage>,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+    connected: watch::Sender<bool>,
+) {
+    let mut backoff = config.reconnect_min;
+    loop {
+        let ended = connection(&config, &inbound, &mut outgoing, &connected).await;
+        connected.send_replace(false);
+        // Frames queued for a connection that is gone would reach the bridge late, after it failed their
+        // turn: tell their senders instead.
+        while let Ok(pending) = outgoing.try_recv() {
+            let _ = pending
+                .written
+                .send(Err("the bridge connection dropped".to_owned()));
+        }
+        match ended {
+            Ended::Final(reason) => {
+                info!(session = %config.session, %reason, "not reconnecting to the bridge");
+                return;
+            }
+            Ended::Lost { reason, was_up } => {
+                if was_up {
+                    backoff = config.reconnect_min;
+                }
+                warn!(session = %config.session, %reason, retry_in = ?backoff, "lost the bridge connection");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(config.reconnect_max);
+    }
+}
+
+async fn connection(
+    config: &ChannelConfig,
+    inbound: &mpsc::UnboundedSender<InboundMessage>,
+    outgoing: &mut mpsc::Receiver<Outgoing>,
+    connected: &watch::Sender<bool>,
+) -> Ended {
+    let lost = |reason: String, was_up: bool| Ended::Lost { reason, was_up };
+    let mut socket = match tokio_tungstenite::connect_async(config.ws_url.as_str()).await {
+        Ok((socket, _)) => socket,
+        Err(error) => {
+            return lost(
+                format!("cannot connect to {}: {error}", config.ws_url),
+                false,
+            );
+        }
+    };
+    let hello = PluginFrame::Hello {
+        pid: Some(std::process::id()),
+        openclaw_session: config.session.clone(),
+        token: Some(config.token.clone()),
+    };
+    if let Err(error) = socket.send(Message::text(hello.to_text())).await {
+        return lost(format!("cannot send the hello: {error}"), false);
+    }
+    let mut up = false;
+    let hello_deadline = tokio::time::sleep(HELLO_ACK_TIMEOUT);
+    tokio::pin!(hello_deadline);
+    loop {
+        tokio::select! {
+            message = socket.next() => {
+                let text = match message {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Close(frame))) => return closed_by_bridge(frame, up),
+                    Some(Ok(_)) => continue,
+                    Some(Err(error)) => return lost(error.to_string(), up),
+                    None => return lost("the bridge closed the connection".to_owned(), up),
+                };
+                match serde_json::from_str::<BridgeFrame>(text.as_str()) {
+                    Ok(BridgeFrame::HelloAck) => {
+                        up = true;
+                        connected.send_replace(true);
+                        info!(session = %config.session, url = %config.ws_url, "connected to the bridge");
+                    }
+                    Ok(BridgeFrame::Inbound(message)) => {
+                        debug!(session = %config.session, message_id = %message.meta.message_id, "inbound message");
+                        if inbound.send(message).is_err() {
+                            return Ended::Final("the MCP session is over".to_owned());
+                        }
+                    }
+                    Ok(BridgeFrame::Ping) => {
+                        if let Err(error) = socket.send(Message::text(PluginFrame::Pong.to_text())).await {
+                            return lost(format!("cannot answer a ping: {error}"), up);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => warn!(session = %config.session, %error, "ignored a frame the bridge sent"),
+                }
+            }
+            pending = outgoing.recv(), if up => {
+                let Some(pending) = pending else {
+                    return Ended::Final("the MCP session is over".to_owned());
+                };
+                let written = socket.send(Message::text(pending.frame.to_text())).await;
+                let failure = written.as_ref().err().map(ToString::to_string);
+                let _ = pending.written.send(written.map_err(|error| error.to_string()));
+                if let Some(error) = failure {
+                    return lost(format!("cannot send a frame: {error}"), up);
+                }
+            }
+            () = &mut hello_deadline, if !up => {
+                return lost(format!("the bridge did not acknowledge the hello within {HELLO_ACK_TIMEOUT:?}"), false);
+            }
+        }
+    }
+}
+
+fn closed_by_bridge(frame: Option<CloseFrame>, was_up: bool) -> Ended {
+    let Some(frame) = frame else {
+        return Ended::Lost {
+            reason: "the bridge closed the connection".to_owned(),
+            was_up,
+        };
+    };
+    let reason = format!("closed by the bridge: {} ({})", frame.reason, frame.code);
+    match u16::from(frame.code) {
+        close::REPLACED | close::REGISTRATION_ENDED => Ended::Final(reason),
+        _ => Ended::Lost { reason, was_up },
+    }
+}
