@@ -351,3 +351,70 @@ async fn long_lived_claude_sessions_survive_a_bridge_restart() {
     let (turn, resumed) = history(&reply(body_json(second.chat(ask("history")).await).await));
     assert_eq!((turn, resumed), (4, conversation));
 }
+
+#[tokio::test]
+async fn bridge_channel_serves_mcp_on_stdio_and_exits_when_its_input_closes() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    let run = |env: &[(&str, &str)]| {
+        let mut command = Command::new(support::examples::binary("bridge"));
+        command
+            .arg("channel")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("SYNTHESIS_") {
+                command.env_remove(key);
+            }
+        }
+        command.envs(env.iter().copied());
+        command.spawn().unwrap()
+    };
+
+    // Started by hand, without the bridge's variables: one line saying what is missing.
+    let output = run(&[]).wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("SYNTHESIS_WS_URL is not set"), "{stderr}");
+
+    // As Claude Code starts it: MCP on stdout only (logs go to stderr), and gone once stdin closes, even
+    // though the bridge it should connect to is not there.
+    let mut child = run(&[
+        ("SYNTHESIS_WS_URL", "ws://127.0.0.1:9/bridge"),
+        ("SYNTHESIS_OPENCLAW_SESSION", "agent::main"),
+        ("SYNTHESIS_BRIDGE_TOKEN", "secret"),
+    ]);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"2025-11-25","capabilities":{{}},"clientInfo":{{"name":"test","version":"1"}}}}}}"#
+    )
+    .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let response: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(
+        response["result"]["capabilities"]["experimental"]["claude/channel"],
+        json!({}),
+        "{response}"
+    );
+    drop(stdin);
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bridge channel outlived its input"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(rest.is_empty(), "only MCP on stdout: {rest:?}");
+}

@@ -109,3 +109,40 @@ fn channel_notification(message: InboundMessage) -> ServerNotification {
         })),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_push_waits_until_no_reply_call_has_been_open_for_a_moment() {
+        let calls = ReplyCalls::default();
+        let first = calls.begin();
+        let second = calls.begin();
+        let waiter = tokio::spawn({
+            let calls = calls.clone();
+            async move { calls.wait_until_closed().await }
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!waiter.is_finished(), "two calls are open");
+        drop(first);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!waiter.is_finished(), "one call is open");
+        drop(second);
+        tokio::time::sleep(AFTER_REPLY / 2).await;
+        assert!(
+            !waiter.is_finished(),
+            "the last result may not be on the wire yet"
+        );
+        // A call that opens within the grace period restarts the wait.
+        let third = calls.begin();
+        tokio::time::sleep(AFTER_REPLY).await;
+        assert!(
+            !waiter.is_finished(),
+            "a call opened during the grace period"
+        );
+        drop(third);
+        tokio::time::sleep(AFTER_REPLY * 2).await;
+        assert!(waiter.is_finished());
+    }
+}

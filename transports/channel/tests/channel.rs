@@ -1,0 +1,366 @@
+//! The channel server between a hand-driven MCP client that speaks exactly as Claude Code 2.1.329 does
+//! (its messages are copied from a recorded session) and a real bridge end: the WebSocket transport, or
+//! a bare WebSocket server where the test plays the bridge.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use synthesis_bridge::SessionKey;
+use synthesis_bridge::transport::{ChannelEvent, ChannelTransport, InboundMessage, ReplyFrame};
+use synthesis_claude_channel::{ChannelConfig, serve};
+use synthesis_transport_ws::protocol::close;
+use synthesis_transport_ws::{WsConfig, WsTransport};
+use tokio::io::{
+    AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, Lines, ReadHalf, WriteHalf,
+};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+const PATIENCE: Duration = Duration::from_secs(10);
+const SESSION: &str = "agent::main";
+
+/// The MCP client side, as Claude Code drives it.
+struct ClaudeCode {
+    writer: WriteHalf<DuplexStream>,
+    lines: Lines<BufReader<ReadHalf<DuplexStream>>>,
+    notifications: VecDeque<Value>,
+    server: JoinHandle<Result<(), synthesis_claude_channel::ChannelError>>,
+}
+
+impl ClaudeCode {
+    /// Starts the channel server with `config` on an in-memory pipe.
+    fn start(config: ChannelConfig) -> Self {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (server_read, server_write) = tokio::io::split(server);
+        let server = tokio::spawn(serve(config, server_read, server_write));
+        let (read, writer) = tokio::io::split(client);
+        Self {
+            writer,
+            lines: BufReader::new(read).lines(),
+            notifications: VecDeque::new(),
+            server,
+        }
+    }
+
+    async fn send(&mut self, message: Value) {
+        let mut line = message.to_string();
+        line.push('\n');
+        self.writer.write_all(line.as_bytes()).await.unwrap();
+    }
+
+    async fn read(&mut self) -> Value {
+        let line = tokio::time::timeout(PATIENCE, self.lines.next_line())
+            .await
+            .expect("a message in time")
+            .unwrap()
+            .expect("the server is still talking");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    /// Sends a request and returns its response; notifications that come first are kept.
+    async fn request(&mut self, id: Value, method: &str, params: Option<Value>) -> Value {
+        let mut request = json!({"jsonrpc": "2.0", "id": id, "method": method});
+        if let Some(params) = params {
+            request["params"] = params;
+        }
+        self.send(request).await;
+        loop {
+            let message = self.read().await;
+            if message["id"] == id {
+                return message;
+            }
+            self.notifications.push_back(message);
+        }
+    }
+
+    async fn notification(&mut self) -> Value {
+        match self.notifications.pop_front() {
+            Some(notification) => notification,
+            None => self.read().await,
+        }
+    }
+
+    /// Whether a notification arrives within `period`.
+    async fn quiet_for(&mut self, period: Duration) -> bool {
+        self.notifications.is_empty()
+            && tokio::time::timeout(period, self.lines.next_line())
+                .await
+                .is_err()
+    }
+
+    /// Claude Code's start: the discover probe, `initialize`, `initialized`. Returns the two responses.
+    async fn handshake(&mut self) -> (Value, Value) {
+        let discover = self
+            .request(
+                json!("server-discover-probe-1"),
+                "server/discover",
+                Some(json!({"_meta": {
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientInfo": {"name": "claude-code", "title": "Claude Code", "version": "2.1.329"},
+                    "io.modelcontextprotocol/clientCapabilities": {"roots": {"listChanged": true}, "elicitation": {"form": {}, "url": {}}, "extensions": {"io.modelcontextprotocol/tasks": {}}},
+                }})),
+            )
+            .await;
+        let initialize = self
+            .request(
+                json!(0),
+                "initialize",
+                Some(json!({
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {"roots": {"listChanged": true}, "elicitation": {"form": {}, "url": {}}},
+                    "clientInfo": {"name": "claude-code", "title": "Claude Code", "version": "2.1.329"},
+                })),
+            )
+            .await;
+        self.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        (discover, initialize)
+    }
+
+    async fn list_tools(&mut self) -> Value {
+        self.request(json!(1), "tools/list", None).await
+    }
+
+    async fn reply(&mut self, id: i64, arguments: Value) -> Value {
+        self.request(
+            json!(id),
+            "tools/call",
+            Some(json!({"name": "reply", "arguments": arguments,
+                        "_meta": {"claudecode/toolUseId": format!("toolu_{id}"), "progressToken": id}})),
+        )
+        .await
+    }
+
+    /// Closes standard input and returns how the server ended.
+    async fn close(mut self) -> Result<(), synthesis_claude_channel::ChannelError> {
+        self.writer.shutdown().await.unwrap();
+        drop(self.writer);
+        tokio::time::timeout(PATIENCE, self.server)
+            .await
+            .expect("the server ends when its input closes")
+            .unwrap()
+    }
+}
+
+fn tool_text(response: &Value) -> &str {
+    response["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text in {response}"))
+}
+
+#[tokio::test]
+async fn claude_codes_handshake_then_queued_messages_and_replies_reach_the_bridge() {
+    let transport = WsTransport::bind("127.0.0.1:0".parse().unwrap(), WsConfig::default())
+        .await
+        .unwrap();
+    let ticket = transport.register(&SessionKey::new(SESSION).unwrap());
+    let config = ChannelConfig::new(transport.endpoint(), SESSION, ticket.token.clone())
+        .settle(Duration::from_millis(100));
+    let mut claude = ClaudeCode::start(config);
+    let mut link = transport.accept(&ticket, PATIENCE).await.unwrap();
+
+    // A message that comes before Claude Code can answer it waits.
+    let early = InboundMessage::new(SESSION, "are you there?");
+    link.send(early.clone()).await.unwrap();
+
+    let (discover, initialize) = claude.handshake().await;
+    assert_eq!(discover["error"]["code"], -32601, "{discover}");
+    let result = &initialize["result"];
+    assert_eq!(result["protocolVersion"], "2025-11-25", "{initialize}");
+    assert_eq!(
+        result["capabilities"]["experimental"]["claude/channel"],
+        json!({})
+    );
+    assert!(result["capabilities"]["tools"].is_object(), "{initialize}");
+    let instructions = result["instructions"].as_str().unwrap();
+    assert!(
+        instructions.contains("<channel") && instructions.contains("`reply`"),
+        "{instructions}"
+    );
+    assert!(
+        claude.quiet_for(Duration::from_millis(300)).await,
+        "nothing is pushed before the tools are listed"
+    );
+
+    let tools = claude.list_tools().await;
+    let reply_tool = &tools["result"]["tools"][0];
+    assert_eq!(reply_tool["name"], "reply", "{tools}");
+    assert_eq!(
+        reply_tool["inputSchema"]["required"],
+        json!(["chat_id", "text"])
+    );
+
+    let pushed = claude.notification().await;
+    assert_eq!(pushed["method"], "notifications/claude/channel", "{pushed}");
+    assert_eq!(
+        pushed["params"],
+        json!({"content": "are you there?", "meta": {
+            "chat_id": SESSION, "message_id": early.meta.message_id, "ts": early.meta.ts,
+        }})
+    );
+
+    // A streamed answer: a part, then the end naming its message.
+    let part = claude
+        .reply(
+            2,
+            json!({"chat_id": SESSION, "text": "Yes, ", "partial": true}),
+        )
+        .await;
+    assert_eq!(part["result"]["isError"], false, "{part}");
+    let end = claude
+        .reply(
+            3,
+            json!({"chat_id": SESSION, "text": "I am.", "message_id": early.meta.message_id}),
+        )
+        .await;
+    assert_eq!(tool_text(&end), "sent");
+    let mut expected_part = ReplyFrame::partial("Yes, ");
+    expected_part.message_id = Some(early.meta.message_id.clone());
+    let mut expected_end = ReplyFrame::last("I am.");
+    expected_end.message_id = Some(early.meta.message_id.clone());
+    for expected in [expected_part, expected_end] {
+        let event = tokio::time::timeout(PATIENCE, link.recv()).await.unwrap();
+        assert_eq!(event, Some(ChannelEvent::Reply(expected)));
+    }
+
+    // A reply to another chat is refused in words the model can act on, and nothing is sent.
+    let wrong = claude
+        .reply(4, json!({"chat_id": "agent::other", "text": "hi"}))
+        .await;
+    assert_eq!(wrong["result"]["isError"], true, "{wrong}");
+    assert!(tool_text(&wrong).contains(SESSION), "{wrong}");
+
+    // The next message is pushed as it comes.
+    let next = InboundMessage::new(SESSION, "thanks");
+    link.send(next.clone()).await.unwrap();
+    assert_eq!(claude.notification().await["params"]["content"], "thanks");
+    assert!(link.try_recv().is_none(), "the refused reply sent nothing");
+
+    assert!(claude.close().await.is_ok());
+}
+
+/// A bridge the test plays by hand: a bare WebSocket server.
+async fn accept_plugin(
+    listener: &TcpListener,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let (stream, _) = tokio::time::timeout(PATIENCE, listener.accept())
+        .await
+        .expect("the plugin connects in time")
+        .unwrap();
+    tokio_tungstenite::accept_async(stream).await.unwrap()
+}
+
+async fn next_frame(
+    socket: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+) -> Value {
+    loop {
+        let message = tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("a frame in time")
+            .expect("the connection is open")
+            .unwrap();
+        if let Message::Text(text) = message {
+            return serde_json::from_str(text.as_str()).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_plugin_reconnects_when_the_bridge_goes_away_and_stops_when_its_process_is_stopped() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/bridge", listener.local_addr().unwrap());
+    let config = ChannelConfig::new(url, SESSION, "secret")
+        .settle(Duration::ZERO)
+        .reconnect(Duration::from_millis(10), Duration::from_millis(50));
+    let mut claude = ClaudeCode::start(config);
+    claude.handshake().await;
+    claude.list_tools().await;
+
+    // The first bridge takes the hello and dies without a word.
+    let mut first = accept_plugin(&listener).await;
+    let hello = next_frame(&mut first).await;
+    assert_eq!(hello["type"], "hello");
+    assert_eq!(hello["openclaw_session"], SESSION);
+    assert_eq!(hello["token"], "secret");
+    assert!(hello["pid"].as_u64().is_some(), "{hello}");
+    drop(first);
+
+    // The plugin comes back on its own, and messages flow again.
+    let mut second = accept_plugin(&listener).await;
+    assert_eq!(next_frame(&mut second).await["type"], "hello");
+    second
+        .send(Message::text(r#"{"type":"hello_ack"}"#))
+        .await
+        .unwrap();
+    second
+        .send(Message::text(r#"{"type":"ping"}"#))
+        .await
+        .unwrap();
+    assert_eq!(next_frame(&mut second).await, json!({"type": "pong"}));
+    let message = InboundMessage::new(SESSION, "after the restart");
+    let inbound = json!({"type": "inbound", "content": message.content, "meta": message.meta});
+    second
+        .send(Message::text(inbound.to_string()))
+        .await
+        .unwrap();
+    let pushed = claude.notification().await;
+    assert_eq!(pushed["params"]["content"], "after the restart");
+    let reply = claude
+        .reply(2, json!({"chat_id": SESSION, "text": "back"}))
+        .await;
+    assert_eq!(tool_text(&reply), "sent");
+    assert_eq!(
+        next_frame(&mut second).await,
+        json!({"type": "reply", "content": "back", "final": true, "message_id": message.meta.message_id})
+    );
+
+    // The bridge stopping this process's registration is final: no new connection follows.
+    second
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::from(close::REGISTRATION_ENDED),
+            reason: "stopped".into(),
+        })))
+        .await
+        .unwrap();
+    let reconnected = tokio::time::timeout(Duration::from_millis(500), listener.accept()).await;
+    assert!(
+        reconnected.is_err(),
+        "the plugin connected again after 4004"
+    );
+    assert!(claude.close().await.is_ok());
+}
+
+#[tokio::test]
+async fn a_reply_while_the_bridge_is_unreachable_is_a_tool_error() {
+    // A port nothing listens on.
+    let unused = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/bridge", unused.local_addr().unwrap());
+    drop(unused);
+    let config = ChannelConfig::new(url, SESSION, "secret")
+        .reply_wait(Duration::from_millis(200))
+        .reconnect(Duration::from_millis(10), Duration::from_millis(50));
+    let mut claude = ClaudeCode::start(config);
+    claude.handshake().await;
+    claude.list_tools().await;
+    let reply = claude
+        .reply(2, json!({"chat_id": SESSION, "text": "hello?"}))
+        .await;
+    assert_eq!(reply["result"]["isError"], true, "{reply}");
+    assert!(tool_text(&reply).starts_with("not delivered"), "{reply}");
+    assert!(claude.close().await.is_ok());
+}
+
+#[tokio::test]
+async fn standard_input_closing_before_the_handshake_is_a_normal_end() {
+    let claude = ClaudeCode::start(ChannelConfig::new(
+        "ws://127.0.0.1:9/bridge",
+        SESSION,
+        "secret",
+    ));
+    assert!(claude.close().await.is_ok());
+}
