@@ -364,11 +364,7 @@ async fn bridge_channel_serves_mcp_on_stdio_and_exits_when_its_input_closes() {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("SYNTHESIS_") {
-                command.env_remove(key);
-            }
-        }
+        support::bridge_process::remove_env_prefixed(&mut command, "SYNTHESIS_");
         command.envs(env.iter().copied());
         command.spawn().unwrap()
     };

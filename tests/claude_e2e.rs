@@ -14,7 +14,7 @@ use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use support::bridge_process::BridgeProcess;
+use support::bridge_process::{BridgeProcess, remove_env_prefixed};
 use support::chat_request;
 use synthesis_mock_anthropic::{MockAnthropic, RecordedRequest, script};
 use tempfile::TempDir;
@@ -69,12 +69,8 @@ impl World {
     async fn start_bridge(&self) -> BridgeProcess {
         let mut bridge = BridgeProcess::spawn(|command, workspace| {
             self.seed_config(workspace);
-            for (key, _) in std::env::vars_os() {
-                let key = key.to_string_lossy();
-                if key.starts_with("ANTHROPIC_") || key.starts_with("CLAUDE_") {
-                    command.env_remove(&*key);
-                }
-            }
+            remove_env_prefixed(command, "ANTHROPIC_");
+            remove_env_prefixed(command, "CLAUDE_");
             command
                 .args(["--listen", "127.0.0.1:0", "--workspace-root"])
                 .arg(workspace)

@@ -59,11 +59,7 @@ impl BridgeProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("SYNTHESIS_") {
-                command.env_remove(key);
-            }
-        }
+        remove_env_prefixed(&mut command, "SYNTHESIS_");
         // Never the fixed default port or the user's own state.
         command
             .env("SYNTHESIS_WS_LISTEN", "127.0.0.1:0")
@@ -287,4 +283,13 @@ pub async fn wait_process_gone(pid: u32) {
     })
     .await;
     assert!(gone.is_ok(), "process {pid} is still running");
+}
+
+/// Keeps the test's own `PREFIX*` variables (the developer's settings) away from `command`.
+pub fn remove_env_prefixed(command: &mut Command, prefix: &str) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with(prefix) {
+            command.env_remove(key);
+        }
+    }
 }
