@@ -7,7 +7,8 @@
 //!   read from a raw terminal;
 //! - connects to `SYNTHESIS_WS_URL` and says hello with `SYNTHESIS_BRIDGE_TOKEN`;
 //! - writes each prompt to `$CLAUDE_CONFIG_DIR/projects/<cwd>/<U>.jsonl` with its `promptId`, answers, then
-//!   runs the `Stop` hooks from `--settings` with the hook JSON on standard input;
+//!   runs the `Stop` hooks from `--settings` with the hook JSON on standard input (`StopFailure` for a
+//!   prompt whose model request failed);
 //! - ESC interrupts the prompt in progress (no `Stop` follows); SIGTERM prints the resume hint, exits 143.
 //!
 //! What it answers depends on the message:
@@ -19,6 +20,7 @@
 //! | `plain TEXT` | no reply tool: `TEXT` is only the `Stop` hook's `last_assistant_message` |
 //! | `legacy TEXT` | a seed-era reply: no `message_id`, no `final` |
 //! | `error TEXT` | an `error` frame |
+//! | `api-error TEXT` | the request to the model fails: the `StopFailure` hooks run instead of `Stop` |
 //! | `history` | `turn N of conversation U`, N counting the transcript's prompts |
 //! | `pid` | its process id |
 //! | `crash` | prints `fatal: simulated crash` and exits 3 |
@@ -147,7 +149,8 @@ async fn main() -> anyhow::Result<()> {
         id: id.clone(),
         transcript,
         cwd,
-        hooks: stop_hooks(args.settings.as_ref()),
+        hooks: hook_commands(args.settings.as_ref(), "Stop"),
+        failure_hooks: hook_commands(args.settings.as_ref(), "StopFailure"),
     };
     let mut plugin_connected = true;
     let mut queue: VecDeque<(String, Value)> = VecDeque::new();
@@ -218,6 +221,7 @@ struct Session {
     transcript: PathBuf,
     cwd: PathBuf,
     hooks: Vec<String>,
+    failure_hooks: Vec<String>,
 }
 
 impl Session {
@@ -252,6 +256,7 @@ impl Session {
         };
         let (command, rest) = content.split_once(' ').unwrap_or((content.as_str(), ""));
         let mut last_words = "done".to_owned();
+        let mut failed = false;
         match command {
             "slow" => {
                 let (ms, text) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -274,6 +279,11 @@ impl Session {
                     message: rest.to_owned(),
                 });
             }
+            // What Claude Code 2.1.329 reports after a 400 from the API (docs/claude-cli-measurements.md).
+            "api-error" => {
+                last_words = format!("API Error: 400 {rest}");
+                failed = true;
+            }
             "history" => {
                 let _ = out.send(reply(
                     format!("turn {} of conversation {}", earlier + 1, self.id),
@@ -295,7 +305,7 @@ impl Session {
         }
         self.record(json!({"promptId": prompt_id, "type": "assistant", "message": {"role": "assistant", "content": last_words}}));
         answering.store(false, Ordering::SeqCst);
-        let input = json!({
+        let mut input = json!({
             "session_id": self.id,
             "transcript_path": self.transcript,
             "cwd": self.cwd,
@@ -304,7 +314,14 @@ impl Session {
             "stop_hook_active": false,
             "last_assistant_message": last_words,
         });
-        for hook in &self.hooks {
+        let hooks = if failed {
+            input["hook_event_name"] = json!("StopFailure");
+            input["error"] = json!("unknown");
+            &self.failure_hooks
+        } else {
+            &self.hooks
+        };
+        for hook in hooks {
             run_hook(hook, &input).await;
         }
     }
@@ -336,10 +353,10 @@ async fn run_hook(command: &str, input: &Value) {
     let _ = child.wait().await;
 }
 
-/// The commands of the `Stop` hooks in `--settings`.
-fn stop_hooks(settings: Option<&Value>) -> Vec<String> {
+/// The commands of the `event` hooks in `--settings`.
+fn hook_commands(settings: Option<&Value>, event: &str) -> Vec<String> {
     settings
-        .and_then(|s| s["hooks"]["Stop"].as_array())
+        .and_then(|s| s["hooks"][event].as_array())
         .into_iter()
         .flatten()
         .filter_map(|matcher| matcher["hooks"].as_array())

@@ -143,6 +143,8 @@ pub struct TurnEnd {
     pub message_id: Option<String>,
     /// The agent's last words in that turn: its whole answer when it answered without the plugin.
     pub last_message: Option<String>,
+    /// Why the turn failed, when it did (Claude Code's request to the model ended in an error).
+    pub error: Option<String>,
 }
 
 impl TurnEnd {
@@ -151,7 +153,14 @@ impl TurnEnd {
         Self {
             message_id,
             last_message,
+            error: None,
         }
+    }
+
+    /// The same report for a turn that failed with `error`.
+    pub fn failed(mut self, error: impl Into<String>) -> Self {
+        self.error = Some(error.into());
+        self
     }
 }
 

@@ -177,6 +177,17 @@ async fn an_error_frame_fails_the_turn_with_its_message() {
 }
 
 #[tokio::test]
+async fn a_failed_model_request_fails_the_turn_at_once_through_the_stop_failure_hook() {
+    let dirs = Dirs::new();
+    let harness = Harness::start(&dirs, dirs.config()).await;
+    let (said, error) = harness.turn("agent::a", "api-error rate limited").await;
+    assert!(said.is_empty(), "{said:?}");
+    let error = error.expect("the turn fails");
+    assert!(error.contains("API Error: 400 rate limited"), "{error}");
+    assert_eq!(harness.answer("agent::a", "fine").await, "echo: fine");
+}
+
+#[tokio::test]
 async fn a_crash_mid_turn_fails_it_at_once_and_the_next_turn_resumes_in_a_new_process() {
     let dirs = Dirs::new();
     let harness = Harness::start(&dirs, dirs.config()).await;

@@ -187,27 +187,7 @@ fn claude_children(bridge: &BridgeProcess, claude_bin: &Path) -> Vec<(u32, Vec<S
 /// Runs one turn for `user` and returns the answer's text. A streaming turn must be well formed: chunks
 /// of one id, ending with `finish_reason: "stop"` and `[DONE]`.
 async fn turn(bridge: &BridgeProcess, user: &str, text: &str, stream: bool) -> String {
-    let body = json!({
-        "model": "claude",
-        "stream": stream,
-        "user": user,
-        "messages": [{"role": "user", "content": text}],
-    });
-    let exchange = async {
-        let stream_ = tokio::net::TcpStream::connect(bridge.addr()).await.unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream_))
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        let response = sender.send_request(chat_request(body)).await.unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8(bytes.to_vec()).unwrap())
-    };
-    let (status, body) = tokio::time::timeout(TURN_PATIENCE, exchange)
-        .await
-        .unwrap_or_else(|_| panic!("no answer to {text:?} in time:\n{}", bridge.stderr()));
+    let (status, body) = post_turn(bridge, user, text, stream).await;
     assert_eq!(status, StatusCode::OK, "{body}\n{}", bridge.stderr());
     if !stream {
         let json: Value = serde_json::from_str(&body).unwrap();
@@ -239,6 +219,36 @@ async fn turn(bridge: &BridgeProcess, user: &str, text: &str, stream: bool) -> S
         .iter()
         .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str())
         .collect()
+}
+
+/// Sends one turn and returns the status and the whole body.
+async fn post_turn(
+    bridge: &BridgeProcess,
+    user: &str,
+    text: &str,
+    stream: bool,
+) -> (StatusCode, String) {
+    let body = json!({
+        "model": "claude",
+        "stream": stream,
+        "user": user,
+        "messages": [{"role": "user", "content": text}],
+    });
+    let exchange = async {
+        let stream_ = tokio::net::TcpStream::connect(bridge.addr()).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream_))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let response = sender.send_request(chat_request(body)).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    };
+    tokio::time::timeout(TURN_PATIENCE, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("no answer to {text:?} in time:\n{}", bridge.stderr()))
 }
 
 #[tokio::test]
@@ -278,6 +288,17 @@ async fn the_real_claude_cli_answers_through_the_channel_and_resumes_after_a_res
         script::plain_text("PLAIN no tool this time")
     );
 
+    // A request to the model that fails (HTTP 400, which the CLI does not retry) fails the turn at once,
+    // through the StopFailure hook, with the API's message; the session carries on.
+    let (status, body) = post_turn(&bridge, alice, "API_ERROR on purpose", false).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("scripted failure for: API_ERROR on purpose"),
+        "{error}"
+    );
+
     // A second session runs in a process and conversation of its own.
     let bob = "agent::e2e-bob";
     assert_eq!(
@@ -315,6 +336,7 @@ async fn the_real_claude_cli_answers_through_the_channel_and_resumes_after_a_res
             "first question",
             "second question",
             "PLAIN no tool this time",
+            "API_ERROR on purpose",
             "third question"
         ]
     );

@@ -99,10 +99,10 @@ impl Front {
             );
             return response;
         }
-        if matches!(endpoint, Endpoint::Chat | Endpoint::Models(_)) {
-            if let Err(error) = authorize(&shared.config, request.headers()) {
-                return respond(error);
-            }
+        if matches!(endpoint, Endpoint::Chat | Endpoint::Models(_))
+            && let Err(error) = authorize(&shared.config, request.headers())
+        {
+            return respond(error);
         }
         match endpoint {
             Endpoint::Chat => self.chat(request).await,

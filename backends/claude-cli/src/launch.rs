@@ -92,14 +92,11 @@ fn mcp_config(config: &ClaudeCliConfig) -> String {
     .to_string()
 }
 
-/// `--settings`: the `Stop` hook that tells the bridge when Claude Code has finished a prompt.
+/// `--settings`: the `Stop` and `StopFailure` hooks that tell the bridge when Claude Code has finished a
+/// prompt, or failed it.
 fn settings(config: &ClaudeCliConfig) -> String {
-    json!({
-        "hooks": {
-            "Stop": [{"hooks": [{"type": "command", "command": shell_words(&config.stop_hook_command)}]}]
-        }
-    })
-    .to_string()
+    let hook = json!([{"hooks": [{"type": "command", "command": shell_words(&config.stop_hook_command)}]}]);
+    json!({"hooks": {"Stop": hook, "StopFailure": hook}}).to_string()
 }
 
 /// Joins words into a POSIX shell command line, quoting where needed (hook commands run through a shell).

@@ -1,5 +1,7 @@
 //! The `Stop` hook: runs inside Claude Code's environment when it has finished a prompt, and tells the
-//! bridge which message that was and what Claude said last.
+//! bridge which message that was and what Claude said last. The same command is the `StopFailure` hook,
+//! which Claude Code runs instead of `Stop` when a request to the model failed (after its own retries):
+//! the bridge then ends the turn with that error rather than waiting for an answer that will not come.
 //!
 //! The `bridge hook stop` command is this function. Claude Code gives it JSON on standard input
 //! (`prompt_id`, `transcript_path`, `last_assistant_message`, …) and the process environment it gave the
@@ -9,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use synthesis_bridge::transport::TurnEnd;
 use synthesis_transport_ws::client::{ReportError, report_turn_end};
 use synthesis_transport_ws::protocol::{ENV_SESSION, ENV_TOKEN, ENV_WS_URL};
 
@@ -19,9 +22,17 @@ use crate::transcript;
 const TRANSCRIPT_ATTEMPTS: u32 = 10;
 const TRANSCRIPT_RETRY: Duration = Duration::from_millis(30);
 
-/// The fields of Claude Code's `Stop` hook input that the bridge uses.
+/// The hook event that reports a prompt ended by an API error.
+const STOP_FAILURE: &str = "StopFailure";
+
+/// The fields of Claude Code's `Stop` (or `StopFailure`) hook input that the bridge uses.
 #[derive(Debug, Deserialize)]
 struct StopInput {
+    #[serde(default)]
+    hook_event_name: Option<String>,
+    /// `StopFailure` only: the error's kind (`rate_limit`, `server_error`, `unknown`, …).
+    #[serde(default)]
+    error: Option<String>,
     #[serde(default)]
     prompt_id: Option<String>,
     #[serde(default)]
@@ -69,14 +80,17 @@ pub async fn run_stop_hook(input: &[u8]) -> Result<StopHookOutcome, StopHookErro
         (Some(prompt_id), Some(path)) => find_message_id(path, prompt_id).await,
         _ => None,
     };
-    report_turn_end(
-        &url,
-        &session,
-        &token,
-        message_id.clone(),
-        input.last_assistant_message,
-    )
-    .await?;
+    let mut end = TurnEnd::new(message_id.clone(), input.last_assistant_message);
+    if input.hook_event_name.as_deref() == Some(STOP_FAILURE) {
+        // Claude Code puts the error's text ("API Error: 400 …") in the last message.
+        let kind = input.error.unwrap_or_else(|| "unknown".to_owned());
+        let error = end
+            .last_message
+            .take()
+            .unwrap_or_else(|| format!("the request to the model failed ({kind})"));
+        end = end.failed(error);
+    }
+    report_turn_end(&url, &session, &token, end).await?;
     Ok(StopHookOutcome::Reported { message_id })
 }
 

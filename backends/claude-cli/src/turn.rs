@@ -190,6 +190,13 @@ impl TurnRun {
                         }
                         continue;
                     }
+                    if let Some(error) = end.error {
+                        self.emit(ReplyEvent::Error(BackendError::failed(format!(
+                            "claude could not answer: {error}"
+                        ))))
+                        .await;
+                        return Aftermath::Healthy;
+                    }
                     // Claude finished without saying it was done through the reply tool: what it said
                     // last is the answer, unless it already streamed one.
                     if !said_anything

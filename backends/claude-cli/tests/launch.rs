@@ -18,8 +18,7 @@ const ENDPOINT: &str = "ws://127.0.0.1:18791/bridge";
 const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const MCP_CONFIG: &str =
     r#"{"mcpServers":{"synthesis":{"args":["channel"],"command":"/opt/bridge","type":"stdio"}}}"#;
-const SETTINGS: &str =
-    r#"{"hooks":{"Stop":[{"hooks":[{"command":"/opt/bridge hook stop","type":"command"}]}]}}"#;
+const SETTINGS: &str = r#"{"hooks":{"Stop":[{"hooks":[{"command":"/opt/bridge hook stop","type":"command"}]}],"StopFailure":[{"hooks":[{"command":"/opt/bridge hook stop","type":"command"}]}]}}"#;
 
 /// Runs one turn of `agent::chat` in `workspace` and returns the spec the backend asked to spawn. The
 /// spawn fails, so the turn fails, after the transport registration has been revoked.

@@ -98,10 +98,8 @@ impl TurnTask {
                     () = shutdown.cancelled() => break Outcome::Cancelled,
                     () = events.closed() => break Outcome::Abandoned,
                 }
-                if io_done {
-                    if let Some((status, _)) = exited.take() {
-                        break Outcome::Exited(status);
-                    }
+                if io_done && let Some((status, _)) = exited.take() {
+                    break Outcome::Exited(status);
                 }
             }
         };

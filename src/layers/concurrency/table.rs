@@ -158,11 +158,11 @@ impl<K: Hash + Eq + Clone> Drop for Waiter<K> {
             return;
         }
         let mut entries = self.table.lock();
-        if let Some(entry) = entries.get_mut(&self.key) {
-            if let Some(place) = entry.queue.iter().position(|(id, _)| *id == self.id) {
-                entry.queue.remove(place);
-                return;
-            }
+        if let Some(entry) = entries.get_mut(&self.key)
+            && let Some(place) = entry.queue.iter().position(|(id, _)| *id == self.id)
+        {
+            entry.queue.remove(place);
+            return;
         }
         drop(entries);
         // Not in the queue any more: the slot was handed over just as this waiter gave up. Pass it on.

@@ -54,10 +54,10 @@ where
         } else {
             match inner.poll_frame(cx) {
                 Poll::Ready(frame) => {
-                    if let (Some(Ok(frame)), Some(idle)) = (&frame, this.idle.as_mut()) {
-                        if frame.is_data() {
-                            idle.restart();
-                        }
+                    if let (Some(Ok(frame)), Some(idle)) = (&frame, this.idle.as_mut())
+                        && frame.is_data()
+                    {
+                        idle.restart();
                     }
                     return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
                 }

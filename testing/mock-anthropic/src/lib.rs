@@ -45,7 +45,7 @@ pub struct RecordedRequest {
     pub path: String,
     /// The JSON body (`null` when it was not JSON).
     pub body: Value,
-    /// What the mock answered.
+    /// What the mock answered (nothing for a scripted API error).
     pub answer: Vec<Block>,
 }
 
@@ -140,8 +140,18 @@ async fn handle(
     let response = match route {
         "/v1/messages/count_tokens" => json_response(&json!({"input_tokens": 10})),
         "/v1/messages" => {
-            let answer = script::answer(&body);
-            let response = if body["stream"] == true {
+            let failure = script::failure(&body);
+            let answer = match failure {
+                Some(_) => Vec::new(),
+                None => script::answer(&body),
+            };
+            let response = if let Some(message) = failure {
+                let error = json!({"type": "error",
+                                   "error": {"type": "invalid_request_error", "message": message}});
+                let mut response = json_response(&error);
+                *response.status_mut() = StatusCode::BAD_REQUEST;
+                response
+            } else if body["stream"] == true {
                 sse_response(&body, &answer)
             } else {
                 json_response(&message(&body, &answer))

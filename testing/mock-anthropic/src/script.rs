@@ -31,6 +31,16 @@ pub fn plain_text(content: &str) -> String {
 /// The model's closing words after a tool result.
 pub const CLOSING_TEXT: &str = "done";
 
+/// The API error a `<channel>` message starting with `API_ERROR` gets (HTTP 400, `invalid_request_error`,
+/// which the CLI does not retry).
+pub fn failure(body: &Value) -> Option<String> {
+    let message = newest_channel_message(body)?;
+    message
+        .content
+        .starts_with("API_ERROR")
+        .then(|| format!("scripted failure for: {}", message.content))
+}
+
 /// A `<channel …>` message as the model sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelMessage {
@@ -57,23 +67,13 @@ impl ChannelMessage {
 ///   the message's `chat_id` and `message_id` and [`reply_text`];
 /// - anything else: `ok`.
 pub fn answer(body: &Value) -> Vec<Block> {
-    let Some(last_user) = body["messages"]
-        .as_array()
-        .and_then(|messages| messages.iter().rev().find(|m| m["role"] == "user"))
-    else {
-        return vec![Block::Text("ok".to_owned())];
-    };
-    let blocks = content_blocks(&last_user["content"]);
-    if blocks.iter().any(|block| block["type"] == "tool_result") {
+    if last_user_blocks(body)
+        .iter()
+        .any(|block| block["type"] == "tool_result")
+    {
         return vec![Block::Text(CLOSING_TEXT.to_owned())];
     }
-    let text: String = blocks
-        .iter()
-        .filter_map(|block| block["text"].as_str())
-        .collect::<Vec<_>>()
-        .join("\n");
-    // An interrupted prompt is merged into the next one: the newest tag is the message to answer.
-    let Some(message) = channel_messages(&text).pop() else {
+    let Some(message) = newest_channel_message(body) else {
         return vec![Block::Text("ok".to_owned())];
     };
     if message.content.starts_with("PLAIN") {
@@ -100,6 +100,30 @@ pub fn answer(body: &Value) -> Vec<Block> {
             "text": reply_text(&message.content),
         }),
     }]
+}
+
+/// The content blocks of the last `user` message.
+fn last_user_blocks(body: &Value) -> Vec<Value> {
+    body["messages"]
+        .as_array()
+        .and_then(|messages| messages.iter().rev().find(|m| m["role"] == "user"))
+        .map(|message| content_blocks(&message["content"]))
+        .unwrap_or_default()
+}
+
+/// The `<channel>` message the last user turn asks about, unless that turn is a tool result. An
+/// interrupted prompt is merged into the next one, so the newest tag is the one to answer.
+fn newest_channel_message(body: &Value) -> Option<ChannelMessage> {
+    let blocks = last_user_blocks(body);
+    if blocks.iter().any(|block| block["type"] == "tool_result") {
+        return None;
+    }
+    let text = blocks
+        .iter()
+        .filter_map(|block| block["text"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    channel_messages(&text).pop()
 }
 
 /// A message's `content`: a string is one text block.

@@ -5,6 +5,8 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
+use synthesis_bridge::transport::TurnEnd;
+
 use crate::protocol::{BridgeFrame, PluginFrame};
 
 /// How long a report may take, connection included.
@@ -30,20 +32,21 @@ pub enum ReportError {
     Timeout(Duration),
 }
 
-/// Tells the bridge at `url` that the agent of `session` finished working on a message (`message_id`, when
-/// known), whose last words were `last_message`. This is what Claude Code's `Stop` hook sends.
+/// Tells the bridge at `url` that the agent of `session` finished working on a message: `end` names it
+/// (when known) and carries the agent's last words or the turn's error. This is what Claude Code's `Stop`
+/// and `StopFailure` hooks send.
 pub async fn report_turn_end(
     url: &str,
     session: &str,
     token: &str,
-    message_id: Option<String>,
-    last_message: Option<String>,
+    end: TurnEnd,
 ) -> Result<(), ReportError> {
     let frame = PluginFrame::TurnEnd {
         openclaw_session: session.to_owned(),
         token: token.to_owned(),
-        message_id,
-        last_assistant_message: last_message,
+        message_id: end.message_id,
+        last_assistant_message: end.last_message,
+        error: end.error,
     };
     let exchange = async {
         let (mut socket, _) = tokio_tungstenite::connect_async(url)

@@ -84,6 +84,7 @@ pub(crate) async fn serve(
             token,
             message_id,
             last_assistant_message,
+            error,
         })) => {
             let Some(session) = registry.authenticate(&openclaw_session, &token) else {
                 warn!(session = %openclaw_session, "refused a turn_end: unknown session or wrong token");
@@ -95,7 +96,8 @@ pub(crate) async fn serve(
                 .await;
             };
             debug!(session = %session.key, ?message_id, "the agent ended a turn");
-            let end = TurnEnd::new(message_id, last_assistant_message);
+            let mut end = TurnEnd::new(message_id, last_assistant_message);
+            end.error = error;
             let _ = session.events.send(ChannelEvent::TurnEnded(end)).await;
             let _ = sink.send(text(&BridgeFrame::TurnEndAck)).await;
             close_with(&mut sink, CloseCode::Normal, "reported").await;

@@ -63,6 +63,9 @@ pub enum PluginFrame {
         /// The agent's last words in that turn.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         last_assistant_message: Option<String>,
+        /// Why the turn failed, when it did; the bridge ends the turn with this error.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     /// Liveness probe from the plugin; the bridge answers `pong`.
     Ping,

@@ -242,21 +242,19 @@ async fn turn_end_reports_reach_the_link_only_with_the_right_token() {
     let transport = transport(WsConfig::default()).await;
     let (ticket, mut link, _socket) = connected(&transport, "s").await;
 
-    let refused = report_turn_end(&transport.endpoint(), "s", "forged", None, None).await;
+    let refused = report_turn_end(&transport.endpoint(), "s", "forged", TurnEnd::default()).await;
     assert!(refused.is_err());
-    report_turn_end(
-        &transport.endpoint(),
-        "s",
-        &ticket.token,
-        Some("m-1".into()),
-        Some("All done.".into()),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        next_event(&mut link).await,
-        ChannelEvent::TurnEnded(TurnEnd::new(Some("m-1".into()), Some("All done.".into())))
-    );
+    let done = TurnEnd::new(Some("m-1".into()), Some("All done.".into()));
+    report_turn_end(&transport.endpoint(), "s", &ticket.token, done.clone())
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut link).await, ChannelEvent::TurnEnded(done));
+    // A failed turn carries its error.
+    let failed = TurnEnd::new(Some("m-2".into()), None).failed("API Error: 529 overloaded");
+    report_turn_end(&transport.endpoint(), "s", &ticket.token, failed.clone())
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut link).await, ChannelEvent::TurnEnded(failed));
 }
 
 #[tokio::test]
