@@ -109,6 +109,8 @@ impl Drop for MockAnthropic {
 async fn accept(listener: TcpListener, requests: Arc<Mutex<Vec<RecordedRequest>>>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors, most likely: give connections in flight a moment to finish.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             continue;
         };
         let requests = requests.clone();

@@ -26,6 +26,7 @@
 //! # }
 //! ```
 
+mod ledger;
 mod link;
 mod push;
 mod server;
@@ -147,8 +148,7 @@ where
     let link = link::BridgeLink::start(config.clone(), inbound_tx);
     let server = ChannelServer::new(config.session.clone(), link.clone(), config.reply_wait);
     let tools_listed = server.tools_listed();
-    let pushed = server.pushed();
-    let reply_calls = server.reply_calls();
+    let ledger = server.ledger();
 
     let running = match server.serve((reader, writer)).await {
         Ok(running) => running,
@@ -168,8 +168,7 @@ where
         tools_listed,
         config.settle,
         inbound_rx,
-        pushed,
-        reply_calls,
+        ledger,
     ));
     let outcome = running.waiting().await;
     pusher.abort();

@@ -1,5 +1,6 @@
 //! The plugin's WebSocket connection to the bridge: hello, inbound messages in, reply frames out, and a
-//! reconnect with backoff whenever the connection is lost.
+//! reconnect with backoff whenever the connection is lost, unless the bridge refused or stopped this
+//! process.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,9 @@ const HELLO_ACK_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 struct Outgoing {
     frame: PluginFrame,
+    /// The connection it was meant for: a frame must not reach the bridge on a later connection, after
+    /// the bridge has failed the turn it belonged to.
+    connection: u64,
     written: oneshot::Sender<Result<(), String>>,
 }
 
@@ -29,14 +33,15 @@ struct Outgoing {
 #[derive(Debug, Clone)]
 pub(crate) struct BridgeLink {
     outgoing: mpsc::Sender<Outgoing>,
-    connected: watch::Receiver<bool>,
+    /// The number of the connection that is up, if one is.
+    connected: watch::Receiver<Option<u64>>,
     task: Arc<AbortHandle>,
 }
 
 /// Why a frame did not reach the bridge.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SendError {
-    #[error("the bridge has not been reachable for {0:?}")]
+    #[error("the bridge did not take it within {0:?}")]
     Unreachable(Duration),
     #[error("the connection to the bridge was lost: {0}")]
     Lost(String),
@@ -49,7 +54,7 @@ impl BridgeLink {
         inbound: mpsc::UnboundedSender<InboundMessage>,
     ) -> Self {
         let (outgoing, outgoing_rx) = mpsc::channel(64);
-        let (connected_tx, connected) = watch::channel(false);
+        let (connected_tx, connected) = watch::channel(None);
         let task = tokio::spawn(run(config, inbound, outgoing_rx, connected_tx));
         Self {
             outgoing,
@@ -58,25 +63,33 @@ impl BridgeLink {
         }
     }
 
-    /// Sends `frame` once the bridge is reachable (waiting up to `wait` for that) and returns when it has
-    /// been written to the socket.
+    /// Sends `frame` once the bridge is reachable and returns when it has been written to the socket, all
+    /// within `wait`.
     pub(crate) async fn send(&self, frame: PluginFrame, wait: Duration) -> Result<(), SendError> {
-        let mut connected = self.connected.clone();
-        match tokio::time::timeout(wait, connected.wait_for(|up| *up)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => return Err(SendError::Lost("the connection task ended".to_owned())),
-            Err(_) => return Err(SendError::Unreachable(wait)),
-        }
-        let (written, result) = oneshot::channel();
-        self.outgoing
-            .send(Outgoing { frame, written })
+        let ended = || SendError::Lost("the connection task ended".to_owned());
+        let exchange = async {
+            let mut connected = self.connected.clone();
+            let connection = connected
+                .wait_for(Option::is_some)
+                .await
+                .map_err(|_| ended())?
+                .expect("waited for a connection");
+            let (written, result) = oneshot::channel();
+            let outgoing = Outgoing {
+                frame,
+                connection,
+                written,
+            };
+            self.outgoing.send(outgoing).await.map_err(|_| ended())?;
+            match result.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(reason)) => Err(SendError::Lost(reason)),
+                Err(_) => Err(ended()),
+            }
+        };
+        tokio::time::timeout(wait, exchange)
             .await
-            .map_err(|_| SendError::Lost("the connection task ended".to_owned()))?;
-        match result.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(SendError::Lost(reason)),
-            Err(_) => Err(SendError::Lost("the connection task ended".to_owned())),
-        }
+            .unwrap_or(Err(SendError::Unreachable(wait)))
     }
 
     /// Closes the connection for good.
@@ -98,12 +111,13 @@ async fn run(
     config: ChannelConfig,
     inbound: mpsc::UnboundedSender<InboundMessage>,
     mut outgoing: mpsc::Receiver<Outgoing>,
-    connected: watch::Sender<bool>,
+    connected: watch::Sender<Option<u64>>,
 ) {
     let mut backoff = config.reconnect_min;
-    loop {
-        let ended = connection(&config, &inbound, &mut outgoing, &connected).await;
-        connected.send_replace(false);
+    let mut failures = 0_u32;
+    for number in 0_u64.. {
+        let ended = connection(number, &config, &inbound, &mut outgoing, &connected).await;
+        connected.send_replace(None);
         // Frames queued for a connection that is gone would reach the bridge late, after it failed their
         // turn: tell their senders instead.
         while let Ok(pending) = outgoing.try_recv() {
@@ -119,8 +133,15 @@ async fn run(
             Ended::Lost { reason, was_up } => {
                 if was_up {
                     backoff = config.reconnect_min;
+                    failures = 0;
                 }
-                warn!(session = %config.session, %reason, retry_in = ?backoff, "lost the bridge connection");
+                failures += 1;
+                // The first failure is news; a bridge that stays away is not, each time.
+                if failures == 1 {
+                    warn!(session = %config.session, %reason, retry_in = ?backoff, "lost the bridge connection; reconnecting");
+                } else {
+                    debug!(session = %config.session, %reason, retry_in = ?backoff, "still no bridge connection");
+                }
             }
         }
         tokio::time::sleep(backoff).await;
@@ -129,10 +150,11 @@ async fn run(
 }
 
 async fn connection(
+    number: u64,
     config: &ChannelConfig,
     inbound: &mpsc::UnboundedSender<InboundMessage>,
     outgoing: &mut mpsc::Receiver<Outgoing>,
-    connected: &watch::Sender<bool>,
+    connected: &watch::Sender<Option<u64>>,
 ) -> Ended {
     let lost = |reason: String, was_up: bool| Ended::Lost { reason, was_up };
     let mut socket = match tokio_tungstenite::connect_async(config.ws_url.as_str()).await {
@@ -168,7 +190,7 @@ async fn connection(
                 match serde_json::from_str::<BridgeFrame>(text.as_str()) {
                     Ok(BridgeFrame::HelloAck) => {
                         up = true;
-                        connected.send_replace(true);
+                        connected.send_replace(Some(number));
                         info!(session = %config.session, url = %config.ws_url, "connected to the bridge");
                     }
                     Ok(BridgeFrame::Inbound(message)) => {
@@ -190,6 +212,10 @@ async fn connection(
                 let Some(pending) = pending else {
                     return Ended::Final("the MCP session is over".to_owned());
                 };
+                if pending.connection != number {
+                    let _ = pending.written.send(Err("the bridge connection dropped".to_owned()));
+                    continue;
+                }
                 let written = socket.send(Message::text(pending.frame.to_text())).await;
                 let failure = written.as_ref().err().map(ToString::to_string);
                 let _ = pending.written.send(written.map_err(|error| error.to_string()));
@@ -212,8 +238,13 @@ fn closed_by_bridge(frame: Option<CloseFrame>, was_up: bool) -> Ended {
         };
     };
     let reason = format!("closed by the bridge: {} ({})", frame.reason, frame.code);
+    // Refused (expected hello, wrong token: a restarted bridge does not know this process), replaced or
+    // stopped: trying again cannot help.
     match u16::from(frame.code) {
-        close::REPLACED | close::REGISTRATION_ENDED => Ended::Final(reason),
+        close::EXPECTED_HELLO
+        | close::REPLACED
+        | close::UNAUTHORIZED
+        | close::REGISTRATION_ENDED => Ended::Final(reason),
         _ => Ended::Lost { reason, was_up },
     }
 }

@@ -2,7 +2,7 @@
 //! `reply` tool.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -18,8 +18,8 @@ use synthesis_transport_ws::protocol::PluginFrame;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::ledger::Ledger;
 use crate::link::BridgeLink;
-use crate::push::ReplyCalls;
 
 /// The capability that makes Claude Code treat this server as a channel.
 const CHANNEL_CAPABILITY: &str = "claude/channel";
@@ -41,32 +41,13 @@ pub struct ReplyArgs {
     /// Your answer, or the next part of it.
     pub text: String,
     /// The message_id attribute of the <channel> message you are answering.
-    #[serde(default)]
+    // Required in the schema, so that models pass it; a call without one is still taken when only one
+    // message is waiting.
+    #[schemars(required)]
     pub message_id: Option<String>,
     /// true when more parts of this answer follow; leave it out (false) for the last or only part.
     #[serde(default)]
     pub partial: bool,
-}
-
-/// The id of the message most recently pushed to Claude Code: a reply that does not name its message
-/// answers this one (the bridge pushes a session's next message only once the previous turn is over).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct LastPushed(Arc<Mutex<Option<String>>>);
-
-impl LastPushed {
-    pub(crate) fn set(&self, message_id: String) {
-        *self
-            .0
-            .lock()
-            .expect("never poisoned: no panics under the lock") = Some(message_id);
-    }
-
-    fn get(&self) -> Option<String> {
-        self.0
-            .lock()
-            .expect("never poisoned: no panics under the lock")
-            .clone()
-    }
 }
 
 /// The channel MCP server of one Claude Code session.
@@ -76,8 +57,7 @@ pub struct ChannelServer {
     link: BridgeLink,
     reply_wait: Duration,
     tools_listed: Arc<watch::Sender<bool>>,
-    last_pushed: LastPushed,
-    reply_calls: ReplyCalls,
+    ledger: Ledger,
     tool_router: ToolRouter<Self>,
 }
 
@@ -89,8 +69,7 @@ impl ChannelServer {
             link,
             reply_wait,
             tools_listed: Arc::new(watch::channel(false).0),
-            last_pushed: LastPushed::default(),
-            reply_calls: ReplyCalls::default(),
+            ledger: Ledger::default(),
             tool_router: Self::tool_router(),
         }
     }
@@ -100,12 +79,8 @@ impl ChannelServer {
         self.tools_listed.subscribe()
     }
 
-    pub(crate) fn pushed(&self) -> LastPushed {
-        self.last_pushed.clone()
-    }
-
-    pub(crate) fn reply_calls(&self) -> ReplyCalls {
-        self.reply_calls.clone()
+    pub(crate) fn ledger(&self) -> Ledger {
+        self.ledger.clone()
     }
 
     /// Sends the answer to the chat a <channel> message came from.
@@ -116,34 +91,46 @@ impl ChannelServer {
         &self,
         Parameters(args): Parameters<ReplyArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let _open = self.reply_calls.begin();
+        let _open = self.ledger.reply_call();
         if args.chat_id != self.session {
-            return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+            return Ok(refused(format!(
                 "chat_id {:?} is not this chat; answer with chat_id \"{}\"",
                 args.chat_id, self.session
-            ))]));
+            )));
         }
+        let message_id = match self.ledger.resolve(args.message_id.as_deref()) {
+            Ok(message_id) => message_id,
+            Err(why) => return Ok(refused(why)),
+        };
         let frame = PluginFrame::Reply {
             content: args.text,
             is_final: Some(!args.partial),
-            message_id: args.message_id.or_else(|| self.last_pushed.get()),
+            message_id: Some(message_id.clone()),
         };
         match self.link.send(frame, self.reply_wait).await {
-            Ok(()) => Ok(CallToolResult::success(vec![ContentBlock::text(
-                if args.partial {
-                    "sent; send the rest with more reply calls"
-                } else {
-                    "sent"
-                },
-            )])),
+            Ok(()) => {
+                if !args.partial {
+                    self.ledger.answered(&message_id);
+                }
+                Ok(CallToolResult::success(vec![ContentBlock::text(
+                    if args.partial {
+                        "sent; send the rest with more reply calls"
+                    } else {
+                        "sent"
+                    },
+                )]))
+            }
             Err(error) => {
                 warn!(session = %self.session, %error, "a reply did not reach the bridge");
-                Ok(CallToolResult::error(vec![ContentBlock::text(format!(
-                    "not delivered: {error}"
-                ))]))
+                Ok(refused(format!("not delivered: {error}")))
             }
         }
     }
+}
+
+/// A tool error the model reads and can act on.
+fn refused(why: String) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(why)])
 }
 
 #[tool_handler]
@@ -164,7 +151,9 @@ impl ServerHandler for ChannelServer {
     }
 
     /// Claude Code probes with `server/discover` first. A success would make it use the newer protocol
-    /// era, in which channels are off; -32601 makes it fall back to `initialize` at once.
+    /// era, in which channels are off; -32601 makes it fall back to `initialize` at once. rmcp calls this
+    /// only for a probe whose `_meta` is complete (others get -32602 from rmcp itself); Claude Code
+    /// 2.1.329's is, and the contract test replays it.
     async fn discover(
         &self,
         _context: RequestContext<RoleServer>,

@@ -192,7 +192,7 @@ async fn claude_codes_handshake_then_queued_messages_and_replies_reach_the_bridg
     assert_eq!(reply_tool["name"], "reply", "{tools}");
     assert_eq!(
         reply_tool["inputSchema"]["required"],
-        json!(["chat_id", "text"])
+        json!(["chat_id", "text", "message_id"])
     );
 
     let pushed = claude.notification().await;
@@ -336,17 +336,157 @@ async fn the_plugin_reconnects_when_the_bridge_goes_away_and_stops_when_its_proc
 }
 
 #[tokio::test]
-async fn a_reply_while_the_bridge_is_unreachable_is_a_tool_error() {
-    // A port nothing listens on.
-    let unused = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/bridge", unused.local_addr().unwrap());
-    drop(unused);
+async fn a_message_is_not_pushed_while_a_reply_call_is_open() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/bridge", listener.local_addr().unwrap());
     let config = ChannelConfig::new(url, SESSION, "secret")
+        .settle(Duration::ZERO)
+        .reconnect(Duration::from_millis(10), Duration::from_millis(50));
+    let mut claude = ClaudeCode::start(config);
+    claude.handshake().await;
+    claude.list_tools().await;
+    let mut first = accept_plugin(&listener).await;
+    next_frame(&mut first).await;
+    let ack = || Message::text(r#"{"type":"hello_ack"}"#);
+    let inbound = |message: &InboundMessage| {
+        Message::text(
+            json!({"type": "inbound", "content": message.content, "meta": message.meta})
+                .to_string(),
+        )
+    };
+    first.send(ack()).await.unwrap();
+    let question = InboundMessage::new(SESSION, "question");
+    first.send(inbound(&question)).await.unwrap();
+    assert_eq!(claude.notification().await["params"]["content"], "question");
+
+    // The connection drops; once the plugin is back (not yet acknowledged), the answer's reply call waits.
+    drop(first);
+    let mut second = accept_plugin(&listener).await;
+    next_frame(&mut second).await;
+    claude
+        .send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "reply",
+            "arguments": {"chat_id": SESSION, "text": "answer", "message_id": question.meta.message_id}}}))
+        .await;
+    // The bridge's next message arrives while that call is still open: it is held...
+    let next = InboundMessage::new(SESSION, "next");
+    second.send(inbound(&next)).await.unwrap();
+    assert!(
+        claude.quiet_for(Duration::from_millis(300)).await,
+        "a push while a reply call is open is lost by Claude Code"
+    );
+    // ...until the call has returned.
+    second.send(ack()).await.unwrap();
+    assert_eq!(next_frame(&mut second).await["content"], "answer");
+    let result = claude.read().await;
+    assert_eq!(result["id"], 2, "the tool result comes first: {result}");
+    assert_eq!(tool_text(&result), "sent");
+    assert_eq!(claude.notification().await["params"]["content"], "next");
+    assert!(claude.close().await.is_ok());
+}
+
+#[tokio::test]
+async fn a_reply_must_answer_a_message_that_is_waiting() {
+    let transport = WsTransport::bind("127.0.0.1:0".parse().unwrap(), WsConfig::default())
+        .await
+        .unwrap();
+    let ticket = transport.register(&SessionKey::new(SESSION).unwrap());
+    let config = ChannelConfig::new(transport.endpoint(), SESSION, ticket.token.clone())
+        .settle(Duration::ZERO);
+    let mut claude = ClaudeCode::start(config);
+    let mut link = transport.accept(&ticket, PATIENCE).await.unwrap();
+    claude.handshake().await;
+    claude.list_tools().await;
+    let refused = |response: &Value| response["result"]["isError"] == true;
+
+    let early = claude
+        .reply(2, json!({"chat_id": SESSION, "text": "hi"}))
+        .await;
+    assert!(refused(&early), "nothing was asked yet: {early}");
+    let first = InboundMessage::new(SESSION, "one");
+    let second = InboundMessage::new(SESSION, "two");
+    for message in [&first, &second] {
+        link.send(message.clone()).await.unwrap();
+        claude.notification().await;
+    }
+    // Claude Code answers queued messages in turn: with two waiting, a reply must say which it answers.
+    let unnamed = claude
+        .reply(3, json!({"chat_id": SESSION, "text": "?"}))
+        .await;
+    assert!(tool_text(&unnamed).contains("pass message_id"), "{unnamed}");
+    let invented = claude
+        .reply(
+            4,
+            json!({"chat_id": SESSION, "text": "?", "message_id": "m-0"}),
+        )
+        .await;
+    assert!(refused(&invented), "{invented}");
+    let answer = claude
+        .reply(
+            5,
+            json!({"chat_id": SESSION, "text": "1", "message_id": first.meta.message_id}),
+        )
+        .await;
+    assert_eq!(tool_text(&answer), "sent");
+    let again = claude
+        .reply(
+            6,
+            json!({"chat_id": SESSION, "text": "1 again", "message_id": first.meta.message_id}),
+        )
+        .await;
+    assert!(tool_text(&again).contains("already answered"), "{again}");
+    // One message left waiting: a reply without an id answers it.
+    let rest = claude
+        .reply(7, json!({"chat_id": SESSION, "text": "2"}))
+        .await;
+    assert_eq!(tool_text(&rest), "sent");
+    let mut expected = Vec::new();
+    for (text, id) in [
+        ("1", &first.meta.message_id),
+        ("2", &second.meta.message_id),
+    ] {
+        let mut frame = ReplyFrame::last(text);
+        frame.message_id = Some(id.clone());
+        expected.push(Some(ChannelEvent::Reply(frame)));
+    }
+    for expected in expected {
+        assert_eq!(
+            tokio::time::timeout(PATIENCE, link.recv()).await.unwrap(),
+            expected
+        );
+    }
+    assert!(link.try_recv().is_none(), "refused replies sent nothing");
+    assert!(claude.close().await.is_ok());
+}
+
+#[tokio::test]
+async fn a_reply_while_the_bridge_is_unreachable_is_a_tool_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/bridge", listener.local_addr().unwrap());
+    let config = ChannelConfig::new(url, SESSION, "secret")
+        .settle(Duration::ZERO)
         .reply_wait(Duration::from_millis(200))
         .reconnect(Duration::from_millis(10), Duration::from_millis(50));
     let mut claude = ClaudeCode::start(config);
     claude.handshake().await;
     claude.list_tools().await;
+    let mut bridge = accept_plugin(&listener).await;
+    next_frame(&mut bridge).await;
+    bridge
+        .send(Message::text(r#"{"type":"hello_ack"}"#))
+        .await
+        .unwrap();
+    let question = InboundMessage::new(SESSION, "question");
+    let inbound = json!({"type": "inbound", "content": question.content, "meta": question.meta});
+    bridge
+        .send(Message::text(inbound.to_string()))
+        .await
+        .unwrap();
+    claude.notification().await;
+
+    // The bridge goes away, and the one that takes the plugin's next connection never acknowledges it.
+    drop(bridge);
+    let mut silent = accept_plugin(&listener).await;
+    assert_eq!(next_frame(&mut silent).await["type"], "hello");
     let reply = claude
         .reply(2, json!({"chat_id": SESSION, "text": "hello?"}))
         .await;
