@@ -80,16 +80,16 @@ pub async fn run_stop_hook(input: &[u8]) -> Result<StopHookOutcome, StopHookErro
         (Some(prompt_id), Some(path)) => find_message_id(path, prompt_id).await,
         _ => None,
     };
-    let mut end = TurnEnd::new(message_id.clone(), input.last_assistant_message);
-    if input.hook_event_name.as_deref() == Some(STOP_FAILURE) {
+    let last_message = input.last_assistant_message;
+    let end = if input.hook_event_name.as_deref() == Some(STOP_FAILURE) {
         // Claude Code puts the error's text ("API Error: 400 …") in the last message.
-        let kind = input.error.unwrap_or_else(|| "unknown".to_owned());
-        let error = end
-            .last_message
-            .take()
-            .unwrap_or_else(|| format!("the request to the model failed ({kind})"));
-        end = end.failed(error);
-    }
+        let kind = input.error.as_deref().unwrap_or("unknown");
+        let error =
+            last_message.unwrap_or_else(|| format!("the request to the model failed ({kind})"));
+        TurnEnd::new(message_id.clone(), None).failed(error)
+    } else {
+        TurnEnd::new(message_id.clone(), last_message)
+    };
     report_turn_end(&url, &session, &token, end).await?;
     Ok(StopHookOutcome::Reported { message_id })
 }

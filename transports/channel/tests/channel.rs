@@ -8,7 +8,9 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use synthesis_bridge::SessionKey;
-use synthesis_bridge::transport::{ChannelEvent, ChannelTransport, InboundMessage, ReplyFrame};
+use synthesis_bridge::transport::{
+    ChannelEvent, ChannelLink, ChannelTransport, InboundMessage, ReplyFrame,
+};
 use synthesis_claude_channel::{ChannelConfig, serve};
 use synthesis_transport_ws::protocol::close;
 use synthesis_transport_ws::{WsConfig, WsTransport};
@@ -153,16 +155,23 @@ fn tool_text(response: &Value) -> &str {
         .unwrap_or_else(|| panic!("no text in {response}"))
 }
 
-#[tokio::test]
-async fn claude_codes_handshake_then_queued_messages_and_replies_reach_the_bridge() {
+/// The real transport with one registered session, and the channel server (pushing `settle` after
+/// `tools/list`) connected to it; Claude Code's handshake is still to come.
+async fn real_transport(settle: Duration) -> (WsTransport, ClaudeCode, ChannelLink) {
     let transport = WsTransport::bind("127.0.0.1:0".parse().unwrap(), WsConfig::default())
         .await
         .unwrap();
     let ticket = transport.register(&SessionKey::new(SESSION).unwrap());
-    let config = ChannelConfig::new(transport.endpoint(), SESSION, ticket.token.clone())
-        .settle(Duration::from_millis(100));
-    let mut claude = ClaudeCode::start(config);
-    let mut link = transport.accept(&ticket, PATIENCE).await.unwrap();
+    let config =
+        ChannelConfig::new(transport.endpoint(), SESSION, ticket.token.clone()).settle(settle);
+    let claude = ClaudeCode::start(config);
+    let link = transport.accept(&ticket, PATIENCE).await.unwrap();
+    (transport, claude, link)
+}
+
+#[tokio::test]
+async fn claude_codes_handshake_then_queued_messages_and_replies_reach_the_bridge() {
+    let (_transport, mut claude, mut link) = real_transport(Duration::from_millis(100)).await;
 
     // A message that comes before Claude Code can answer it waits.
     let early = InboundMessage::new(SESSION, "are you there?");
@@ -270,16 +279,36 @@ async fn next_frame(
     }
 }
 
-#[tokio::test]
-async fn the_plugin_reconnects_when_the_bridge_goes_away_and_stops_when_its_process_is_stopped() {
+/// A bridge the test plays by hand (a bare WebSocket listener), and the channel server pointed at it
+/// with no settle delay and quick reconnects (then `configure`), past Claude Code's handshake and
+/// `tools/list`.
+async fn hand_played_bridge(
+    configure: impl FnOnce(ChannelConfig) -> ChannelConfig,
+) -> (TcpListener, ClaudeCode) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/bridge", listener.local_addr().unwrap());
     let config = ChannelConfig::new(url, SESSION, "secret")
         .settle(Duration::ZERO)
         .reconnect(Duration::from_millis(10), Duration::from_millis(50));
-    let mut claude = ClaudeCode::start(config);
+    let mut claude = ClaudeCode::start(configure(config));
     claude.handshake().await;
     claude.list_tools().await;
+    (listener, claude)
+}
+
+fn hello_ack() -> Message {
+    Message::text(r#"{"type":"hello_ack"}"#)
+}
+
+fn inbound_frame(message: &InboundMessage) -> Message {
+    Message::text(
+        json!({"type": "inbound", "content": message.content, "meta": message.meta}).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn the_plugin_reconnects_when_the_bridge_goes_away_and_stops_when_its_process_is_stopped() {
+    let (listener, mut claude) = hand_played_bridge(|config| config).await;
 
     // The first bridge takes the hello and dies without a word.
     let mut first = accept_plugin(&listener).await;
@@ -293,21 +322,14 @@ async fn the_plugin_reconnects_when_the_bridge_goes_away_and_stops_when_its_proc
     // The plugin comes back on its own, and messages flow again.
     let mut second = accept_plugin(&listener).await;
     assert_eq!(next_frame(&mut second).await["type"], "hello");
-    second
-        .send(Message::text(r#"{"type":"hello_ack"}"#))
-        .await
-        .unwrap();
+    second.send(hello_ack()).await.unwrap();
     second
         .send(Message::text(r#"{"type":"ping"}"#))
         .await
         .unwrap();
     assert_eq!(next_frame(&mut second).await, json!({"type": "pong"}));
     let message = InboundMessage::new(SESSION, "after the restart");
-    let inbound = json!({"type": "inbound", "content": message.content, "meta": message.meta});
-    second
-        .send(Message::text(inbound.to_string()))
-        .await
-        .unwrap();
+    second.send(inbound_frame(&message)).await.unwrap();
     let pushed = claude.notification().await;
     assert_eq!(pushed["params"]["content"], "after the restart");
     let reply = claude
@@ -337,26 +359,12 @@ async fn the_plugin_reconnects_when_the_bridge_goes_away_and_stops_when_its_proc
 
 #[tokio::test]
 async fn a_message_is_not_pushed_while_a_reply_call_is_open() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/bridge", listener.local_addr().unwrap());
-    let config = ChannelConfig::new(url, SESSION, "secret")
-        .settle(Duration::ZERO)
-        .reconnect(Duration::from_millis(10), Duration::from_millis(50));
-    let mut claude = ClaudeCode::start(config);
-    claude.handshake().await;
-    claude.list_tools().await;
+    let (listener, mut claude) = hand_played_bridge(|config| config).await;
     let mut first = accept_plugin(&listener).await;
     next_frame(&mut first).await;
-    let ack = || Message::text(r#"{"type":"hello_ack"}"#);
-    let inbound = |message: &InboundMessage| {
-        Message::text(
-            json!({"type": "inbound", "content": message.content, "meta": message.meta})
-                .to_string(),
-        )
-    };
-    first.send(ack()).await.unwrap();
+    first.send(hello_ack()).await.unwrap();
     let question = InboundMessage::new(SESSION, "question");
-    first.send(inbound(&question)).await.unwrap();
+    first.send(inbound_frame(&question)).await.unwrap();
     assert_eq!(claude.notification().await["params"]["content"], "question");
 
     // The connection drops; once the plugin is back (not yet acknowledged), the answer's reply call waits.
@@ -369,13 +377,13 @@ async fn a_message_is_not_pushed_while_a_reply_call_is_open() {
         .await;
     // The bridge's next message arrives while that call is still open: it is held...
     let next = InboundMessage::new(SESSION, "next");
-    second.send(inbound(&next)).await.unwrap();
+    second.send(inbound_frame(&next)).await.unwrap();
     assert!(
         claude.quiet_for(Duration::from_millis(300)).await,
         "a push while a reply call is open is lost by Claude Code"
     );
     // ...until the call has returned.
-    second.send(ack()).await.unwrap();
+    second.send(hello_ack()).await.unwrap();
     assert_eq!(next_frame(&mut second).await["content"], "answer");
     let result = claude.read().await;
     assert_eq!(result["id"], 2, "the tool result comes first: {result}");
@@ -386,14 +394,7 @@ async fn a_message_is_not_pushed_while_a_reply_call_is_open() {
 
 #[tokio::test]
 async fn a_reply_must_answer_a_message_that_is_waiting() {
-    let transport = WsTransport::bind("127.0.0.1:0".parse().unwrap(), WsConfig::default())
-        .await
-        .unwrap();
-    let ticket = transport.register(&SessionKey::new(SESSION).unwrap());
-    let config = ChannelConfig::new(transport.endpoint(), SESSION, ticket.token.clone())
-        .settle(Duration::ZERO);
-    let mut claude = ClaudeCode::start(config);
-    let mut link = transport.accept(&ticket, PATIENCE).await.unwrap();
+    let (_transport, mut claude, mut link) = real_transport(Duration::ZERO).await;
     claude.handshake().await;
     claude.list_tools().await;
     let refused = |response: &Value| response["result"]["isError"] == true;
@@ -460,27 +461,13 @@ async fn a_reply_must_answer_a_message_that_is_waiting() {
 
 #[tokio::test]
 async fn a_reply_while_the_bridge_is_unreachable_is_a_tool_error() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/bridge", listener.local_addr().unwrap());
-    let config = ChannelConfig::new(url, SESSION, "secret")
-        .settle(Duration::ZERO)
-        .reply_wait(Duration::from_millis(200))
-        .reconnect(Duration::from_millis(10), Duration::from_millis(50));
-    let mut claude = ClaudeCode::start(config);
-    claude.handshake().await;
-    claude.list_tools().await;
+    let (listener, mut claude) =
+        hand_played_bridge(|config| config.reply_wait(Duration::from_millis(200))).await;
     let mut bridge = accept_plugin(&listener).await;
     next_frame(&mut bridge).await;
-    bridge
-        .send(Message::text(r#"{"type":"hello_ack"}"#))
-        .await
-        .unwrap();
+    bridge.send(hello_ack()).await.unwrap();
     let question = InboundMessage::new(SESSION, "question");
-    let inbound = json!({"type": "inbound", "content": question.content, "meta": question.meta});
-    bridge
-        .send(Message::text(inbound.to_string()))
-        .await
-        .unwrap();
+    bridge.send(inbound_frame(&question)).await.unwrap();
     claude.notification().await;
 
     // The bridge goes away, and the one that takes the plugin's next connection never acknowledges it.
