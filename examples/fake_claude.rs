@@ -27,6 +27,9 @@
 //! | `silent` | nothing, until ESC |
 //! | anything else | `echo: <message>` |
 //!
+//! The timestamp OpenClaw puts before each message (`[Sat 2026-11-21 05:18 UTC] `) is read past, as a
+//! model would, so the table works the same behind OpenClaw.
+//!
 //! `FAKE_CLAUDE_STARTUP=login` stops at a login screen and never connects; `FAKE_CLAUDE_NO_PONG=1`
 //! ignores the bridge's pings.
 
@@ -254,7 +257,8 @@ impl Session {
             is_final: last,
             message_id: id.then(|| message_id.clone()),
         };
-        let (command, rest) = content.split_once(' ').unwrap_or((content.as_str(), ""));
+        let content = without_openclaw_timestamp(&content);
+        let (command, rest) = content.split_once(' ').unwrap_or((content, ""));
         let mut last_words = "done".to_owned();
         let mut failed = false;
         match command {
@@ -392,4 +396,17 @@ fn keyboard() -> mpsc::UnboundedReceiver<u8> {
         }
     });
     typed
+}
+
+/// `text` without the `[Sat 2026-11-21 05:18 UTC] ` that OpenClaw puts before each user message.
+fn without_openclaw_timestamp(text: &str) -> &str {
+    let Some((stamp, rest)) = text.strip_prefix('[').and_then(|t| t.split_once("] ")) else {
+        return text;
+    };
+    let mut words = stamp.split(' ');
+    let weekday = words.next().is_some_and(|w| w.len() == 3);
+    let date = words
+        .next()
+        .is_some_and(|w| w.len() == 10 && w.bytes().all(|b| b.is_ascii_digit() || b == b'-'));
+    if weekday && date { rest } else { text }
 }

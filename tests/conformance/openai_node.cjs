@@ -1,0 +1,113 @@
+// The official `openai` npm package against a running bridge whose agent is `fake_claude`.
+//
+// Run by tests/conformance/run.py with BRIDGE_URL (…/v1) and BRIDGE_KEY set and the pinned package on
+// NODE_PATH. Prints one `ok - NAME` or `not ok - NAME: why` line per check.
+'use strict';
+
+const assert = require('node:assert/strict');
+const OpenAI = require('openai');
+
+const { BRIDGE_URL: baseURL, BRIDGE_KEY: apiKey } = process.env;
+// No retries: every request the checks send reaches the bridge exactly once.
+const client = new OpenAI({ baseURL, apiKey, maxRetries: 0, timeout: 30_000 });
+
+const ask = (content, extra = {}) =>
+  client.chat.completions.create({
+    model: 'claude',
+    user: 'node-sdk',
+    messages: [{ role: 'user', content }],
+    ...extra,
+  });
+
+// Runs `request` and returns what it threw, failing if it did not throw.
+async function thrown(request) {
+  try {
+    await request();
+  } catch (err) {
+    return err;
+  }
+  assert.fail('no error');
+}
+
+const checks = {
+  async completion() {
+    const response = await ask('hello from node');
+    const [choice] = response.choices;
+    assert.equal(choice.message.role, 'assistant');
+    assert.equal(choice.message.content, 'echo: hello from node');
+    assert.equal(choice.finish_reason, 'stop');
+    assert.equal(response.model, 'claude');
+  },
+
+  async streaming() {
+    let text = '';
+    let pieces = 0;
+    let finish = null;
+    for await (const chunk of await ask('stream one two three', { stream: true })) {
+      const [choice] = chunk.choices;
+      if (choice.delta.content) {
+        text += choice.delta.content;
+        pieces += 1;
+      }
+      finish ??= choice.finish_reason;
+    }
+    assert.equal(text, 'one two three');
+    assert.equal(pieces, 3, 'each word the agent sent is its own delta');
+    assert.equal(finish, 'stop');
+  },
+
+  async refusal_is_status_error() {
+    const err = await thrown(() =>
+      client.chat.completions.create({ model: 'claude', messages: [{ role: 'user', content: 'hi' }] }),
+    );
+    assert.ok(err instanceof OpenAI.BadRequestError, String(err));
+    assert.equal(err.status, 400);
+    assert.match(err.message, /cannot tell which session/);
+  },
+
+  async wrong_key_is_authentication_error() {
+    const wrong = new OpenAI({ baseURL, apiKey: 'sk-wrong', maxRetries: 0, timeout: 30_000 });
+    const err = await thrown(() =>
+      wrong.chat.completions.create({
+        model: 'claude',
+        user: 'node-sdk',
+        stream: true,
+        messages: [{ role: 'user', content: 'hi' }],
+      }),
+    );
+    assert.ok(err instanceof OpenAI.AuthenticationError, String(err));
+    assert.equal(err.status, 401);
+    assert.match(err.message, /API key/);
+  },
+
+  async agent_failure_is_status_error() {
+    const err = await thrown(() => ask('error the workspace is on fire'));
+    assert.ok(err instanceof OpenAI.APIError, String(err));
+    assert.equal(err.status, 502);
+    assert.match(err.message, /the workspace is on fire/);
+  },
+
+  async agent_failure_mid_stream_raises() {
+    const err = await thrown(async () => {
+      for await (const _ of await ask('error the workspace is on fire', { stream: true })) {
+        // read to the end
+      }
+    });
+    assert.ok(err instanceof OpenAI.APIError, String(err));
+    assert.match(err.message, /the workspace is on fire/);
+  },
+};
+
+(async () => {
+  let failed = 0;
+  for (const [name, check] of Object.entries(checks)) {
+    try {
+      await check();
+      console.log(`ok - node ${name}`);
+    } catch (err) {
+      failed += 1;
+      console.log(`not ok - node ${name}:\n    ${String(err.stack ?? err).replaceAll('\n', '\n    ')}`);
+    }
+  }
+  process.exitCode = failed ? 1 : 0;
+})();

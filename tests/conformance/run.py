@@ -1,0 +1,357 @@
+"""Conformance with real clients, end to end.
+
+Starts the real `bridge` binary on 127.0.0.1 with `fake_claude` as its agent (one real process per
+session, a real WebSocket, real HTTP), then runs, one after another:
+
+- the official `openai` packages for Python and Node (tests/conformance/openai_python.py, openai_node.cjs);
+- OpenClaw, with the bridge as its provider: `agent exec`, sessions over several invocations, a new
+  conversation in a session, `localService` (OpenClaw starts and stops the bridge), and a provider timeout
+  shorter than the agent's silence.
+
+Prints one `ok`/`not ok` line per check and `N passed, N failed`; exits 1 if any failed. Arguments, if any,
+pick the checks whose names contain one of them (`run.py localService`). scripts/conformance installs the
+clients and runs this with their paths in the environment:
+
+  SYNTHESIS_BRIDGE, SYNTHESIS_FAKE_CLAUDE          the binaries under test
+  SYNTHESIS_NODE_BIN, SYNTHESIS_OPENCLAW           node 24's bin directory, OpenClaw's openclaw.mjs
+  SYNTHESIS_OPENAI_NODE_MODULES, SYNTHESIS_OPENAI_PYTHONPATH   the openai packages
+"""
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BRIDGE = Path(os.environ["SYNTHESIS_BRIDGE"])
+FAKE_CLAUDE = Path(os.environ["SYNTHESIS_FAKE_CLAUDE"])
+NODE_BIN = Path(os.environ["SYNTHESIS_NODE_BIN"])
+OPENCLAW = Path(os.environ["SYNTHESIS_OPENCLAW"])
+KEY = "sk-conformance"
+# OpenClaw takes 6-8 s for a turn on 2 cores; a run that takes this long is stuck.
+OPENCLAW_PATIENCE = 120
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def processes_of(program):
+    """{pid: argv} of the live processes running `program`."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0] == bytes(program):
+            found[int(entry.name)] = [a.decode() for a in argv if a]
+    return found
+
+
+def bridge_env(world):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNTHESIS_")}
+    env["CLAUDE_CONFIG_DIR"] = str(world / "claude")
+    return env
+
+
+def bridge_args(listen, world, *extra):
+    """The bridge's arguments: its workspace root and state live in `world`."""
+    return [
+        "--listen", listen,
+        "--ws-listen", "127.0.0.1:0",
+        "--api-key", KEY,
+        "--claude-bin", str(FAKE_CLAUDE),
+        "--workspace-root", str(world / "workspace"),
+        "--state-dir", str(world / "state"),
+        *extra,
+    ]
+
+
+class Bridge:
+    """The `bridge` binary, started on a free port; stopped with SIGTERM, as a service manager would."""
+
+    def __init__(self, world, *extra):
+        self.log = world / f"bridge-{len(list(world.glob('bridge-*.log')))}.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [str(BRIDGE), *bridge_args("127.0.0.1:0", world, *extra)],
+                env=bridge_env(world), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            )
+        deadline = time.monotonic() + 30
+        while not (ready := re.search(r"bridge ready: POST http://([\d.:]+)/", self.log.read_text())):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the bridge did not start:\n{self.log.read_text()}")
+            time.sleep(0.05)
+        self.addr = ready.group(1)
+        self.url = f"http://{self.addr}/v1"
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=30)
+
+
+class Suite:
+    """Counts the checks; with `only` words, runs just the checks whose names contain one of them."""
+
+    def __init__(self, only):
+        self.passed = self.failed = 0
+        self.only = only
+
+    def selected(self, name):
+        return not self.only or any(word in name for word in self.only)
+
+    def report(self, ok, name, why=""):
+        if ok:
+            self.passed += 1
+            print(f"ok - {name}", flush=True)
+        else:
+            self.failed += 1
+            print(f"not ok - {name}:\n    {why.strip().replace(chr(10), chr(10) + '    ')}", flush=True)
+
+    def check(self, name, function, *args):
+        if not self.selected(name):
+            return
+        try:
+            function(*args)
+            self.report(True, name)
+        except Exception:  # a check's failure, whatever raised it, is reported and counted
+            self.report(False, name, traceback.format_exc())
+
+    def client_script(self, name, argv, env):
+        """Runs a script that prints its own `ok`/`not ok` lines, and counts them."""
+        if not self.selected(name):
+            return
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        counted = 0
+        for line in result.stdout.splitlines():
+            if line.startswith("ok - ") or line.startswith("not ok - "):
+                counted += 1
+                self.report(line.startswith("ok"), line.split(" - ", 1)[1].split(":", 1)[0],
+                            line.split(":", 1)[1] if ":" in line else "")
+            elif counted and line.startswith("    "):
+                print(line, flush=True)
+        if result.returncode != 0 and not self.failed_in(result.stdout):
+            self.report(False, f"{name} ran", f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+
+    @staticmethod
+    def failed_in(stdout):
+        return any(line.startswith("not ok - ") for line in stdout.splitlines())
+
+
+class OpenClaw:
+    """OpenClaw's CLI with its own home, quiet and offline, configured with the bridge as provider `bridge`."""
+
+    def __init__(self, world):
+        self.world = world
+        self.home = world / "openclaw-home"
+        self.home.mkdir(exist_ok=True)
+        # Tests want one request per turn: no retries of failed model calls (OpenClaw makes 8-9 by default).
+        settings = world / "workspace" / ".openclaw" / "settings.json"
+        settings.parent.mkdir(parents=True, exist_ok=True)
+        settings.write_text(json.dumps({"retry": {"provider": {"maxRetries": 0}}}))
+
+    @staticmethod
+    def config(base_url, workspace, **provider):
+        """The OpenClaw config the README shows, pointed at `base_url`."""
+        return {
+            "agents": {"defaults": {"model": {"primary": "bridge/claude"}, "workspace": str(workspace)}},
+            "models": {"mode": "merge", "providers": {"bridge": {
+                "baseUrl": base_url, "apiKey": KEY, "api": "openai-completions",
+                "models": [{"id": "claude", "name": "Claude via bridge", "reasoning": False, "input": ["text"],
+                            "cost": {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0},
+                            "contextWindow": 200000, "maxTokens": 8192}],
+                **provider,
+            }}},
+            "update": {"checkOnStart": False},
+        }
+
+    def write_config(self, name, config):
+        path = self.world / f"{name}.json"
+        path.write_text(json.dumps(config, indent=2))
+        return path
+
+    def run(self, config_path, *args):
+        """Runs `openclaw ARGS… --json`; returns (exit code, parsed JSON output)."""
+        env = dict(os.environ)
+        env.update({
+            "PATH": f"{NODE_BIN}:{env['PATH']}",
+            "HOME": str(self.home), "OPENCLAW_HOME": str(self.home),
+            "OPENCLAW_CONFIG_PATH": str(config_path),
+            "OPENCLAW_NO_AUTO_UPDATE": "1", "DO_NOT_TRACK": "1", "OPENCLAW_DISABLE_BONJOUR": "1",
+            "NO_COLOR": "1",
+        })
+        result = subprocess.run(
+            [str(NODE_BIN / "node"), str(OPENCLAW), *args, "--json"], env=env, cwd=self.world / "workspace",
+            capture_output=True, text=True, timeout=OPENCLAW_PATIENCE,
+        )
+        try:
+            return result.returncode, json.loads(result.stdout)
+        except json.JSONDecodeError:
+            raise AssertionError(f"openclaw exit {result.returncode}, no JSON:\n{result.stdout}\n{result.stderr[-3000:]}")
+
+    def exec(self, config_path, message, timeout=45):
+        """`openclaw agent exec`: one isolated turn. Returns (exit code, JSON)."""
+        return self.run(config_path, "agent", "exec", "--config", str(config_path),
+                        "--cwd", str(self.world / "workspace"), "--timeout", str(timeout), message)
+
+    def turn(self, config_path, session_key, message):
+        """`openclaw agent --local --session-key K`: a turn of a persistent session. Returns the reply."""
+        code, out = self.run(config_path, "agent", "--local", "--session-key", session_key, "-m", message)
+        assert code == 0, f"exit {code}: {out}"
+        return out["payloads"][0]["text"]
+
+
+def history(reply):
+    """`turn N of conversation U`, fake_claude's answer to `history` → (N, U)."""
+    found = re.fullmatch(r"turn (\d+) of conversation (\S+)", reply)
+    assert found, f"not an answer to `history`: {reply!r}"
+    return int(found.group(1)), found.group(2)
+
+
+def agents_of(conversation):
+    """The argv of every fake_claude process working on `conversation`."""
+    return [argv for argv in processes_of(FAKE_CLAUDE).values() if conversation in argv]
+
+
+def agents_configured_in(claude_dir):
+    """The fake_claude processes whose CLAUDE_CONFIG_DIR is `claude_dir`."""
+    wanted = f"CLAUDE_CONFIG_DIR={claude_dir}".encode()
+    found = []
+    for pid in processes_of(FAKE_CLAUDE):
+        with contextlib.suppress(OSError):
+            if wanted in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                found.append(pid)
+    return found
+
+
+# --- the OpenClaw checks ---------------------------------------------------------------------------------
+
+def exec_final_is_the_reply(openclaw, config):
+    # Streamed word by word by the agent: OpenClaw must put the deltas back together, byte for byte.
+    reply = 'Hello from "OpenClaw", ünïcode ✓ and a\\backslash'
+    code, out = openclaw.exec(config, f"stream {reply}")
+    assert code == 0, out
+    assert out["final"] == reply, f"{out['final']!r} != {reply!r}"
+
+
+def session_key_keeps_its_agent(openclaw, config):
+    first = history(openclaw.turn(config, "agent:main:conformance-1", "history"))
+    second = history(openclaw.turn(config, "agent:main:conformance-1", "history"))
+    conversation = first[1]
+    assert (first[0], second) == (1, (2, conversation)), f"{first} then {second}"
+    # Started once with --session-id (a restarted process would have been given --resume) and still there.
+    agents = agents_of(conversation)
+    assert len(agents) == 1 and "--session-id" in agents[0], agents
+
+    other = history(openclaw.turn(config, "agent:main:conformance-2", "history"))
+    assert other[0] == 1 and other[1] != conversation, other
+    assert len(agents_of(other[1])) == 1, "the second session key has its own agent process"
+    assert len(agents_of(conversation)) == 1, "the first session's agent is still there"
+
+
+def heartbeat_outlasts_provider_timeout(openclaw, bridge):
+    # The agent is silent for 6 s; OpenClaw gives up after 3 s without a chunk, unless heartbeats come.
+    config = openclaw.write_config("slow", OpenClaw.config(bridge.url, openclaw.world / "workspace",
+                                                           timeoutSeconds=3))
+    code, out = openclaw.exec(config, "slow 6000 worth the wait")
+    assert code == 0, out
+    assert out["final"] == "echo: worth the wait", out["final"]
+
+
+def timeout_without_heartbeat_fails(openclaw, bridge):
+    """The control for the check above: the same turn against a bridge that sends no heartbeats."""
+    config = openclaw.write_config("slow-silent", OpenClaw.config(bridge.url, openclaw.world / "workspace",
+                                                                  timeoutSeconds=3))
+    code, out = openclaw.exec(config, "slow 6000 worth the wait")
+    assert code == 2 and out["status"] == "timeout", f"exit {code}: {out}"
+
+
+def local_service_starts_and_stops_the_bridge(openclaw, world):
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}/v1"
+    # Its own state and agents' config directory, so that what this bridge did can be told apart; the
+    # workspace is OpenClaw's, as for the others.
+    own = world / "local-service"
+    (own / "claude").mkdir(parents=True)
+    (own / "workspace").symlink_to(world / "workspace")
+    config = openclaw.write_config("local-service", OpenClaw.config(base_url, world / "workspace", localService={
+        "command": str(BRIDGE),
+        "args": bridge_args(f"127.0.0.1:{port}", own),
+        "env": {"CLAUDE_CONFIG_DIR": str(own / "claude")},
+        # OpenClaw probes it with the provider's key: a 200 needs the key to be accepted on /v1/models.
+        "healthUrl": f"{base_url}/models",
+        "readyTimeoutMs": 30000,
+    }))
+    assert not port_open(port), "nothing listens before OpenClaw starts the bridge"
+    code, out = openclaw.exec(config, "hello from a local service")
+    assert code == 0, out
+    assert out["final"] == "echo: hello from a local service", out["final"]
+    # The bridge OpenClaw started served the turn: its state file names the session.
+    sessions = json.loads((own / "state" / "sessions.json").read_text())["sessions"]
+    assert [s["key"].split(":")[:3] for s in sessions] == [["agent", "main", "explicit"]], sessions
+    # OpenClaw stopped it when it exited, and the bridge stopped its agent.
+    assert not port_open(port), "the bridge still listens after OpenClaw exited"
+    assert not agents_configured_in(own / "claude"), "an agent outlived its bridge"
+
+
+# --- the run ---------------------------------------------------------------------------------------------
+
+def main(only):
+    suite = Suite(only)
+    with tempfile.TemporaryDirectory(prefix="synthesis-conformance-") as tmp:
+        world = Path(tmp)
+        for directory in ("workspace", "claude"):
+            (world / directory).mkdir()
+        bridge = Bridge(world, "--heartbeat", "1s")
+        try:
+            sdk_env = {**os.environ, "BRIDGE_URL": bridge.url, "BRIDGE_KEY": KEY}
+            suite.client_script("python sdk", [sys.executable, str(HERE / "openai_python.py")],
+                                {**sdk_env, "PYTHONPATH": os.environ["SYNTHESIS_OPENAI_PYTHONPATH"]})
+            suite.client_script("node sdk", [str(NODE_BIN / "node"), str(HERE / "openai_node.cjs")],
+                                {**sdk_env, "NODE_PATH": os.environ["SYNTHESIS_OPENAI_NODE_MODULES"]})
+
+            openclaw = OpenClaw(world)
+            config = openclaw.write_config("provider", OpenClaw.config(bridge.url, world / "workspace"))
+            suite.check("openclaw exec: .final is the reply", exec_final_is_the_reply, openclaw, config)
+            suite.check("openclaw session key: one agent process and conversation each",
+                        session_key_keeps_its_agent, openclaw, config)
+            suite.check("openclaw timeoutSeconds 3, agent silent 6 s: heartbeats keep it waiting",
+                        heartbeat_outlasts_provider_timeout, openclaw, bridge)
+        finally:
+            bridge.stop()
+
+        silent = Bridge(world, "--heartbeat", "off")
+        try:
+            suite.check("control: without heartbeats the same turn times out",
+                        timeout_without_heartbeat_fails, openclaw, silent)
+        finally:
+            silent.stop()
+
+        suite.check("openclaw localService: starts the bridge, probes /v1/models, runs a turn, stops it",
+                    local_service_starts_and_stops_the_bridge, openclaw, world)
+
+    print(f"{suite.passed} passed, {suite.failed} failed")
+    return 1 if suite.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
