@@ -67,6 +67,15 @@ def processes_of(program):
     return found
 
 
+def side_world(world, name):
+    """A world for a second bridge: its own state and agents' config directory, so that what it did can be
+    told apart; the workspace is the main world's, the one OpenClaw works in."""
+    side = world / name
+    (side / "claude").mkdir(parents=True)
+    (side / "workspace").symlink_to(world / "workspace")
+    return side
+
+
 def bridge_env(world):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNTHESIS_")}
     env["CLAUDE_CONFIG_DIR"] = str(world / "claude")
@@ -90,7 +99,7 @@ class Bridge:
     """The `bridge` binary, started on a free port; stopped with SIGTERM, as a service manager would."""
 
     def __init__(self, world, *extra):
-        self.log = world / f"bridge-{len(list(world.glob('bridge-*.log')))}.log"
+        self.log = world / "bridge.log"
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [str(BRIDGE), *bridge_args("127.0.0.1:0", world, *extra)],
@@ -107,6 +116,14 @@ class Bridge:
     def stop(self):
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def running(bridge):
+    try:
+        yield bridge
+    finally:
+        bridge.stop()
 
 
 class Suite:
@@ -168,6 +185,8 @@ class OpenClaw:
         settings = world / "workspace" / ".openclaw" / "settings.json"
         settings.parent.mkdir(parents=True, exist_ok=True)
         settings.write_text(json.dumps({"retry": {"provider": {"maxRetries": 0}}}))
+        # When each session key last had a turn, for the idle reset policy.
+        self.last_turn = {}
 
     @staticmethod
     def config(base_url, workspace, **provider):
@@ -216,6 +235,7 @@ class OpenClaw:
     def turn(self, config_path, session_key, message):
         """`openclaw agent --local --session-key K`: a turn of a persistent session. Returns the reply."""
         code, out = self.run(config_path, "agent", "--local", "--session-key", session_key, "-m", message)
+        self.last_turn[session_key] = time.monotonic()
         assert code == 0, f"exit {code}: {out}"
         return out["payloads"][0]["text"]
 
@@ -230,6 +250,12 @@ def history(reply):
 def agents_of(conversation):
     """The argv of every fake_claude process working on `conversation`."""
     return [argv for argv in processes_of(FAKE_CLAUDE).values() if conversation in argv]
+
+
+def conversation_of(world, session_key):
+    """The agent conversation the bridge's state file gives `session_key`."""
+    sessions = json.loads((world / "state" / "sessions.json").read_text())["sessions"]
+    return next(s["conversation_id"] for s in sessions if s["key"] == session_key)
 
 
 def agents_configured_in(claude_dir):
@@ -268,6 +294,26 @@ def session_key_keeps_its_agent(openclaw, config):
     assert len(agents_of(conversation)) == 1, "the first session's agent is still there"
 
 
+def new_conversation_starts_a_new_agent_conversation(openclaw, config):
+    """OpenClaw gives a session a new sessionId when its reset policy finds the session stale. (In 2026.9.6
+    its /new and /reset keep the sessionId: they clear the history in place.) The shortest policy is one
+    idle minute, used here for one turn of the first session key, which has been idle meanwhile."""
+    key = "agent:main:conformance-1"
+    if key not in openclaw.last_turn:  # run on its own
+        history(openclaw.turn(config, key, "history"))
+    before = conversation_of(openclaw.world, key)
+    idle = json.loads(config.read_text())
+    idle["session"] = {"reset": {"mode": "idle", "idleMinutes": 1}}
+    idle_config = openclaw.write_config("idle-reset", idle)
+    time.sleep(max(0.0, openclaw.last_turn[key] + 62 - time.monotonic()))
+    turn, conversation = history(openclaw.turn(idle_config, key, "history"))
+    assert turn == 1 and conversation != before, f"turn {turn} of {conversation}, before: {before}"
+    assert conversation_of(openclaw.world, key) == conversation
+    assert not agents_of(before), "the old conversation's agent was stopped"
+    agents = agents_of(conversation)
+    assert len(agents) == 1 and "--session-id" in agents[0], agents
+
+
 def heartbeat_outlasts_provider_timeout(openclaw, bridge):
     # The agent is silent for 6 s; OpenClaw gives up after 3 s without a chunk, unless heartbeats come.
     config = openclaw.write_config("slow", OpenClaw.config(bridge.url, openclaw.world / "workspace",
@@ -288,11 +334,7 @@ def timeout_without_heartbeat_fails(openclaw, bridge):
 def local_service_starts_and_stops_the_bridge(openclaw, world):
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
-    # Its own state and agents' config directory, so that what this bridge did can be told apart; the
-    # workspace is OpenClaw's, as for the others.
-    own = world / "local-service"
-    (own / "claude").mkdir(parents=True)
-    (own / "workspace").symlink_to(world / "workspace")
+    own = side_world(world, "local-service")
     config = openclaw.write_config("local-service", OpenClaw.config(base_url, world / "workspace", localService={
         "command": str(BRIDGE),
         "args": bridge_args(f"127.0.0.1:{port}", own),
@@ -321,8 +363,7 @@ def main(only):
         world = Path(tmp)
         for directory in ("workspace", "claude"):
             (world / directory).mkdir()
-        bridge = Bridge(world, "--heartbeat", "1s")
-        try:
+        with running(Bridge(world, "--heartbeat", "1s")) as bridge:
             sdk_env = {**os.environ, "BRIDGE_URL": bridge.url, "BRIDGE_KEY": KEY}
             suite.client_script("python sdk", [sys.executable, str(HERE / "openai_python.py")],
                                 {**sdk_env, "PYTHONPATH": os.environ["SYNTHESIS_OPENAI_PYTHONPATH"]})
@@ -336,18 +377,18 @@ def main(only):
                         session_key_keeps_its_agent, openclaw, config)
             suite.check("openclaw timeoutSeconds 3, agent silent 6 s: heartbeats keep it waiting",
                         heartbeat_outlasts_provider_timeout, openclaw, bridge)
-        finally:
-            bridge.stop()
-
-        silent = Bridge(world, "--heartbeat", "off")
-        try:
-            suite.check("control: without heartbeats the same turn times out",
-                        timeout_without_heartbeat_fails, openclaw, silent)
-        finally:
-            silent.stop()
-
-        suite.check("openclaw localService: starts the bridge, probes /v1/models, runs a turn, stops it",
-                    local_service_starts_and_stops_the_bridge, openclaw, world)
+            with running(Bridge(side_world(world, "silent"), "--heartbeat", "off")) as silent:
+                suite.check("control: without heartbeats the same turn times out",
+                            timeout_without_heartbeat_fails, openclaw, silent)
+            suite.check("openclaw localService: starts the bridge, probes /v1/models, runs a turn, stops it",
+                        local_service_starts_and_stops_the_bridge, openclaw, world)
+            # Last, so that the minute it waits for has mostly gone by in the checks above.
+            suite.check("openclaw new sessionId in a session: a new agent conversation",
+                        new_conversation_starts_a_new_agent_conversation, openclaw, config)
+        if suite.failed:
+            for log in sorted(world.rglob("bridge.log")):
+                tail = log.read_text(errors="replace").splitlines()[-80:]
+                print(f"--- {log.relative_to(world)} (last {len(tail)} lines) ---", *tail, sep="\n")
 
     print(f"{suite.passed} passed, {suite.failed} failed")
     return 1 if suite.failed else 0
