@@ -32,6 +32,7 @@ import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+PLUGIN = HERE.parent.parent / "integrations" / "openclaw-plugin"
 BRIDGE = Path(os.environ["SYNTHESIS_BRIDGE"])
 FAKE_CLAUDE = Path(os.environ["SYNTHESIS_FAKE_CLAUDE"])
 NODE_BIN = Path(os.environ["SYNTHESIS_NODE_BIN"])
@@ -177,9 +178,9 @@ class Suite:
 class OpenClaw:
     """OpenClaw's CLI with its own home, quiet and offline, configured with the bridge as provider `bridge`."""
 
-    def __init__(self, world):
+    def __init__(self, world, home="openclaw-home"):
         self.world = world
-        self.home = world / "openclaw-home"
+        self.home = world / home
         self.home.mkdir(exist_ok=True)
         # Tests want one request per turn: no retries of failed model calls (OpenClaw makes 8-9 by default).
         settings = world / "workspace" / ".openclaw" / "settings.json"
@@ -208,8 +209,7 @@ class OpenClaw:
         path.write_text(json.dumps(config, indent=2))
         return path
 
-    def run(self, config_path, *args):
-        """Runs `openclaw ARGS… --json`; returns (exit code, parsed JSON output)."""
+    def env(self, config_path):
         env = dict(os.environ)
         env.update({
             "PATH": f"{NODE_BIN}:{env['PATH']}",
@@ -218,8 +218,15 @@ class OpenClaw:
             "OPENCLAW_NO_AUTO_UPDATE": "1", "DO_NOT_TRACK": "1", "OPENCLAW_DISABLE_BONJOUR": "1",
             "NO_COLOR": "1",
         })
+        return env
+
+    def command(self, *args):
+        return [str(NODE_BIN / "node"), str(OPENCLAW), *args]
+
+    def run(self, config_path, *args):
+        """Runs `openclaw ARGS… --json`; returns (exit code, parsed JSON output)."""
         result = subprocess.run(
-            [str(NODE_BIN / "node"), str(OPENCLAW), *args, "--json"], env=env, cwd=self.world / "workspace",
+            self.command(*args, "--json"), env=self.env(config_path), cwd=self.world / "workspace",
             capture_output=True, text=True, timeout=OPENCLAW_PATIENCE,
         )
         try:
@@ -355,6 +362,54 @@ def local_service_starts_and_stops_the_bridge(openclaw, world):
     assert not agents_configured_in(own / "claude"), "an agent outlived its bridge"
 
 
+def plugin_runs_the_bridge_under_the_gateway(world):
+    """The third way: the project's OpenClaw plugin runs the bridge as a service of `openclaw gateway run`;
+    a turn sent through the gateway reaches it, and stopping the gateway stops the bridge."""
+    openclaw = OpenClaw(world, home="gateway-home")
+    own = side_world(world, "plugin")
+    bridge_port, gateway_port = free_port(), free_port()
+    config = OpenClaw.config(f"http://127.0.0.1:{bridge_port}/v1", world / "workspace")
+    config["plugins"] = {
+        "load": {"paths": [str(PLUGIN)]},
+        # Plugins from a path start with the gateway only when enabled explicitly.
+        "entries": {"synthesis-bridge": {"enabled": True, "config": {
+            "command": str(BRIDGE),
+            "args": bridge_args(f"127.0.0.1:{bridge_port}", own),
+            "env": {"CLAUDE_CONFIG_DIR": str(own / "claude")},
+        }}},
+    }
+    config["gateway"] = {"mode": "local", "port": gateway_port, "bind": "loopback",
+                         "auth": {"mode": "token", "token": "gateway-token"}}
+    # OpenClaw writes beside its config: give it a directory of its own.
+    config_path = openclaw.home / ".openclaw" / "openclaw.json"
+    config_path.parent.mkdir(parents=True)
+    config_path.write_text(json.dumps(config, indent=2))
+
+    log_path = world / "plugin" / "gateway.log"
+    with open(log_path, "wb") as log:
+        gateway = subprocess.Popen(openclaw.command("gateway", "run"), env=openclaw.env(config_path),
+                                   cwd=world / "workspace", stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + OPENCLAW_PATIENCE
+        while not ("[gateway] ready" in log_path.read_text(errors="replace") and port_open(bridge_port)):
+            assert gateway.poll() is None and time.monotonic() < deadline, \
+                f"no gateway with a bridge:\n{log_path.read_text(errors='replace')[-3000:]}"
+            time.sleep(0.2)
+        code, out = openclaw.run(config_path, "agent", "--session-key", "agent:main:plugin",
+                                 "-m", "hello through the gateway")
+        assert code == 0, out
+        assert out["result"]["payloads"][0]["text"] == "echo: hello through the gateway", out
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        try:
+            gateway.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+            raise
+    assert not port_open(bridge_port), "the bridge still listens after the gateway stopped"
+    assert not agents_configured_in(own / "claude"), "an agent outlived its bridge"
+
+
 # --- the run ---------------------------------------------------------------------------------------------
 
 def main(only):
@@ -382,11 +437,13 @@ def main(only):
                             timeout_without_heartbeat_fails, openclaw, silent)
             suite.check("openclaw localService: starts the bridge, probes /v1/models, runs a turn, stops it",
                         local_service_starts_and_stops_the_bridge, openclaw, world)
+            suite.check("openclaw plugin: the gateway runs the bridge, a turn goes through, stopping stops it",
+                        plugin_runs_the_bridge_under_the_gateway, world)
             # Last, so that the minute it waits for has mostly gone by in the checks above.
             suite.check("openclaw new sessionId in a session: a new agent conversation",
                         new_conversation_starts_a_new_agent_conversation, openclaw, config)
         if suite.failed:
-            for log in sorted(world.rglob("bridge.log")):
+            for log in sorted([*world.rglob("bridge.log"), *world.rglob("gateway.log")]):
                 tail = log.read_text(errors="replace").splitlines()[-80:]
                 print(f"--- {log.relative_to(world)} (last {len(tail)} lines) ---", *tail, sep="\n")
 
