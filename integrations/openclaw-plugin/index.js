@@ -7,8 +7,6 @@ import { definePluginEntry } from "openclaw/plugin-sdk/plugin-entry";
 
 // What the bridge prints on standard error once it accepts requests.
 const READY_LINE = "bridge ready:";
-// The bridge finishes open turns for up to its --shutdown-grace (10 s by default) before it exits.
-const STOP_TIMEOUT_MS = 20_000;
 
 export default definePluginEntry({
   id: "synthesis-bridge",
@@ -16,17 +14,26 @@ export default definePluginEntry({
   description: "Runs synthesis-bridge as a background service of the OpenClaw gateway",
   register(api) {
     let bridge;
+    let stopAfter;
     api.registerService({
       id: "synthesis-bridge",
       // Awaited at gateway start-up; OpenClaw sets no limit of its own on a first start.
       async start(ctx) {
-        const { command, args = [], env = {}, readyTimeoutMs = 30_000 } = api.pluginConfig ?? {};
+        const {
+          command,
+          args = [],
+          env = {},
+          readyTimeoutMs = 30_000,
+          // The bridge finishes open turns for up to its --shutdown-grace (10 s by default) before it exits.
+          stopTimeoutMs = 20_000,
+        } = api.pluginConfig ?? {};
+        stopAfter = stopTimeoutMs;
         const child = spawn(command, args, {
           env: { ...process.env, ...env },
           stdio: ["ignore", "inherit", "pipe"],
         });
         bridge = child;
-        await new Promise((resolve, reject) => {
+        const ready = new Promise((resolve, reject) => {
           let seen = "";
           const timer = setTimeout(
             () => reject(new Error(`synthesis-bridge not ready after ${readyTimeoutMs} ms`)),
@@ -50,6 +57,14 @@ export default definePluginEntry({
             reject(new Error(`synthesis-bridge exited before it was ready (code ${code}, signal ${signal})`));
           });
         });
+        try {
+          await ready;
+        } catch (err) {
+          // Not left for stop(): OpenClaw waits only 5 s for that after a failed start.
+          bridge = undefined;
+          child.kill("SIGKILL");
+          throw err;
+        }
         child.once("exit", (code, signal) => {
           if (bridge === child) ctx.logger.warn(`synthesis-bridge exited (code ${code}, signal ${signal})`);
         });
@@ -62,7 +77,7 @@ export default definePluginEntry({
         if (!child || child.exitCode !== null || child.signalCode !== null) return;
         const exited = new Promise((resolve) => child.once("exit", resolve));
         child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), STOP_TIMEOUT_MS);
+        const timer = setTimeout(() => child.kill("SIGKILL"), stopAfter);
         await exited;
         clearTimeout(timer);
         ctx.logger.info("synthesis-bridge stopped");

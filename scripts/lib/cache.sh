@@ -16,13 +16,17 @@ install_into() {
     mkdir -p "$(dirname "$dir")"
     local staging
     staging=$(mktemp -d "$(dirname "$dir")/.$(basename "$dir").XXXXXX")
+    # An interrupted install leaves nothing behind.
+    trap "rm -rf '$staging'" EXIT
     if ! "$@" "$staging" >&2; then
         rm -rf "$staging"
+        trap - EXIT
         echo "installing $(basename "$dir") failed" >&2
         return 1
     fi
-    rm -rf "$dir"
-    mv "$staging" "$dir"
+    # Another run sharing the cache may have finished the same install meanwhile: then its copy stays.
+    mv -T "$staging" "$dir" 2>/dev/null || rm -rf "$staging"
+    trap - EXIT
 }
 
 # npm_into SPEC... DIR: npm installs the packages SPEC... under DIR/node_modules.

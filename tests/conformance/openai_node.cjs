@@ -94,6 +94,8 @@ const checks = {
       }
     });
     assert.ok(err instanceof OpenAI.APIError, String(err));
+    // Thrown from the stream's final chunk: the response itself was a 200.
+    assert.equal(err.status, undefined);
     assert.match(err.message, /the workspace is on fire/);
   },
 };

@@ -77,6 +77,29 @@ def side_world(world, name):
     return side
 
 
+def stop(process, signal_to=None):
+    """SIGTERM, and SIGKILL if that has not worked in 30 s. `signal_to` sends to a whole process group."""
+    send = signal_to or process.send_signal
+    send(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        process.wait()
+        raise
+
+
+def kill_bridges_of(world):
+    """Kills what a bridge started by OpenClaw left running (after a failed check) and its agents."""
+    for pid, argv in processes_of(BRIDGE).items():
+        if str(world / "state") in argv:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    for pid in agents_configured_in(world / "claude"):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def bridge_env(world):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNTHESIS_")}
     env["CLAUDE_CONFIG_DIR"] = str(world / "claude")
@@ -109,14 +132,14 @@ class Bridge:
         deadline = time.monotonic() + 30
         while not (ready := re.search(r"bridge ready: POST http://([\d.:]+)/", self.log.read_text())):
             if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
                 raise RuntimeError(f"the bridge did not start:\n{self.log.read_text()}")
             time.sleep(0.05)
         self.addr = ready.group(1)
         self.url = f"http://{self.addr}/v1"
 
     def stop(self):
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=30)
+        stop(self.process)
 
 
 @contextlib.contextmanager
@@ -167,12 +190,8 @@ class Suite:
                             line.split(":", 1)[1] if ":" in line else "")
             elif counted and line.startswith("    "):
                 print(line, flush=True)
-        if result.returncode != 0 and not self.failed_in(result.stdout):
+        if counted == 0 or (result.returncode != 0 and "not ok - " not in result.stdout):
             self.report(False, f"{name} ran", f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
-
-    @staticmethod
-    def failed_in(stdout):
-        return any(line.startswith("not ok - ") for line in stdout.splitlines())
 
 
 class OpenClaw:
@@ -210,7 +229,8 @@ class OpenClaw:
         return path
 
     def env(self, config_path):
-        env = dict(os.environ)
+        # Without the run's SYNTHESIS_* variables, which the bridges OpenClaw starts would read as options.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SYNTHESIS_")}
         env.update({
             "PATH": f"{NODE_BIN}:{env['PATH']}",
             "HOME": str(self.home), "OPENCLAW_HOME": str(self.home),
@@ -321,21 +341,30 @@ def new_conversation_starts_a_new_agent_conversation(openclaw, config):
     assert len(agents) == 1 and "--session-id" in agents[0], agents
 
 
+# The agent stays silent for SILENCE; OpenClaw gives up after TIMEOUT without a chunk (the first included,
+# so TIMEOUT leaves room for starting the agent) unless heartbeats come.
+TIMEOUT, SILENCE = 5, 10
+
+
 def heartbeat_outlasts_provider_timeout(openclaw, bridge):
-    # The agent is silent for 6 s; OpenClaw gives up after 3 s without a chunk, unless heartbeats come.
     config = openclaw.write_config("slow", OpenClaw.config(bridge.url, openclaw.world / "workspace",
-                                                           timeoutSeconds=3))
-    code, out = openclaw.exec(config, "slow 6000 worth the wait")
+                                                           timeoutSeconds=TIMEOUT))
+    code, out = openclaw.exec(config, f"slow {SILENCE * 1000} worth the wait")
     assert code == 0, out
     assert out["final"] == "echo: worth the wait", out["final"]
 
 
-def timeout_without_heartbeat_fails(openclaw, bridge):
-    """The control for the check above: the same turn against a bridge that sends no heartbeats."""
-    config = openclaw.write_config("slow-silent", OpenClaw.config(bridge.url, openclaw.world / "workspace",
-                                                                  timeoutSeconds=3))
-    code, out = openclaw.exec(config, "slow 6000 worth the wait")
+def timeout_without_heartbeat_fails(openclaw, world):
+    """The control for the check above: the same turn against a bridge that sends no heartbeats fails after
+    one timeout (OpenClaw's retries are off), long before exec's own limit."""
+    with running(Bridge(side_world(world, "silent"), "--heartbeat", "off")) as silent:
+        config = openclaw.write_config("slow-silent", OpenClaw.config(silent.url, world / "workspace",
+                                                                      timeoutSeconds=TIMEOUT))
+        started = time.monotonic()
+        code, out = openclaw.exec(config, f"slow {SILENCE * 1000} worth the wait", timeout=60)
+        took = time.monotonic() - started
     assert code == 2 and out["status"] == "timeout", f"exit {code}: {out}"
+    assert took < 30, f"took {took:.0f} s: OpenClaw retried, or waited for exec's --timeout"
 
 
 def local_service_starts_and_stops_the_bridge(openclaw, world):
@@ -351,15 +380,20 @@ def local_service_starts_and_stops_the_bridge(openclaw, world):
         "readyTimeoutMs": 30000,
     }))
     assert not port_open(port), "nothing listens before OpenClaw starts the bridge"
-    code, out = openclaw.exec(config, "hello from a local service")
-    assert code == 0, out
-    assert out["final"] == "echo: hello from a local service", out["final"]
-    # The bridge OpenClaw started served the turn: its state file names the session.
-    sessions = json.loads((own / "state" / "sessions.json").read_text())["sessions"]
-    assert [s["key"].split(":")[:3] for s in sessions] == [["agent", "main", "explicit"]], sessions
-    # OpenClaw stopped it when it exited, and the bridge stopped its agent.
-    assert not port_open(port), "the bridge still listens after OpenClaw exited"
-    assert not agents_configured_in(own / "claude"), "an agent outlived its bridge"
+    try:
+        code, out = openclaw.exec(config, "hello from a local service")
+        assert code == 0, out
+        assert out["final"] == "echo: hello from a local service", out["final"]
+        # The bridge OpenClaw started served the turn: its state file names the session, and its agent
+        # wrote its transcript under the config directory given to it.
+        sessions = json.loads((own / "state" / "sessions.json").read_text())["sessions"]
+        assert [s["key"].split(":")[:3] for s in sessions] == [["agent", "main", "explicit"]], sessions
+        assert list((own / "claude").rglob("*.jsonl")), "no transcript from the bridge's agent"
+        # OpenClaw stopped it when it exited, and the bridge stopped its agent.
+        assert not port_open(port), "the bridge still listens after OpenClaw exited"
+        assert not agents_configured_in(own / "claude"), "an agent outlived its bridge"
+    finally:
+        kill_bridges_of(own)
 
 
 def plugin_runs_the_bridge_under_the_gateway(world):
@@ -387,8 +421,10 @@ def plugin_runs_the_bridge_under_the_gateway(world):
 
     log_path = world / "plugin" / "gateway.log"
     with open(log_path, "wb") as log:
+        # Its own process group, so that a gateway killed after a failed check takes its bridge along.
         gateway = subprocess.Popen(openclaw.command("gateway", "run"), env=openclaw.env(config_path),
-                                   cwd=world / "workspace", stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                                   cwd=world / "workspace", stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                   start_new_session=True)
     try:
         deadline = time.monotonic() + OPENCLAW_PATIENCE
         while not ("[gateway] ready" in log_path.read_text(errors="replace") and port_open(bridge_port)):
@@ -399,15 +435,15 @@ def plugin_runs_the_bridge_under_the_gateway(world):
                                  "-m", "hello through the gateway")
         assert code == 0, out
         assert out["result"]["payloads"][0]["text"] == "echo: hello through the gateway", out
+        assert agents_configured_in(own / "claude"), "the plugin's bridge runs the session's agent"
+        # SIGTERM to the gateway alone: the plugin stops the bridge.
+        stop(gateway)
+        assert not port_open(bridge_port), "the bridge still listens after the gateway stopped"
+        assert not agents_configured_in(own / "claude"), "an agent outlived its bridge"
     finally:
-        gateway.send_signal(signal.SIGTERM)
-        try:
-            gateway.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            gateway.kill()
-            raise
-    assert not port_open(bridge_port), "the bridge still listens after the gateway stopped"
-    assert not agents_configured_in(own / "claude"), "an agent outlived its bridge"
+        if gateway.poll() is None:
+            stop(gateway, signal_to=lambda sig: os.killpg(gateway.pid, sig))
+        kill_bridges_of(own)
 
 
 # --- the run ---------------------------------------------------------------------------------------------
@@ -430,11 +466,10 @@ def main(only):
             suite.check("openclaw exec: .final is the reply", exec_final_is_the_reply, openclaw, config)
             suite.check("openclaw session key: one agent process and conversation each",
                         session_key_keeps_its_agent, openclaw, config)
-            suite.check("openclaw timeoutSeconds 3, agent silent 6 s: heartbeats keep it waiting",
+            suite.check(f"openclaw timeoutSeconds {TIMEOUT}, agent silent {SILENCE} s: heartbeats keep it waiting",
                         heartbeat_outlasts_provider_timeout, openclaw, bridge)
-            with running(Bridge(side_world(world, "silent"), "--heartbeat", "off")) as silent:
-                suite.check("control: without heartbeats the same turn times out",
-                            timeout_without_heartbeat_fails, openclaw, silent)
+            suite.check("openclaw control: without heartbeats the same turn times out",
+                        timeout_without_heartbeat_fails, openclaw, world)
             suite.check("openclaw localService: starts the bridge, probes /v1/models, runs a turn, stops it",
                         local_service_starts_and_stops_the_bridge, openclaw, world)
             suite.check("openclaw plugin: the gateway runs the bridge, a turn goes through, stopping stops it",
@@ -448,6 +483,9 @@ def main(only):
                 print(f"--- {log.relative_to(world)} (last {len(tail)} lines) ---", *tail, sep="\n")
 
     print(f"{suite.passed} passed, {suite.failed} failed")
+    if suite.passed + suite.failed == 0:
+        print(f"no check's name contains any of {only}")
+        return 1
     return 1 if suite.failed else 0
 
 
