@@ -17,6 +17,7 @@
 //! |---|---|
 //! | `slow MS TEXT` | `echo: TEXT` after MS milliseconds |
 //! | `stream TEXT…` | each word as its own `reply` frame with `final: false`, then an empty final one |
+//! | `stamp N` | N `final: false` replies 2 ms apart, each the time it was sent (µs since the epoch) and a space |
 //! | `plain TEXT` | no reply tool: `TEXT` is only the `Stop` hook's `last_assistant_message` |
 //! | `legacy TEXT` | a seed-era reply: no `message_id`, no `final` |
 //! | `error TEXT` | an `error` frame |
@@ -136,7 +137,8 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let url = std::env::var("SYNTHESIS_WS_URL")?;
-    let (socket, _) = tokio_tungstenite::connect_async(&url).await?;
+    // No Nagle, as the real channel plugin: replies leave at once.
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(&url, None, true).await?;
     let (mut sink, mut source) = socket.split();
     let hello = PluginFrame::Hello {
         pid: Some(std::process::id()),
@@ -271,6 +273,16 @@ impl Session {
                 for word in rest.split_inclusive(' ') {
                     let _ = out.send(reply(word.to_owned(), Some(false), true));
                     tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let _ = out.send(reply(String::new(), Some(true), true));
+            }
+            "stamp" => {
+                for _ in 0..rest.parse().unwrap_or(10) {
+                    let sent = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default();
+                    let _ = out.send(reply(format!("{} ", sent.as_micros()), Some(false), true));
+                    tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 let _ = out.send(reply(String::new(), Some(true), true));
             }

@@ -176,7 +176,7 @@ impl Inner {
             return Err(BackendError::unavailable("the bridge is shutting down"));
         }
         slot.touch();
-        let mut record = self.record(&turn).await;
+        let (stored, mut record) = self.record(&turn).await;
 
         let fits = guard
             .as_ref()
@@ -193,10 +193,14 @@ impl Inner {
             );
         }
         record.started = true;
-        record.turns += 1;
-        record.last_used_at = now_in_millis();
-        if let Err(err) = self.store.put(record).await {
-            warn!(session = %turn.session, %err, "cannot save the session; a restarted bridge will start a new conversation");
+        // Saved only when a restart would need it: a new session, conversation or workspace. Saving on
+        // every turn (a file rewrite and two disk flushes, under the store's lock) cost a few milliseconds
+        // per turn and serialized all sessions (examples/load.rs).
+        if stored.as_ref() != Some(&record) {
+            record.last_used_at = now_in_millis();
+            if let Err(err) = self.store.put(record).await {
+                warn!(session = %turn.session, %err, "cannot save the session; a restarted bridge will start a new conversation");
+            }
         }
 
         let (events, mut reply) = mpsc::channel(EVENT_BUFFER);
@@ -215,8 +219,9 @@ impl Inner {
         })))
     }
 
-    /// The session's record, updated for this turn: a new client conversation starts a new Claude one.
-    async fn record(&self, turn: &Turn) -> SessionRecord {
+    /// The session's stored record, and the record updated for this turn: a new client conversation
+    /// starts a new Claude one.
+    async fn record(&self, turn: &Turn) -> (Option<SessionRecord>, SessionRecord) {
         let stored = match self.store.get(&turn.session).await {
             Ok(stored) => stored,
             Err(err) => {
@@ -224,8 +229,9 @@ impl Inner {
                 None
             }
         };
-        let mut record =
-            stored.unwrap_or_else(|| SessionRecord::new(turn.session.clone(), &turn.workspace));
+        let mut record = stored
+            .clone()
+            .unwrap_or_else(|| SessionRecord::new(turn.session.clone(), &turn.workspace));
         if let Some(conversation) = &turn.meta.conversation
             && record.client_conversation.as_ref() != Some(conversation)
         {
@@ -237,7 +243,7 @@ impl Inner {
             }
         }
         record.workspace = turn.workspace.clone();
-        record
+        (stored, record)
     }
 
     /// Whether a running agent can take a turn of `record` in `workspace`.

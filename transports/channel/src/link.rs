@@ -157,7 +157,10 @@ async fn connection(
     connected: &watch::Sender<Option<u64>>,
 ) -> Ended {
     let lost = |reason: String, was_up: bool| Ended::Lost { reason, was_up };
-    let mut socket = match tokio_tungstenite::connect_async(config.ws_url.as_str()).await {
+    // No Nagle: a reply is a small frame that must leave at once, not wait for the bridge's ACK.
+    let connecting =
+        tokio_tungstenite::connect_async_with_config(config.ws_url.as_str(), None, true);
+    let mut socket = match connecting.await {
         Ok((socket, _)) => socket,
         Err(error) => {
             return lost(

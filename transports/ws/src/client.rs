@@ -49,7 +49,8 @@ pub async fn report_turn_end(
         error: end.error,
     };
     let exchange = async {
-        let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        // No Nagle: the report is one small frame, then a wait for the acknowledgement.
+        let (mut socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .map_err(|source| ReportError::Connect {
                 url: url.to_owned(),
