@@ -72,10 +72,11 @@ pub struct SessionRecord {
     /// When the session was first seen.
     #[serde(with = "rfc3339")]
     pub created_at: SystemTime,
-    /// When the session last ran a turn.
+    /// When the record was last saved by a turn. Backends need not save on every turn: the Claude
+    /// backend saves when a session, conversation or workspace is new.
     #[serde(with = "rfc3339")]
     pub last_used_at: SystemTime,
-    /// How many turns it has run.
+    /// A count of turns a backend may keep; the Claude backend does not (it would take a save per turn).
     pub turns: u64,
 }
 
