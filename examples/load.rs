@@ -158,6 +158,8 @@ impl BridgeUnderLoad {
 #[derive(Debug, Default)]
 struct Report {
     sessions: usize,
+    turns_per_session: usize,
+    /// Turns of the load that were answered correctly.
     turns: usize,
     first_turns: Vec<Duration>,
     latencies: Vec<Duration>,
@@ -173,6 +175,7 @@ struct Report {
 async fn run(args: &Args, bridge: &BridgeUnderLoad) -> anyhow::Result<Report> {
     let mut report = Report {
         sessions: args.sessions,
+        turns_per_session: args.turns,
         rss_before_kib: bridge.memory("VmRSS")?,
         ..Report::default()
     };
@@ -357,8 +360,7 @@ impl std::fmt::Display for Report {
         writeln!(
             f,
             "sessions {} x turns {}",
-            self.sessions,
-            self.turns / self.sessions.max(1)
+            self.sessions, self.turns_per_session
         )?;
         writeln!(
             f,

@@ -28,7 +28,6 @@ import sys
 import tempfile
 import time
 import traceback
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -100,10 +99,13 @@ def kill_bridges_of(world):
             os.kill(pid, signal.SIGKILL)
 
 
+def environment_without_synthesis_variables():
+    """This run's environment minus its SYNTHESIS_* variables, which a bridge would read as options."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("SYNTHESIS_")}
+
+
 def bridge_env(world):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNTHESIS_")}
-    env["CLAUDE_CONFIG_DIR"] = str(world / "claude")
-    return env
+    return {**environment_without_synthesis_variables(), "CLAUDE_CONFIG_DIR": str(world / "claude")}
 
 
 def bridge_args(listen, world, *extra):
@@ -229,8 +231,8 @@ class OpenClaw:
         return path
 
     def env(self, config_path):
-        # Without the run's SYNTHESIS_* variables, which the bridges OpenClaw starts would read as options.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SYNTHESIS_")}
+        # The bridges OpenClaw starts inherit it.
+        env = environment_without_synthesis_variables()
         env.update({
             "PATH": f"{NODE_BIN}:{env['PATH']}",
             "HOME": str(self.home), "OPENCLAW_HOME": str(self.home),
