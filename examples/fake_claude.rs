@@ -163,7 +163,7 @@ async fn main() -> anyhow::Result<()> {
     // Whether the prompt in progress is still being answered (ESC interrupts it) rather than running its
     // Stop hooks (the prompt is over; ESC does nothing).
     let answering = Arc::new(AtomicBool::new(false));
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<PluginFrame>();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outgoing>();
     loop {
         if busy.is_none()
             && let Some((content, meta)) = queue.pop_front()
@@ -189,10 +189,12 @@ async fn main() -> anyhow::Result<()> {
                 Some(_) => {}
                 None => return Ok(()),
             },
-            frame = out_rx.recv() => {
-                let frame = frame.expect("we hold a sender");
-                sink.send(Message::text(frame.to_text())).await?;
-            }
+            outgoing = out_rx.recv() => match outgoing.expect("we hold a sender") {
+                Outgoing::Frame(frame) => sink.send(Message::text(frame.to_text())).await?,
+                Outgoing::Flushed(written) => {
+                    let _ = written.send(());
+                }
+            },
             done = async { busy.as_mut().expect("guarded").await }, if busy.is_some() => {
                 busy = None;
                 done?;
@@ -236,9 +238,12 @@ impl Session {
         self,
         content: String,
         meta: Value,
-        out: mpsc::UnboundedSender<PluginFrame>,
+        out: mpsc::UnboundedSender<Outgoing>,
         answering: Arc<AtomicBool>,
     ) {
+        let send = |frame: PluginFrame| {
+            let _ = out.send(Outgoing::Frame(frame));
+        };
         let message_id = meta["message_id"].as_str().unwrap_or_default().to_owned();
         let chat_id = meta["chat_id"].as_str().unwrap_or_default();
         let prompt_id = uuid::Uuid::new_v4().to_string();
@@ -267,31 +272,31 @@ impl Session {
             "slow" => {
                 let (ms, text) = rest.split_once(' ').unwrap_or((rest, ""));
                 tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(1000))).await;
-                let _ = out.send(reply(format!("echo: {text}"), Some(true), true));
+                send(reply(format!("echo: {text}"), Some(true), true));
             }
             "stream" => {
                 for word in rest.split_inclusive(' ') {
-                    let _ = out.send(reply(word.to_owned(), Some(false), true));
+                    send(reply(word.to_owned(), Some(false), true));
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                let _ = out.send(reply(String::new(), Some(true), true));
+                send(reply(String::new(), Some(true), true));
             }
             "stamp" => {
                 for _ in 0..rest.parse().unwrap_or(10) {
                     let sent = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .unwrap_or_default();
-                    let _ = out.send(reply(format!("{} ", sent.as_micros()), Some(false), true));
+                    send(reply(format!("{} ", sent.as_micros()), Some(false), true));
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                let _ = out.send(reply(String::new(), Some(true), true));
+                send(reply(String::new(), Some(true), true));
             }
             "plain" => last_words = rest.to_owned(),
             "legacy" => {
-                let _ = out.send(reply(format!("echo: {rest}"), None, false));
+                send(reply(format!("echo: {rest}"), None, false));
             }
             "error" => {
-                let _ = out.send(PluginFrame::Error {
+                send(PluginFrame::Error {
                     message: rest.to_owned(),
                 });
             }
@@ -301,14 +306,14 @@ impl Session {
                 failed = true;
             }
             "history" => {
-                let _ = out.send(reply(
+                send(reply(
                     format!("turn {} of conversation {}", earlier + 1, self.id),
                     Some(true),
                     true,
                 ));
             }
             "pid" => {
-                let _ = out.send(reply(std::process::id().to_string(), Some(true), true));
+                send(reply(std::process::id().to_string(), Some(true), true));
             }
             "crash" => {
                 say("\nfatal: simulated crash\n");
@@ -316,11 +321,17 @@ impl Session {
             }
             "silent" => std::future::pending::<()>().await,
             _ => {
-                let _ = out.send(reply(format!("echo: {content}"), Some(true), true));
+                send(reply(format!("echo: {content}"), Some(true), true));
             }
         }
         self.record(json!({"promptId": prompt_id, "type": "assistant", "message": {"role": "assistant", "content": last_words}}));
         answering.store(false, Ordering::SeqCst);
+        // The real plugin's reply tool returns once its frame is written, and Claude Code runs the Stop
+        // hooks after that: the frames above leave before any hook starts.
+        let (written, flushed) = tokio::sync::oneshot::channel();
+        if out.send(Outgoing::Flushed(written)).is_ok() {
+            let _ = flushed.await;
+        }
         let mut input = json!({
             "session_id": self.id,
             "transcript_path": self.transcript,
@@ -367,6 +378,14 @@ async fn run_hook(command: &str, input: &Value) {
         let _ = stdin.write_all(input.to_string().as_bytes()).await;
     }
     let _ = child.wait().await;
+}
+
+/// What the answering task hands the connection's writer.
+enum Outgoing {
+    /// A frame to send.
+    Frame(PluginFrame),
+    /// Tell the answering task once every frame before this one has been written.
+    Flushed(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The commands of the `event` hooks in `--settings`.

@@ -131,7 +131,9 @@ pub enum ChannelEvent {
     /// The plugin reconnected after a [`ChannelEvent::Disconnected`].
     Reconnected,
     /// The agent finished working on a message (Claude Code's `Stop` hook reported it), whether or not it
-    /// answered through the plugin.
+    /// answered through the plugin. A transport delivers it after every [`ChannelEvent::Reply`] the
+    /// plugin sent before the agent finished, even when the report travels another way than the replies:
+    /// a backend may take a report that finds no reply to mean the agent answered without the plugin.
     TurnEnded(TurnEnd),
 }
 

@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use crate::WsConfig;
 use crate::protocol::{BridgeFrame, PATH, PluginFrame, close};
 use crate::registry::{Attachment, Registry, Session};
+use crate::turn_end_order::TurnEndOrder;
 
 type Sink = SplitSink<WebSocketStream<TcpStream>, Message>;
 type Source = SplitStream<WebSocketStream<TcpStream>>;
@@ -66,18 +67,31 @@ pub(crate) async fn serve(
                 )
                 .await;
             };
-            let attachment = session.attach().await;
-            if sink.send(text(&BridgeFrame::HelloAck)).await.is_err() {
-                return attachment
-                    .detach(Some("the connection broke during the handshake".into()))
-                    .await;
+            let mut attachment = session.attach().await;
+            let mut order = TurnEndOrder::default();
+            let reason = if sink.send(text(&BridgeFrame::HelloAck)).await.is_ok() {
+                attachment.mark_connected().await;
+                info!(session = %session.key, ?pid, "plugin connected");
+                let reason = relay(
+                    sink,
+                    source,
+                    &mut attachment,
+                    &mut order,
+                    &config,
+                    &shutdown,
+                )
+                .await;
+                info!(session = %session.key, ?pid, reason = reason.as_deref().unwrap_or("closed by the bridge"), "plugin disconnected");
+                reason
+            } else {
+                Some("the connection broke during the handshake".into())
+            };
+            // Reports still waiting for a pong go after the news that the connection is gone: whatever
+            // the plugin had sent before them is lost with it, so a held report must not end the turn.
+            let unread = attachment.detach(reason).await;
+            for end in order.release_all().chain(unread) {
+                let _ = session.events.send(ChannelEvent::TurnEnded(end)).await;
             }
-            attachment.mark_connected().await;
-            info!(session = %session.key, ?pid, "plugin connected");
-            let mut attachment = attachment;
-            let reason = relay(sink, source, &mut attachment, &config, &shutdown).await;
-            info!(session = %session.key, ?pid, reason = reason.as_deref().unwrap_or("closed by the bridge"), "plugin disconnected");
-            attachment.detach(reason).await;
         }
         Ok(Some(PluginFrame::TurnEnd {
             openclaw_session,
@@ -98,7 +112,7 @@ pub(crate) async fn serve(
             debug!(session = %session.key, ?message_id, "the agent ended a turn");
             let mut end = TurnEnd::new(message_id, last_assistant_message);
             end.error = error;
-            let _ = session.events.send(ChannelEvent::TurnEnded(end)).await;
+            session.report_turn_end(end).await;
             let _ = sink.send(text(&BridgeFrame::TurnEndAck)).await;
             close_with(&mut sink, CloseCode::Normal, "reported").await;
         }
@@ -121,12 +135,14 @@ async fn relay(
     mut sink: Sink,
     mut source: Source,
     attachment: &mut Attachment,
+    order: &mut TurnEndOrder,
     config: &WsConfig,
     shutdown: &CancellationToken,
 ) -> Option<String> {
     let session = &attachment.session;
     let replaced = &attachment.replaced;
     let messages = &mut attachment.messages;
+    let turn_ends = &mut attachment.turn_ends;
     let mut ping = tokio::time::interval(config.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
@@ -154,7 +170,7 @@ async fn relay(
                 alive = true;
                 match frame {
                     Some(Ok(Message::Text(payload))) => {
-                        if let Err(reason) = handle(&mut sink, session, payload.as_str()).await {
+                        if let Err(reason) = handle(&mut sink, session, order, payload.as_str()).await {
                             return Some(reason);
                         }
                     }
@@ -180,6 +196,15 @@ async fn relay(
                     return Some(format!("cannot deliver a message: {err}"));
                 }
             }
+            Some(end) = turn_ends.recv() => {
+                let Some(end) = order.report(end) else {
+                    if let Err(err) = sink.send(text(&BridgeFrame::Ping)).await {
+                        return Some(format!("cannot send a ping: {err}"));
+                    }
+                    continue;
+                };
+                let _ = session.events.send(ChannelEvent::TurnEnded(end)).await;
+            }
             _ = ping.tick() => {
                 if !alive {
                     let reason = format!("no pong within {:?}", config.ping_interval);
@@ -187,6 +212,7 @@ async fn relay(
                     return Some(reason);
                 }
                 alive = false;
+                order.pinged();
                 if let Err(err) = sink.send(text(&BridgeFrame::Ping)).await {
                     return Some(format!("cannot send a ping: {err}"));
                 }
@@ -196,7 +222,12 @@ async fn relay(
 }
 
 /// Acts on one text frame. A malformed or unexpected frame is logged and ignored.
-async fn handle(sink: &mut Sink, session: &Session, payload: &str) -> Result<(), String> {
+async fn handle(
+    sink: &mut Sink,
+    session: &Session,
+    order: &mut TurnEndOrder,
+    payload: &str,
+) -> Result<(), String> {
     let frame = match serde_json::from_str::<PluginFrame>(payload) {
         Ok(frame) => frame,
         Err(err) => {
@@ -209,11 +240,15 @@ async fn handle(sink: &mut Sink, session: &Session, payload: &str) -> Result<(),
             content,
             is_final,
             message_id,
-        } => ChannelEvent::Reply(ReplyFrame {
-            content,
-            last: is_final.unwrap_or(true),
-            message_id,
-        }),
+        } => {
+            let frame = ReplyFrame {
+                content,
+                last: is_final.unwrap_or(true),
+                message_id,
+            };
+            order.relayed(&frame);
+            ChannelEvent::Reply(frame)
+        }
         PluginFrame::Error { message } => ChannelEvent::Error { message },
         PluginFrame::Ping => {
             return sink
@@ -221,7 +256,12 @@ async fn handle(sink: &mut Sink, session: &Session, payload: &str) -> Result<(),
                 .await
                 .map_err(|err| format!("cannot send a pong: {err}"));
         }
-        PluginFrame::Pong => return Ok(()),
+        PluginFrame::Pong => {
+            for end in order.ponged() {
+                let _ = session.events.send(ChannelEvent::TurnEnded(end)).await;
+            }
+            return Ok(());
+        }
         other => {
             warn!(session = %session.key, frame = ?other, "ignored a frame that has no place on an open connection");
             return Ok(());

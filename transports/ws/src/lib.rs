@@ -11,7 +11,10 @@
 //! - a malformed or unknown frame is logged and ignored; a frame over the size limit closes the
 //!   connection;
 //! - a connection that stops answering pings is closed, and the backend hears
-//!   [`ChannelEvent::Disconnected`](synthesis_bridge::transport::ChannelEvent::Disconnected) at once.
+//!   [`ChannelEvent::Disconnected`](synthesis_bridge::transport::ChannelEvent::Disconnected) at once;
+//! - a `turn_end` report reaches the backend after every reply the plugin sent before the agent
+//!   finished, although the two come over different connections (a ping round trip on the plugin's
+//!   connection orders them when the report comes first).
 //!
 //! # Example
 //!
@@ -40,6 +43,7 @@ pub mod client;
 mod connection;
 pub mod protocol;
 mod registry;
+mod turn_end_order;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};

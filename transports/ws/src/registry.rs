@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use synthesis_bridge::SessionKey;
 use synthesis_bridge::transport::{
-    ChannelEvent, ChannelLink, ChannelTicket, InboundMessage, LinkPeer, TransportError,
+    ChannelEvent, ChannelLink, ChannelTicket, InboundMessage, LinkPeer, TransportError, TurnEnd,
 };
 use tokio::sync::{OwnedMutexGuard, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -40,13 +40,23 @@ pub(crate) struct Session {
     connected: watch::Sender<bool>,
     /// Whether a plugin has ever said hello; `accept` waits for it.
     greeted: watch::Sender<bool>,
-    /// The connection that currently serves the session: its number, and how to cancel it when a newer
-    /// one takes over.
-    current: Mutex<Option<(u64, CancellationToken)>>,
+    /// The connection that currently serves the session.
+    current: Mutex<Option<Current>>,
     /// Numbers connections, so a replaced one can tell it is no longer current.
     attachments: AtomicU64,
     /// Fired when the registration is revoked or replaced.
     pub(crate) ended: CancellationToken,
+}
+
+/// How to reach the connection that serves a session.
+#[derive(Debug)]
+struct Current {
+    /// Its number.
+    id: u64,
+    /// Cancels it when a newer one takes over.
+    replaced: CancellationToken,
+    /// Hands it the `turn_end` reports, which it delivers in order with its plugin's replies.
+    turn_ends: mpsc::UnboundedSender<TurnEnd>,
 }
 
 /// A connection's claim on its session: while it lives, this connection is the one that serves it.
@@ -57,6 +67,8 @@ pub(crate) struct Attachment {
     pub(crate) messages: OwnedMutexGuard<mpsc::Receiver<InboundMessage>>,
     /// Fired when a newer connection replaces this one.
     pub(crate) replaced: CancellationToken,
+    /// The session's `turn_end` reports, while this connection serves it.
+    pub(crate) turn_ends: mpsc::UnboundedReceiver<TurnEnd>,
 }
 
 impl Registry {
@@ -163,8 +175,14 @@ impl Session {
     pub(crate) async fn attach(self: &Arc<Self>) -> Attachment {
         let id = self.attachments.fetch_add(1, Ordering::Relaxed);
         let replaced = CancellationToken::new();
-        if let Some((_, previous)) = self.lock_current().replace((id, replaced.clone())) {
-            previous.cancel();
+        let (turn_end_tx, turn_ends) = mpsc::unbounded_channel();
+        let current = Current {
+            id,
+            replaced: replaced.clone(),
+            turn_ends: turn_end_tx,
+        };
+        if let Some(previous) = self.lock_current().replace(current) {
+            previous.replaced.cancel();
         }
         // The replaced connection lets go of the queue as it closes.
         let messages = self.messages.clone().lock_owned().await;
@@ -173,10 +191,26 @@ impl Session {
             session: self.clone(),
             messages,
             replaced,
+            turn_ends,
         }
     }
 
-    fn lock_current(&self) -> std::sync::MutexGuard<'_, Option<(u64, CancellationToken)>> {
+    /// Passes on the agent's report that it finished a message. The connection serving the session
+    /// delivers it behind every reply its plugin sent first (see `turn_end_order`); with none, nothing
+    /// can overtake it and it goes straight to the backend.
+    pub(crate) async fn report_turn_end(&self, end: TurnEnd) {
+        let end = match self.lock_current().as_ref() {
+            Some(current) => match current.turn_ends.send(end) {
+                Ok(()) => return,
+                // That connection is closing and no longer takes reports.
+                Err(mpsc::error::SendError(end)) => end,
+            },
+            None => end,
+        };
+        let _ = self.events.send(ChannelEvent::TurnEnded(end)).await;
+    }
+
+    fn lock_current(&self) -> std::sync::MutexGuard<'_, Option<Current>> {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -193,27 +227,35 @@ impl Attachment {
     }
 
     /// Ends this connection's service. Unless a newer connection took over, the session is now
-    /// disconnected and the backend hears why.
-    pub(crate) async fn detach(self, reason: Option<String>) {
+    /// disconnected and the backend hears why. Returns the `turn_end` reports that came for this
+    /// connection after it stopped reading them, for the caller to deliver.
+    pub(crate) async fn detach(mut self, reason: Option<String>) -> Vec<TurnEnd> {
         let still_current = {
             let mut current = self.session.lock_current();
-            let mine = current.as_ref().is_some_and(|(id, _)| *id == self.id);
+            let mine = current
+                .as_ref()
+                .is_some_and(|current| current.id == self.id);
             if mine {
                 *current = None;
             }
             mine
         };
-        if !still_current {
-            return;
+        // No report can come for this connection any more: it is no longer the current one.
+        let mut unread = Vec::new();
+        while let Ok(end) = self.turn_ends.try_recv() {
+            unread.push(end);
         }
-        self.session.connected.send_replace(false);
-        if let Some(reason) = reason {
-            let _ = self
-                .session
-                .events
-                .send(ChannelEvent::Disconnected { reason })
-                .await;
+        if still_current {
+            self.session.connected.send_replace(false);
+            if let Some(reason) = reason {
+                let _ = self
+                    .session
+                    .events
+                    .send(ChannelEvent::Disconnected { reason })
+                    .await;
+            }
         }
+        unread
     }
 }
 

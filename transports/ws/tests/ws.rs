@@ -237,10 +237,29 @@ async fn a_plugin_that_stops_answering_pings_is_dropped_and_may_reconnect() {
     assert!(link.is_connected());
 }
 
+/// Plays the plugin's part in ordering a report: reads the bridge's ping and answers it.
+async fn answer_ping(socket: &mut Socket) {
+    assert_eq!(next_json(socket).await["type"], "ping");
+    socket
+        .send(Message::text(r#"{"type":"pong"}"#))
+        .await
+        .unwrap();
+}
+
+async fn send_json(socket: &mut Socket, frame: Value) {
+    socket.send(Message::text(frame.to_string())).await.unwrap();
+}
+
+/// Asserts that nothing reaches the link for a while.
+async fn quiet(link: &mut ChannelLink) {
+    let waited = tokio::time::timeout(Duration::from_millis(200), link.recv()).await;
+    assert!(waited.is_err(), "unexpected event {waited:?}");
+}
+
 #[tokio::test]
 async fn turn_end_reports_reach_the_link_only_with_the_right_token() {
     let transport = transport(WsConfig::default()).await;
-    let (ticket, mut link, _socket) = connected(&transport, "s").await;
+    let (ticket, mut link, mut socket) = connected(&transport, "s").await;
 
     let refused = report_turn_end(&transport.endpoint(), "s", "forged", TurnEnd::default()).await;
     assert!(refused.is_err());
@@ -248,13 +267,93 @@ async fn turn_end_reports_reach_the_link_only_with_the_right_token() {
     report_turn_end(&transport.endpoint(), "s", &ticket.token, done.clone())
         .await
         .unwrap();
+    answer_ping(&mut socket).await;
     assert_eq!(next_event(&mut link).await, ChannelEvent::TurnEnded(done));
     // A failed turn carries its error.
     let failed = TurnEnd::new(Some("m-2".into()), None).failed("API Error: 529 overloaded");
     report_turn_end(&transport.endpoint(), "s", &ticket.token, failed.clone())
         .await
         .unwrap();
+    answer_ping(&mut socket).await;
     assert_eq!(next_event(&mut link).await, ChannelEvent::TurnEnded(failed));
+}
+
+/// The hook reports the end of message `m-1` before any reply to it came; returns the report once the
+/// bridge, holding it back, has pinged the plugin.
+async fn report_ahead_of_the_reply(
+    transport: &WsTransport,
+    ticket: &ChannelTicket,
+    link: &mut ChannelLink,
+    socket: &mut Socket,
+) -> TurnEnd {
+    let done = TurnEnd::new(Some("m-1".into()), Some("Sent my answer.".into()));
+    report_turn_end(&transport.endpoint(), "s", &ticket.token, done.clone())
+        .await
+        .unwrap();
+    quiet(link).await;
+    assert_eq!(next_json(socket).await["type"], "ping");
+    done
+}
+
+#[tokio::test]
+async fn a_turn_end_that_comes_before_the_reply_waits_behind_it() {
+    let transport = transport(WsConfig::default()).await;
+    let (ticket, mut link, mut socket) = connected(&transport, "s").await;
+
+    // The hook's report is read first, as it can be when the bridge is busy, while the plugin's reply was
+    // still on its way: it reaches the plugin's socket before the pong.
+    let done = report_ahead_of_the_reply(&transport, &ticket, &mut link, &mut socket).await;
+    send_json(
+        &mut socket,
+        json!({"type": "reply", "content": "The answer", "message_id": "m-1"}),
+    )
+    .await;
+    send_json(&mut socket, json!({"type": "pong"})).await;
+
+    let mut reply = ReplyFrame::last("The answer");
+    reply.message_id = Some("m-1".into());
+    assert_eq!(next_event(&mut link).await, ChannelEvent::Reply(reply));
+    assert_eq!(next_event(&mut link).await, ChannelEvent::TurnEnded(done));
+}
+
+#[tokio::test]
+async fn a_turn_end_after_its_final_reply_goes_at_once() {
+    let transport = transport(WsConfig::default()).await;
+    let (ticket, mut link, mut socket) = connected(&transport, "s").await;
+
+    send_json(
+        &mut socket,
+        json!({"type": "reply", "content": "The answer", "final": true, "message_id": "m-1"}),
+    )
+    .await;
+    assert!(matches!(
+        next_event(&mut link).await,
+        ChannelEvent::Reply(_)
+    ));
+    let done = TurnEnd::new(Some("m-1".into()), None);
+    report_turn_end(&transport.endpoint(), "s", &ticket.token, done.clone())
+        .await
+        .unwrap();
+    // The plugin answers no ping, and none was needed.
+    assert_eq!(next_event(&mut link).await, ChannelEvent::TurnEnded(done));
+    let frame = tokio::time::timeout(Duration::from_millis(200), socket.next()).await;
+    assert!(frame.is_err(), "the bridge sent {frame:?}");
+}
+
+#[tokio::test]
+async fn a_held_turn_end_comes_after_the_news_that_its_plugin_is_gone() {
+    let transport = transport(WsConfig::default()).await;
+    let (ticket, mut link, mut socket) = connected(&transport, "s").await;
+
+    let done = report_ahead_of_the_reply(&transport, &ticket, &mut link, &mut socket).await;
+    socket.close(None).await.unwrap();
+
+    // Whatever the plugin had sent is lost with it: the turn must fail, not end with the hook's words.
+    assert!(matches!(
+        next_event(&mut link).await,
+        ChannelEvent::Disconnected { .. }
+    ));
+    assert_eq!(next_event(&mut link).await, ChannelEvent::TurnEnded(done));
 }
 
 #[tokio::test]
