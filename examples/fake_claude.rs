@@ -32,14 +32,15 @@
 //! model would, so the table works the same behind OpenClaw.
 //!
 //! `FAKE_CLAUDE_STARTUP=login` stops at a login screen and never connects; `FAKE_CLAUDE_NO_PONG=1`
-//! ignores the bridge's pings.
+//! ignores the bridge's pings; `FAKE_CLAUDE_SKIP_HOOKS=1` runs no hooks, which only a measurement of what
+//! they cost should want (`load --skip-stop-hooks`).
 
 use std::collections::VecDeque;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -152,10 +153,12 @@ async fn main() -> anyhow::Result<()> {
     let ignore_pings = std::env::var("FAKE_CLAUDE_NO_PONG").is_ok();
     let session = Session {
         id: id.clone(),
-        transcript,
         cwd,
         hooks: hook_commands(args.settings.as_ref(), "Stop"),
         failure_hooks: hook_commands(args.settings.as_ref(), "StopFailure"),
+        prompts: Arc::new(AtomicUsize::new(prompts_in(&transcript))),
+        skip_hooks: std::env::var_os("FAKE_CLAUDE_SKIP_HOOKS").is_some(),
+        transcript,
     };
     let mut plugin_connected = true;
     let mut queue: VecDeque<(String, Value)> = VecDeque::new();
@@ -229,6 +232,11 @@ struct Session {
     cwd: PathBuf,
     hooks: Vec<String>,
     failure_hooks: Vec<String>,
+    /// The prompts the transcript holds: counted once at start, then kept up to date.
+    prompts: Arc<AtomicUsize>,
+    /// `FAKE_CLAUDE_SKIP_HOOKS`: run no hooks (to measure what they cost; the bridge then learns of no
+    /// turn's end but through its reply).
+    skip_hooks: bool,
 }
 
 impl Session {
@@ -247,13 +255,7 @@ impl Session {
         let message_id = meta["message_id"].as_str().unwrap_or_default().to_owned();
         let chat_id = meta["chat_id"].as_str().unwrap_or_default();
         let prompt_id = uuid::Uuid::new_v4().to_string();
-        let earlier = std::fs::read_to_string(&self.transcript)
-            .map(|text| {
-                text.lines()
-                    .filter(|l| l.contains("\"promptId\"") && l.contains("<channel"))
-                    .count()
-            })
-            .unwrap_or(0);
+        let earlier = self.prompts.fetch_add(1, Ordering::SeqCst);
         let tag = format!(
             "<channel source=\"synthesis\" chat_id=\"{chat_id}\" message_id=\"{message_id}\">\n{content}\n</channel>"
         );
@@ -348,7 +350,7 @@ impl Session {
         } else {
             &self.hooks
         };
-        for hook in hooks {
+        for hook in hooks.iter().filter(|_| !self.skip_hooks) {
             run_hook(hook, &input).await;
         }
     }
@@ -378,6 +380,17 @@ async fn run_hook(command: &str, input: &Value) {
         let _ = stdin.write_all(input.to_string().as_bytes()).await;
     }
     let _ = child.wait().await;
+}
+
+/// How many channel prompts a transcript holds.
+fn prompts_in(transcript: &Path) -> usize {
+    std::fs::read_to_string(transcript)
+        .map(|text| {
+            text.lines()
+                .filter(|l| l.contains("\"promptId\"") && l.contains("<channel"))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// What the answering task hands the connection's writer.
