@@ -15,6 +15,9 @@
 //! target/release/examples/load --sessions 50 --turns 200
 //! ```
 //!
+//! `--seed benches/seed` runs the seed bridge (the original TypeScript one, see benches/seed/README.md)
+//! under `--seed-runtime` instead, with the same agent, turns and checks; scripts/bench-compare runs both.
+//!
 //! The client runs on one thread, so that it takes at most one of the machine's cores from the bridge and
 //! the agents. BENCHMARKS.md has the figures and the commands that produced them.
 
@@ -52,6 +55,12 @@ struct Args {
     /// The agent. Default: `fake_claude` beside this program.
     #[arg(long)]
     agent: Option<PathBuf>,
+    /// Load the seed bridge in this directory (benches/seed: its `main.ts`) instead of `--bridge`.
+    #[arg(long)]
+    seed: Option<PathBuf>,
+    /// What runs the seed's `main.ts` (bun, which the seed was written for; its `ws` module must be found).
+    #[arg(long, default_value = "bun")]
+    seed_runtime: PathBuf,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -66,7 +75,16 @@ fn main() -> anyhow::Result<()> {
         .clone()
         .map_or_else(|| beside("fake_claude"), Ok)?;
     let dir = tempfile::tempdir()?;
-    let mut bridge = BridgeUnderLoad::start(&bridge_bin, &agent_bin, dir.path(), args.sessions)?;
+    let mut bridge = match &args.seed {
+        Some(seed) => BridgeUnderLoad::start_seed(
+            seed,
+            &args.seed_runtime,
+            &agent_bin,
+            dir.path(),
+            args.sessions,
+        )?,
+        None => BridgeUnderLoad::start(&bridge_bin, &agent_bin, dir.path(), args.sessions)?,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -94,7 +112,7 @@ impl BridgeUnderLoad {
                 command.env_remove(name);
             }
         }
-        let mut child = command
+        command
             .args(["--listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0"])
             .arg("--claude-bin")
             .arg(agent)
@@ -104,12 +122,65 @@ impl BridgeUnderLoad {
             .arg(dir.join("state"))
             .args(["--max-processes", &(sessions + 8).to_string()])
             .args(["--process-idle", "1h", "--log", "warn,bridge=info"])
-            .env("CLAUDE_CONFIG_DIR", dir.join("claude"))
+            .env("CLAUDE_CONFIG_DIR", dir.join("claude"));
+        Self::ready(command)
+    }
+
+    /// The seed bridge, `runtime SEED/main.ts`. The seed spawns `claude` from PATH with `--resume` on the
+    /// session's conversation id from its session mapping: so `claude` is the agent here, and each session
+    /// of the load is mapped to a conversation that exists (an empty transcript), as a session the seed
+    /// has served before would be.
+    fn start_seed(
+        seed: &Path,
+        runtime: &Path,
+        agent: &Path,
+        dir: &Path,
+        sessions: usize,
+    ) -> anyhow::Result<Self> {
+        let workspace = dir.join("workspace");
+        let bin = dir.join("bin");
+        let projects = dir.join("claude").join("projects");
+        let transcripts = projects.join(workspace.to_string_lossy().replace(['/', '.'], "-"));
+        for made in [&workspace, &bin, &transcripts] {
+            std::fs::create_dir_all(made)?;
+        }
+        std::os::unix::fs::symlink(std::path::absolute(agent)?, bin.join("claude"))?;
+        let mut mapping = serde_json::Map::new();
+        for session in 0..sessions {
+            let id = uuid::Uuid::new_v4().to_string();
+            std::fs::write(transcripts.join(format!("{id}.jsonl")), "")?;
+            mapping.insert(
+                session_key(session),
+                json!({"claudeSessionUuid": id, "workspace": workspace}),
+            );
+        }
+        std::fs::write(dir.join("sessions.json"), Value::from(mapping).to_string())?;
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)))?;
+        let mut command = Command::new(runtime);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("SYNTHESIS_") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .arg(std::path::absolute(seed)?.join("main.ts"))
+            .current_dir(&workspace)
+            .env("PATH", path)
+            .env("SEED_SESSIONS", dir.join("sessions.json"))
+            .env("SEED_MAX_PROCESSES", (sessions + 8).to_string())
+            .env("CLAUDE_CONFIG_DIR", dir.join("claude"));
+        Self::ready(command)
+    }
+
+    /// Starts `command` and waits for its `bridge ready: POST http://ADDR/…` line.
+    fn ready(mut command: Command) -> anyhow::Result<Self> {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("starting {}", bridge.display()))?;
+            .with_context(|| format!("starting {}", command.get_program().display()))?;
         // Read up to the ready line, then keep draining (to our standard error) so the bridge never blocks.
         let mut stderr = std::io::BufReader::new(child.stderr.take().context("stderr")?);
         let addr = loop {
@@ -169,6 +240,8 @@ struct Report {
     rss_live_kib: u64,
     peak_rss_kib: u64,
     delta_lateness: Vec<Duration>,
+    /// How many content deltas carried the stamps (one each, unless the bridge holds deltas back).
+    stamp_deltas: usize,
     errors: Vec<String>,
 }
 
@@ -228,7 +301,10 @@ async fn run(args: &Args, bridge: &BridgeUnderLoad) -> anyhow::Result<Report> {
     if let Some(sender) = connections.first_mut() {
         for _ in 0..args.stamped_turns {
             match stamped_turn(sender).await {
-                Ok(lateness) => report.delta_lateness.extend(lateness),
+                Ok((lateness, deltas)) => {
+                    report.delta_lateness.extend(lateness);
+                    report.stamp_deltas += deltas;
+                }
                 Err(err) => report.errors.push(format!("stamped turn: {err:#}")),
             }
         }
@@ -261,16 +337,23 @@ async fn timed_turn(
     Ok(took)
 }
 
-/// A `stamp 20` turn: how long after its sending each delta was read.
-async fn stamped_turn(sender: &mut SendRequest<Full<Bytes>>) -> anyhow::Result<Vec<Duration>> {
-    let mut lateness = Vec::new();
+/// A `stamp 20` turn: how long after its sending each stamp was read, and in how many deltas they came (a
+/// bridge that holds deltas back sends several stamps in one).
+async fn stamped_turn(
+    sender: &mut SendRequest<Full<Bytes>>,
+) -> anyhow::Result<(Vec<Duration>, usize)> {
+    let (mut lateness, mut deltas) = (Vec::new(), 0);
     let answer = streamed_turn(sender, 0, "stamp 20", |delta| {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        if let Ok(sent) = delta.trim().parse::<u64>() {
-            lateness.push(now.saturating_sub(Duration::from_micros(sent)));
+        let before = lateness.len();
+        for stamp in delta.split_whitespace() {
+            if let Ok(sent) = stamp.parse::<u64>() {
+                lateness.push(now.saturating_sub(Duration::from_micros(sent)));
+            }
         }
+        deltas += usize::from(lateness.len() > before);
     })
     .await?;
     ensure!(
@@ -278,7 +361,7 @@ async fn stamped_turn(sender: &mut SendRequest<Full<Bytes>>) -> anyhow::Result<V
         "{} stamped deltas in {answer:?}",
         lateness.len()
     );
-    Ok(lateness)
+    Ok((lateness, deltas))
 }
 
 /// Sends `text` as session `session`'s streamed turn and reads the answer to `data: [DONE]`, calling
@@ -290,7 +373,7 @@ async fn streamed_turn(
     text: &str,
     mut on_delta: impl FnMut(&str),
 ) -> anyhow::Result<String> {
-    let body = json!({"model": "claude", "stream": true, "user": format!("load-{session}"),
+    let body = json!({"model": "claude", "stream": true, "user": session_key(session),
         "messages": [{"role": "user", "content": text}]});
     let request = Request::post("/v1/chat/completions")
         .header("host", "127.0.0.1")
@@ -338,6 +421,11 @@ async fn streamed_turn(
         "finish_reason {finish:?}"
     );
     Ok(answer)
+}
+
+/// The session key of session `session`: the request's `user`.
+fn session_key(session: usize) -> String {
+    format!("load-{session}")
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
@@ -399,10 +487,11 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "delta lateness  p50 {:.3} ms  p99 {:.3} ms ({} deltas)",
+            "delta lateness  p50 {:.3} ms  p99 {:.3} ms ({} stamps in {} deltas)",
             ms(percentile(&late, 50)),
             ms(percentile(&late, 99)),
-            late.len()
+            late.len(),
+            self.stamp_deltas
         )?;
         write!(f, "errors          {}", self.errors.len())?;
         for error in self.errors.iter().take(5) {
