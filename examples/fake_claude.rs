@@ -350,8 +350,10 @@ impl Session {
         } else {
             &self.hooks
         };
-        for hook in hooks.iter().filter(|_| !self.skip_hooks) {
-            run_hook(hook, &input).await;
+        if !self.skip_hooks {
+            for hook in hooks {
+                run_hook(hook, &input).await;
+            }
         }
     }
 

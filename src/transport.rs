@@ -134,6 +134,8 @@ pub enum ChannelEvent {
     /// answered through the plugin. A transport delivers it after every [`ChannelEvent::Reply`] the
     /// plugin sent before the agent finished, even when the report travels another way than the replies:
     /// a backend may take a report that finds no reply to mean the agent answered without the plugin.
+    /// (Replies lost with a dropped connection are the exception: the report then comes after
+    /// [`ChannelEvent::Disconnected`].)
     TurnEnded(TurnEnd),
 }
 

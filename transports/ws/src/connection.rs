@@ -86,11 +86,13 @@ pub(crate) async fn serve(
             } else {
                 Some("the connection broke during the handshake".into())
             };
-            // Reports still waiting for a pong go after the news that the connection is gone: whatever
-            // the plugin had sent before them is lost with it, so a held report must not end the turn.
+            // Reports still waiting for a pong go on after this connection is gone: to the connection that
+            // replaced it, which orders them behind what the plugin sends there; with none, after the
+            // news that the plugin is gone (what it had sent first is lost with the connection, so a held
+            // report must not look like the end of a turn that got no reply).
             let unread = attachment.detach(reason).await;
             for end in order.release_all().chain(unread) {
-                let _ = session.events.send(ChannelEvent::TurnEnded(end)).await;
+                session.report_turn_end(end).await;
             }
         }
         Ok(Some(PluginFrame::TurnEnd {
@@ -206,7 +208,10 @@ async fn relay(
                 let _ = session.events.send(ChannelEvent::TurnEnded(end)).await;
             }
             _ = ping.tick() => {
-                if !alive {
+                let report_stuck = order
+                    .holding_since()
+                    .is_some_and(|since| since.elapsed() >= config.ping_interval);
+                if !alive || report_stuck {
                     let reason = format!("no pong within {:?}", config.ping_interval);
                     close_with(&mut sink, close::NO_PONG.into(), "no pong").await;
                     return Some(reason);

@@ -9,6 +9,7 @@
 //! needs no such wait, which keeps the usual turn (reply, then `Stop`) free of the round trip.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use synthesis_bridge::transport::{ReplyFrame, TurnEnd};
 
@@ -17,8 +18,8 @@ use synthesis_bridge::transport::{ReplyFrame, TurnEnd};
 pub(crate) struct TurnEndOrder {
     pings_sent: u64,
     pongs_seen: u64,
-    /// Reports in arrival order, each with the number of pongs that releases it.
-    held: VecDeque<(u64, TurnEnd)>,
+    /// Reports in arrival order, each with the number of pongs that releases it and when it came.
+    held: VecDeque<(u64, Instant, TurnEnd)>,
     /// The message whose final reply was relayed last.
     last_answered: Option<String>,
 }
@@ -40,7 +41,7 @@ impl TurnEndOrder {
             return Some(end);
         }
         self.pings_sent += 1;
-        self.held.push_back((self.pings_sent, end));
+        self.held.push_back((self.pings_sent, Instant::now(), end));
         None
     }
 
@@ -51,18 +52,25 @@ impl TurnEndOrder {
 
     /// A pong arrived: the reports it releases, oldest first.
     pub(crate) fn ponged(&mut self) -> impl Iterator<Item = TurnEnd> + '_ {
-        self.pongs_seen += 1;
+        // A pong nobody asked for must not stand in for the answer to a ping sent later.
+        self.pongs_seen = (self.pongs_seen + 1).min(self.pings_sent);
         let released = self
             .held
             .iter()
-            .take_while(|(needed, _)| *needed <= self.pongs_seen)
+            .take_while(|(needed, ..)| *needed <= self.pongs_seen)
             .count();
-        self.held.drain(..released).map(|(_, end)| end)
+        self.held.drain(..released).map(|(.., end)| end)
     }
 
     /// Every report still held, oldest first (the connection is over; no pong will come).
     pub(crate) fn release_all(&mut self) -> impl Iterator<Item = TurnEnd> + '_ {
-        self.held.drain(..).map(|(_, end)| end)
+        self.held.drain(..).map(|(.., end)| end)
+    }
+
+    /// When the oldest report still held came in: a plugin that leaves it there for long does not answer
+    /// pings, however many other frames it sends.
+    pub(crate) fn holding_since(&self) -> Option<Instant> {
+        self.held.front().map(|(_, since, _)| *since)
     }
 }
 
@@ -100,6 +108,19 @@ mod tests {
         assert!(
             ids(order.ponged()).is_empty(),
             "that was the earlier ping's pong"
+        );
+        assert_eq!(ids(order.ponged()), ["m1"]);
+    }
+
+    #[test]
+    fn a_pong_nobody_asked_for_does_not_answer_a_later_ping() {
+        let mut order = TurnEndOrder::default();
+        assert!(ids(order.ponged()).is_empty(), "an unasked pong");
+        order.pinged();
+        assert_eq!(order.report(end("m1")), None);
+        assert!(
+            ids(order.ponged()).is_empty(),
+            "that answers the liveness ping, not the report's"
         );
         assert_eq!(ids(order.ponged()), ["m1"]);
     }

@@ -341,6 +341,32 @@ async fn a_turn_end_after_its_final_reply_goes_at_once() {
 }
 
 #[tokio::test]
+async fn a_held_turn_end_moves_to_the_connection_that_replaces_its_own() {
+    let transport = transport(WsConfig::default()).await;
+    let (ticket, mut link, mut socket) = connected(&transport, "s").await;
+    let done = report_ahead_of_the_reply(&transport, &ticket, &mut link, &mut socket).await;
+
+    // The plugin reconnects before it answers the ping; the report is now ordered on the new connection.
+    let mut again = plugin(&transport, "s", Some(&ticket.token)).await;
+    assert_eq!(next_json(&mut again).await["type"], "hello_ack");
+    assert_eq!(close_code(&mut socket).await, close::REPLACED);
+    assert_eq!(next_json(&mut again).await["type"], "ping");
+    quiet(&mut link).await;
+    send_json(
+        &mut again,
+        json!({"type": "reply", "content": "The answer", "message_id": "m-1"}),
+    )
+    .await;
+    send_json(&mut again, json!({"type": "pong"})).await;
+
+    assert!(matches!(
+        next_event(&mut link).await,
+        ChannelEvent::Reply(_)
+    ));
+    assert_eq!(next_event(&mut link).await, ChannelEvent::TurnEnded(done));
+}
+
+#[tokio::test]
 async fn a_held_turn_end_comes_after_the_news_that_its_plugin_is_gone() {
     let transport = transport(WsConfig::default()).await;
     let (ticket, mut link, mut socket) = connected(&transport, "s").await;
