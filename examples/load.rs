@@ -123,11 +123,6 @@ impl BridgeUnderLoad {
         let workspace = dir.join("workspace");
         std::fs::create_dir(&workspace)?;
         let mut command = Command::new(bridge);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("SYNTHESIS_") {
-                command.env_remove(name);
-            }
-        }
         command
             .args(["--listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0"])
             .arg("--claude-bin")
@@ -177,11 +172,6 @@ impl BridgeUnderLoad {
         let path = std::env::var_os("PATH").unwrap_or_default();
         let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)))?;
         let mut command = Command::new(runtime);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("SYNTHESIS_") {
-                command.env_remove(name);
-            }
-        }
         command
             .arg(std::path::absolute(seed)?.join("main.ts"))
             .current_dir(&workspace)
@@ -192,8 +182,14 @@ impl BridgeUnderLoad {
         Self::ready(command)
     }
 
-    /// Starts `command` and waits for its `bridge ready: POST http://ADDR/…` line.
+    /// Starts `command` and waits for its `bridge ready: POST http://ADDR/…` line. Settings meant for
+    /// another bridge (`SYNTHESIS_*` in our environment) are not passed on.
     fn ready(mut command: Command) -> anyhow::Result<Self> {
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("SYNTHESIS_") {
+                command.env_remove(name);
+            }
+        }
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())

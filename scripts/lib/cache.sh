@@ -43,3 +43,8 @@ pip_into() {
         --no-warn-conflicts --root-user-action=ignore \
         "${@:1:$#-1}"
 }
+
+# package_version PACKAGE_JSON: the version an installed npm package says it is.
+package_version() {
+    python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["version"])' "$1"
+}
