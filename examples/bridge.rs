@@ -8,9 +8,9 @@
 //! bridge resumes it. With `--agent-command`, each turn instead runs one shell command with the user's
 //! text on its standard input.
 //!
-//! The same binary plays the parts Claude Code runs on the bridge's behalf: `bridge hook stop` is the
-//! `Stop` hook that tells the bridge a prompt is finished, and `bridge channel` is the channel MCP server
-//! that carries messages into each `claude` and its replies back.
+//! The same binary plays the part Claude Code runs on the bridge's behalf: `bridge channel` is the channel
+//! MCP server that carries messages into each `claude` and its replies back. Claude Code's hooks report to
+//! the bridge over HTTP on `--ws-listen`.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -28,7 +28,6 @@ use synthesis_bridge::{AgentBackend, SessionKey};
 use synthesis_spawn::ProcessSpawner;
 use synthesis_store_json::JsonFileStore;
 use synthesis_transport_ws::{WsConfig, WsTransport};
-use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
@@ -47,18 +46,6 @@ enum Command {
     /// The channel MCP server Claude Code starts in every session the bridge runs (not for use by hand):
     /// MCP on standard input and output, the bridge over `SYNTHESIS_WS_URL`.
     Channel,
-    /// Claude Code hooks the bridge installs in the processes it starts (not for use by hand).
-    Hook {
-        #[command(subcommand)]
-        hook: Hook,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum Hook {
-    /// The `Stop` hook: reads Claude Code's hook JSON on standard input and tells the bridge the prompt
-    /// is finished.
-    Stop,
 }
 
 #[derive(Debug, clap::Args)]
@@ -181,7 +168,6 @@ struct Args {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Hook { hook: Hook::Stop }) => return stop_hook(),
         Some(Command::Channel) => return channel(),
         None => {}
     }
@@ -350,32 +336,6 @@ fn channel() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// `bridge hook stop`. Always exits 0: a failing `Stop` hook would disturb Claude Code, and the bridge
-/// copes without the report (a turn answered through the reply tool has ended already).
-fn stop_hook() -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("bridge hook stop: cannot start the async runtime: {error}");
-            return ExitCode::SUCCESS;
-        }
-    };
-    runtime.block_on(async {
-        let mut input = Vec::new();
-        if let Err(error) = tokio::io::stdin().read_to_end(&mut input).await {
-            eprintln!("bridge hook stop: cannot read the hook input: {error}");
-            return;
-        }
-        if let Err(error) = synthesis_backend_claude_cli::run_stop_hook(&input).await {
-            eprintln!("bridge hook stop: {error}");
-        }
-    });
-    ExitCode::SUCCESS
 }
 
 /// Resolves on the first SIGINT or SIGTERM. Both handlers are installed before this returns, so a signal

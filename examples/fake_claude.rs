@@ -6,9 +6,10 @@
 //! - draws the development-channels dialog (spaces as cursor moves, like the real TUI) and waits for `1`,
 //!   read from a raw terminal;
 //! - connects to `SYNTHESIS_WS_URL` and says hello with `SYNTHESIS_BRIDGE_TOKEN`;
-//! - writes each prompt to `$CLAUDE_CONFIG_DIR/projects/<cwd>/<U>.jsonl` with its `promptId`, answers, then
-//!   runs the `Stop` hooks from `--settings` with the hook JSON on standard input (`StopFailure` for a
-//!   prompt whose model request failed);
+//! - posts each prompt to the `UserPromptSubmit` hooks of `--settings` (`http` hooks, the header values'
+//!   `$VAR`s taken from the environment for the names in `allowedEnvVars`), drops a prompt a hook blocks,
+//!   writes the others to `$CLAUDE_CONFIG_DIR/projects/<cwd>/<U>.jsonl` with their `promptId`, answers, then
+//!   posts the `Stop` hooks (`StopFailure` for a prompt whose model request failed);
 //! - ESC interrupts the prompt in progress (no `Stop` follows); SIGTERM prints the resume hint, exits 143.
 //!
 //! What it answers depends on the message:
@@ -26,14 +27,15 @@
 //! | `pid` | its process id |
 //! | `crash` | prints `fatal: simulated crash` and exits 3 |
 //! | `silent` | nothing, until ESC |
+//! | `lost TEXT` | the first push of it is dropped, as Claude Code drops a push during an open tool call; then `echo: lost TEXT` |
+//! | `late MS TEXT` | its prompt starts MS milliseconds after the push; then `echo: late MS TEXT` |
 //! | anything else | `echo: <message>` |
 //!
 //! The timestamp OpenClaw puts before each message (`[Sat 2026-11-21 05:18 UTC] `) is read past, as a
 //! model would, so the table works the same behind OpenClaw.
 //!
 //! `FAKE_CLAUDE_STARTUP=login` stops at a login screen and never connects; `FAKE_CLAUDE_NO_PONG=1`
-//! ignores the bridge's pings; `FAKE_CLAUDE_SKIP_HOOKS=1` runs no hooks, which only a measurement of what
-//! they cost should want (`load --skip-stop-hooks`).
+//! ignores the bridge's pings.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -44,7 +46,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use synthesis_transport_ws::protocol::{BridgeFrame, PluginFrame};
 use tokio::io::AsyncReadExt;
@@ -154,13 +158,14 @@ async fn main() -> anyhow::Result<()> {
     let session = Session {
         id: id.clone(),
         cwd,
-        hooks: hook_commands(args.settings.as_ref(), "Stop"),
-        failure_hooks: hook_commands(args.settings.as_ref(), "StopFailure"),
+        hooks: Arc::new(Hooks::from_settings(args.settings.as_ref())),
         prompts: Arc::new(AtomicUsize::new(prompts_in(&transcript))),
-        skip_hooks: std::env::var_os("FAKE_CLAUDE_SKIP_HOOKS").is_some(),
+        seen: Arc::default(),
         transcript,
     };
     let mut plugin_connected = true;
+    // `lost` messages whose first push was dropped.
+    let mut dropped: Vec<String> = Vec::new();
     let mut queue: VecDeque<(String, Value)> = VecDeque::new();
     let mut busy: Option<tokio::task::JoinHandle<()>> = None;
     // Whether the prompt in progress is still being answered (ESC interrupts it) rather than running its
@@ -215,6 +220,12 @@ async fn main() -> anyhow::Result<()> {
                 match serde_json::from_str::<BridgeFrame>(text.as_str()) {
                     Ok(BridgeFrame::Ping) if !ignore_pings => sink.send(Message::text(PluginFrame::Pong.to_text())).await?,
                     Ok(BridgeFrame::Inbound(message)) => {
+                        if without_openclaw_timestamp(&message.content).starts_with("lost ")
+                            && !dropped.contains(&message.meta.message_id)
+                        {
+                            dropped.push(message.meta.message_id);
+                            continue;
+                        }
                         let meta = serde_json::to_value(&message.meta)?;
                         queue.push_back((message.content, meta));
                     }
@@ -230,13 +241,11 @@ struct Session {
     id: String,
     transcript: PathBuf,
     cwd: PathBuf,
-    hooks: Vec<String>,
-    failure_hooks: Vec<String>,
+    hooks: Arc<Hooks>,
     /// The prompts the transcript holds: counted once at start, then kept up to date.
     prompts: Arc<AtomicUsize>,
-    /// `FAKE_CLAUDE_SKIP_HOOKS`: run no hooks (to measure what they cost; the bridge then learns of no
-    /// turn's end but through its reply).
-    skip_hooks: bool,
+    /// The messages taken up so far (a `late` one is late only the first time).
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Session {
@@ -255,10 +264,42 @@ impl Session {
         let message_id = meta["message_id"].as_str().unwrap_or_default().to_owned();
         let chat_id = meta["chat_id"].as_str().unwrap_or_default();
         let prompt_id = uuid::Uuid::new_v4().to_string();
-        let earlier = self.prompts.fetch_add(1, Ordering::SeqCst);
         let tag = format!(
             "<channel source=\"synthesis\" chat_id=\"{chat_id}\" message_id=\"{message_id}\">\n{content}\n</channel>"
         );
+        let first_time = {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            let first = !seen.contains(&message_id);
+            seen.push(message_id.clone());
+            first
+        };
+        if let Some(delay) = without_openclaw_timestamp(&content)
+            .strip_prefix("late ")
+            .and_then(|rest| rest.split(' ').next()?.parse().ok())
+            .filter(|_| first_time)
+        {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let submitted = json!({
+            "session_id": self.id,
+            "transcript_path": self.transcript,
+            "cwd": self.cwd,
+            "prompt_id": prompt_id,
+            "hook_event_name": "UserPromptSubmit",
+            "prompt": tag,
+        });
+        // A blocked prompt is erased: nothing of it reaches the conversation, and no Stop follows.
+        if self
+            .hooks
+            .post("UserPromptSubmit", &submitted)
+            .await
+            .iter()
+            .any(|answer| answer["decision"] == "block")
+        {
+            answering.store(false, Ordering::SeqCst);
+            return;
+        }
+        let earlier = self.prompts.fetch_add(1, Ordering::SeqCst);
         self.record(json!({"promptId": prompt_id, "type": "user", "message": {"role": "user", "content": tag}, "sessionId": self.id}));
 
         let reply = |text: String, last: Option<bool>, id: bool| PluginFrame::Reply {
@@ -343,18 +384,14 @@ impl Session {
             "stop_hook_active": false,
             "last_assistant_message": last_words,
         });
-        let hooks = if failed {
+        let event = if failed {
             input["hook_event_name"] = json!("StopFailure");
             input["error"] = json!("unknown");
-            &self.failure_hooks
+            "StopFailure"
         } else {
-            &self.hooks
+            "Stop"
         };
-        if !self.skip_hooks {
-            for hook in hooks {
-                run_hook(hook, &input).await;
-            }
-        }
+        self.hooks.post(event, &input).await;
     }
 
     fn record(&self, record: Value) {
@@ -368,20 +405,6 @@ impl Session {
             .expect("transcript");
         let _ = writeln!(file, "{record}");
     }
-}
-
-async fn run_hook(command: &str, input: &Value) {
-    let child = tokio::process::Command::new("sh")
-        .args(["-c", command])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn();
-    let Ok(mut child) = child else { return };
-    if let Some(mut stdin) = child.stdin.take() {
-        use tokio::io::AsyncWriteExt;
-        let _ = stdin.write_all(input.to_string().as_bytes()).await;
-    }
-    let _ = child.wait().await;
 }
 
 /// How many channel prompts a transcript holds.
@@ -403,16 +426,96 @@ enum Outgoing {
     Flushed(tokio::sync::oneshot::Sender<()>),
 }
 
-/// The commands of the `event` hooks in `--settings`.
-fn hook_commands(settings: Option<&Value>, event: &str) -> Vec<String> {
-    settings
-        .and_then(|s| s["hooks"][event].as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|matcher| matcher["hooks"].as_array())
-        .flatten()
-        .filter_map(|hook| hook["command"].as_str().map(str::to_owned))
-        .collect()
+/// The `http` hooks of `--settings`, and the one keep-alive connection Claude Code posts them on.
+#[derive(Debug)]
+struct Hooks {
+    settings: Value,
+    connection: tokio::sync::Mutex<Option<HookConnection>>,
+}
+
+type HookConnection = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+impl Hooks {
+    fn from_settings(settings: Option<&Value>) -> Self {
+        Self {
+            settings: settings.cloned().unwrap_or_default(),
+            connection: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// Posts `input` to every `event` hook and returns the JSON answers. A hook that fails is skipped, as
+    /// Claude Code goes on after a failed hook.
+    async fn post(&self, event: &str, input: &Value) -> Vec<Value> {
+        let hooks: Vec<Value> = self.settings["hooks"][event]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|matcher| matcher["hooks"].as_array())
+            .flatten()
+            .filter(|hook| hook["type"] == "http")
+            .cloned()
+            .collect();
+        let mut answers = Vec::new();
+        for hook in hooks {
+            if let Some(answer) = self.post_one(&hook, input).await {
+                answers.push(answer);
+            }
+        }
+        answers
+    }
+
+    async fn post_one(&self, hook: &Value, input: &Value) -> Option<Value> {
+        let url: http::Uri = hook["url"].as_str()?.parse().ok()?;
+        let allowed: Vec<&str> = hook["allowedEnvVars"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let mut request = http::Request::post(url.path_and_query()?.as_str())
+            .header(http::header::HOST, url.authority()?.as_str())
+            .header(http::header::CONTENT_TYPE, "application/json");
+        for (name, value) in hook["headers"].as_object().into_iter().flatten() {
+            request = request.header(name.as_str(), interpolate(value.as_str()?, &allowed));
+        }
+        let request = request
+            .body(Full::new(Bytes::from(input.to_string())))
+            .ok()?;
+        let mut connection = self.connection.lock().await;
+        let open = match connection.take() {
+            Some(open) if !open.is_closed() => open,
+            _ => {
+                let stream = tokio::net::TcpStream::connect(url.authority()?.as_str())
+                    .await
+                    .ok()?;
+                let _ = stream.set_nodelay(true);
+                let (open, driver) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await
+                        .ok()?;
+                tokio::spawn(driver);
+                open
+            }
+        };
+        let mut open = open;
+        let response = open.send_request(request).await.ok()?;
+        *connection = Some(open);
+        drop(connection);
+        let body = response.into_body().collect().await.ok()?.to_bytes();
+        serde_json::from_slice(&body).ok()
+    }
+}
+
+/// A header value with `$NAME` and `${NAME}` replaced from the environment, for the allowed names only.
+fn interpolate(value: &str, allowed: &[&str]) -> String {
+    let mut out = value.to_owned();
+    for name in allowed {
+        let set = std::env::var(name).unwrap_or_default();
+        out = out
+            .replace(&format!("${{{name}}}"), &set)
+            .replace(&format!("${name}"), &set);
+    }
+    out
 }
 
 fn find_transcript(config_dir: &Path, id: &str) -> Option<PathBuf> {

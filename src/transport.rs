@@ -130,6 +130,14 @@ pub enum ChannelEvent {
     },
     /// The plugin reconnected after a [`ChannelEvent::Disconnected`].
     Reconnected,
+    /// The agent took message `message_id` up: it became a prompt of its own (Claude Code's
+    /// `UserPromptSubmit` hook reported it). This is the positive sign that a pushed message was
+    /// delivered; a push that never gets one was lost. A transport reports each message at most once per
+    /// registration, and keeps a message that was pushed again from starting a second time.
+    Started {
+        /// The [`InboundMeta::message_id`] of the message.
+        message_id: String,
+    },
     /// The agent finished working on a message (Claude Code's `Stop` hook reported it), whether or not it
     /// answered through the plugin. A transport delivers it after every [`ChannelEvent::Reply`] the
     /// plugin sent before the agent finished, even when the report travels another way than the replies:
@@ -224,6 +232,13 @@ pub enum TransportError {
 pub trait ChannelTransport: Send + Sync + 'static {
     /// Where spawned processes connect to (`SYNTHESIS_WS_URL`), e.g. `ws://127.0.0.1:18791/bridge`.
     fn endpoint(&self) -> String;
+
+    /// Where the agent's hooks post their reports over HTTP (prompt started, prompt ended), e.g.
+    /// `http://127.0.0.1:18791/hooks`, if this transport takes them. A request there names its session
+    /// with the `session` query parameter and carries the process's secret as `Authorization: Bearer`.
+    fn hook_endpoint(&self) -> Option<String> {
+        None
+    }
 
     /// Expects one process for `session` and issues its credential. A new registration for the same
     /// session replaces the old one, whose link is closed.

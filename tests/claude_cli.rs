@@ -1,6 +1,6 @@
 //! The claude CLI backend for real, with `fake_claude` standing in for Claude Code: real processes under
-//! pseudo-terminals, the real WebSocket transport, the real `bridge hook stop`, a real store on disk, and
-//! the bridge over a loopback socket.
+//! pseudo-terminals, the real WebSocket transport and its hook endpoint, a real store on disk, and the
+//! bridge over a loopback socket.
 
 mod support;
 
@@ -44,11 +44,6 @@ impl Dirs {
         let bridge = support::examples::binary("bridge");
         ClaudeCliConfig::new(bridge.to_string_lossy())
             .program(support::examples::binary("fake_claude"))
-            .stop_hook_command([
-                bridge.to_string_lossy().into_owned(),
-                "hook".into(),
-                "stop".into(),
-            ])
             .env("CLAUDE_CONFIG_DIR", self.path("claude"))
             .ready_timeout(PATIENCE)
             .cancel_settle(Duration::from_millis(300))
@@ -167,6 +162,73 @@ async fn an_answer_without_the_reply_tool_comes_from_the_stop_hook() {
     assert_eq!(harness.answer("agent::a", "plain again").await, "again");
 }
 
+/// A transcript's channel prompts, as `fake_claude` records them.
+fn prompts_in_transcripts(dirs: &Dirs, text: &str) -> usize {
+    let mut count = 0;
+    for project in std::fs::read_dir(dirs.path("claude").join("projects")).unwrap() {
+        for transcript in std::fs::read_dir(project.unwrap().path()).unwrap() {
+            let records = std::fs::read_to_string(transcript.unwrap().path()).unwrap();
+            count += records
+                .lines()
+                .filter(|line| line.contains("\"type\":\"user\"") && line.contains(text))
+                .count();
+        }
+    }
+    count
+}
+
+#[tokio::test]
+async fn a_push_that_is_lost_is_pushed_again_and_answered_once() {
+    let dirs = Dirs::new();
+    let config = dirs.config().delivery(Duration::from_millis(300), 3);
+    let harness = Harness::start(&dirs, config).await;
+    // fake_claude drops the first push of a `lost` message, as Claude Code drops one during a tool call.
+    for round in 0..5 {
+        let text = format!("lost message {round}");
+        assert_eq!(
+            harness.answer("agent::a", &text).await,
+            format!("echo: {text}")
+        );
+        assert_eq!(prompts_in_transcripts(&dirs, &text), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_push_confirmed_late_reaches_the_conversation_once() {
+    let dirs = Dirs::new();
+    let config = dirs.config().delivery(Duration::from_millis(200), 5);
+    let harness = Harness::start(&dirs, config).await;
+    let pid = harness.pid("agent::a").await;
+    // The prompt starts after the bridge has pushed it again: the second start is blocked by the bridge.
+    assert_eq!(
+        harness.answer("agent::a", "late 500 slow to start").await,
+        "echo: late 500 slow to start"
+    );
+    // The next turn waits for the blocked duplicate to be gone, and the conversation has each once.
+    assert_eq!(harness.answer("agent::a", "after").await, "echo: after");
+    let (turn, _) = history(&harness.answer("agent::a", "history").await);
+    assert_eq!(turn, 4, "pid, the late one, after, history");
+    assert_eq!(prompts_in_transcripts(&dirs, "slow to start"), 1);
+    assert_eq!(harness.pid("agent::a").await, pid, "no restart");
+}
+
+#[tokio::test]
+async fn a_message_never_taken_up_fails_the_turn_and_restarts_claude() {
+    let dirs = Dirs::new();
+    let config = dirs.config().delivery(Duration::from_millis(200), 1);
+    let harness = Harness::start(&dirs, config).await;
+    let pid = harness.pid("agent::a").await;
+    let (_, error) = harness.turn("agent::a", "lost for good").await;
+    let error = error.expect("the turn fails");
+    assert!(
+        error.starts_with("claude did not take the message up: pushed 1 times"),
+        "{error}"
+    );
+    assert!(!is_running(pid));
+    assert_eq!(prompts_in_transcripts(&dirs, "lost for good"), 0);
+    assert_eq!(harness.answer("agent::a", "again").await, "echo: again");
+}
+
 #[tokio::test]
 async fn an_error_frame_fails_the_turn_with_its_message() {
     let dirs = Dirs::new();
@@ -196,8 +258,7 @@ async fn a_crash_mid_turn_fails_it_at_once_and_the_next_turn_resumes_in_a_new_pr
 
     let (_, error) = harness.turn("agent::a", "crash").await;
     let error = error.expect("the turn failed");
-    assert!(error.contains("claude exited (exit code 3)"), "{error}");
-    assert!(error.contains("fatal: simulated crash"), "{error}");
+    assert!(error.starts_with("claude exited with code 3 in the middle of the turn; its last words: \"fatal: simulated crash\""), "{error}");
     assert!(!is_running(pid));
 
     let (turn, after) = history(&harness.answer("agent::a", "history").await);

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::config::ClaudeCliConfig;
 use crate::launch::{self, Conversation, Launch};
 use crate::pool::{ConnectedGuard, Permit, Pool};
+use crate::screen;
 
 /// What Claude Code draws for `--dangerously-load-development-channels`; typing `1` confirms it. Keys
 /// typed before it is drawn are lost, so the backend waits for it rather than for a fixed delay.
@@ -38,11 +39,25 @@ const KNOWN_SCREENS: &[(&str, &str)] = &[
         "Select login method",
         "Claude Code is not logged in: run `claude` once by hand and log in",
     ),
-    (
-        "No conversation found with session ID",
-        "Claude Code has no transcript of this conversation",
-    ),
 ];
+
+/// What `claude --resume U` says when it has no conversation `U` (a transcript it cannot resume).
+const NO_CONVERSATION: &str = "No conversation found with session ID";
+
+/// Why a process did not come up.
+#[derive(Debug)]
+pub(crate) enum LaunchError {
+    /// Claude Code has no conversation to resume under that id: the caller starts a new one.
+    NoConversation,
+    /// Anything else; the turn fails with it.
+    Failed(BackendError),
+}
+
+impl From<BackendError> for LaunchError {
+    fn from(error: BackendError) -> Self {
+        Self::Failed(error)
+    }
+}
 
 /// The services an agent needs, shared by every agent of a backend.
 #[derive(Clone)]
@@ -87,13 +102,19 @@ impl Agent {
         workspace: &Path,
         permit: Permit,
         cancel: &CancellationToken,
-    ) -> Result<Self, BackendError> {
+    ) -> Result<Self, LaunchError> {
         let Services {
             config,
             spawner,
             transport,
             pool,
         } = services;
+        let Some(hooks) = transport.hook_endpoint() else {
+            return Err(BackendError::unavailable(
+                "the channel transport takes no hook reports, which the claude backend needs to know when a message arrived and when a prompt is over",
+            )
+            .into());
+        };
         let ticket = transport.register(session);
         let endpoint = transport.endpoint();
         let spec = launch::spec(
@@ -104,6 +125,7 @@ impl Agent {
                 workspace,
                 endpoint: &endpoint,
                 token: &ticket.token,
+                hooks: &hooks,
             },
         );
         info!(%session, ?conversation, workspace = %workspace.display(), "starting claude");
@@ -111,7 +133,7 @@ impl Agent {
             Ok(process) => process,
             Err(err) => {
                 transport.revoke(&ticket);
-                return Err(spawn_error(config, err));
+                return Err(spawn_error(config, err).into());
             }
         };
         let connected = {
@@ -139,7 +161,7 @@ impl Agent {
                     () = cancel.cancelled() => {
                         transport.revoke(&ticket);
                         let _ = process.kill().await;
-                        return Err(BackendError::Cancelled);
+                        return Err(BackendError::Cancelled.into());
                     }
                 }
             }
@@ -163,10 +185,17 @@ impl Agent {
                 transport.revoke(&ticket);
                 let _ = process.kill().await;
                 let screen = process.output().text();
+                if matches!(conversation, Conversation::Resume(_))
+                    && exit.is_some()
+                    && flat(&screen).contains(&flat(NO_CONVERSATION))
+                {
+                    return Err(LaunchError::NoConversation);
+                }
                 let what = match exit {
-                    Some(exit) => {
-                        format!("claude exited ({exit}) before its channel plugin connected")
-                    }
+                    Some(exit) => format!(
+                        "claude {}before its channel plugin connected",
+                        screen::exit_reason(exit)
+                    ),
                     None => match err {
                         TransportError::ConnectTimeout { waited, .. } => format!(
                             "claude's channel plugin did not connect within {}",
@@ -175,30 +204,47 @@ impl Agent {
                         other => format!("claude's channel plugin could not connect: {other}"),
                     },
                 };
-                warn!(%session, %what, screen = %last_lines(&screen, 20), "claude did not start");
-                Err(BackendError::unavailable(startup_message(&what, &screen)))
+                warn!(%session, %what, screen = %screen::last_lines(&screen, 20), "claude did not start");
+                Err(BackendError::unavailable(startup_message(&what, &screen)).into())
             }
         }
     }
 
-    /// Records that `message_id` was sent.
+    /// Records that `message_id` was sent (again).
     pub(crate) fn sent(&mut self, message_id: String) {
+        if self.unfinished.contains(&message_id) {
+            return;
+        }
         if self.unfinished.len() == UNFINISHED_LIMIT {
             self.unfinished.pop_front();
         }
         self.unfinished.push_back(message_id);
     }
 
-    /// Records a `Stop` report and returns the message it finished: the one it names, or the oldest
-    /// unfinished one.
-    pub(crate) fn finished(&mut self, message_id: Option<String>) -> Option<String> {
+    /// Records that a message's prompt is over (its `Stop` came, or it was interrupted): the one named, or
+    /// the oldest unfinished one.
+    pub(crate) fn finished(&mut self, message_id: Option<String>) {
         match message_id {
-            Some(id) => {
-                self.unfinished.retain(|unfinished| *unfinished != id);
-                Some(id)
+            Some(id) => self.unfinished.retain(|unfinished| *unfinished != id),
+            None => {
+                self.unfinished.pop_front();
             }
-            None => self.unfinished.pop_front(),
         }
+    }
+
+    /// Whether Claude has finished every prompt it was given, so that a push becomes a prompt of its own.
+    pub(crate) fn is_free(&self) -> bool {
+        self.unfinished.is_empty()
+    }
+
+    /// The oldest message whose prompt is not known to be over.
+    pub(crate) fn oldest_unfinished(&self) -> Option<&String> {
+        self.unfinished.front()
+    }
+
+    /// Gives up waiting for the `Stop` reports of earlier messages.
+    pub(crate) fn forget_unfinished(&mut self) {
+        self.unfinished.clear();
     }
 
     /// Stops the process (and everything it started) and ends its channel registration.
@@ -237,37 +283,29 @@ fn spawn_error(config: &ClaudeCliConfig, err: SpawnError) -> BackendError {
     }
 }
 
+/// `text` without white space: a terminal program may draw a space as a cursor move, or wrap anywhere.
+fn flat(text: &str) -> String {
+    text.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
 /// The error a client sees when a process did not come up: what happened, a hint when the screen is a
 /// known one, and the screen's last lines.
 fn startup_message(what: &str, screen: &str) -> String {
     let mut message = what.to_owned();
-    let flat: String = screen.chars().filter(|c| !c.is_whitespace()).collect();
+    let screen_text = flat(screen);
     for (phrase, hint) in KNOWN_SCREENS {
-        let phrase: String = phrase.chars().filter(|c| !c.is_whitespace()).collect();
-        if flat.contains(&phrase) {
+        if screen_text.contains(&flat(phrase)) {
             message.push_str(". ");
             message.push_str(hint);
             break;
         }
     }
-    let tail = last_lines(screen, 8);
+    let tail = screen::last_lines(screen, 8);
     if !tail.is_empty() {
         message.push_str(". The terminal showed: ");
         message.push_str(&tail);
     }
     message
-}
-
-/// The last `count` non-blank lines of a screen, joined with ` | `, at most 1,000 characters.
-pub(crate) fn last_lines(screen: &str, count: usize) -> String {
-    let lines: Vec<&str> = screen
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .collect();
-    let tail = lines[lines.len().saturating_sub(count)..].join(" | ");
-    let skip = tail.chars().count().saturating_sub(1000);
-    tail.chars().skip(skip).collect()
 }
 
 #[cfg(test)]
@@ -280,7 +318,7 @@ mod tests {
         let message = startup_message("claude's channel plugin did not connect within 30s", screen);
         assert!(message.starts_with("claude's channel plugin did not connect within 30s. Claude Code asks whether to use ANTHROPIC_API_KEY"), "{message}");
         assert!(
-            message.ends_with("Do you want to use this API key? | ❯ No (recommended)"),
+            message.ends_with("Do you want to use this API key? | No (recommended)"),
             "{message}"
         );
     }

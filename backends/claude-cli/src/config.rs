@@ -72,10 +72,10 @@ impl FromStr for PermissionMode {
 
 /// How [`ClaudeCliBackend`](crate::ClaudeCliBackend) launches and manages `claude` processes.
 ///
-/// The two commands it needs besides `claude` itself are the channel plugin (the MCP server Claude Code
-/// starts inside each session) and the `Stop` hook (which tells the bridge a turn is over). The `bridge`
-/// binary serves both: `bridge channel` and `bridge hook stop`; [`ClaudeCliConfig::new`] takes the
-/// binary's path and sets them up.
+/// The one command it needs besides `claude` itself is the channel plugin (the MCP server Claude Code
+/// starts inside each session): the `bridge` binary serves it as `bridge channel`, and
+/// [`ClaudeCliConfig::new`] takes the binary's path. Claude Code's hooks report to the transport over
+/// HTTP, so they need no command.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ClaudeCliConfig {
@@ -85,8 +85,6 @@ pub struct ClaudeCliConfig {
     pub channel_name: String,
     /// The channel plugin's program and arguments.
     pub plugin_command: Vec<String>,
-    /// The `Stop` hook's program and arguments.
-    pub stop_hook_command: Vec<String>,
     /// `--permission-mode`.
     pub permission_mode: PermissionMode,
     /// Tools allowed without asking, besides the channel's reply tool (`--allowedTools`).
@@ -107,6 +105,15 @@ pub struct ClaudeCliConfig {
     /// again (an ESC typed before Claude Code picked the message up is lost). After five, the process is
     /// stopped.
     pub cancel_settle: Duration,
+    /// How long a pushed message may take to start a prompt (Claude Code's `UserPromptSubmit` hook)
+    /// before it is pushed again. Claude Code takes it up within a fraction of a second when idle.
+    pub delivery_timeout: Duration,
+    /// How many times a message is pushed before the turn fails and the process is restarted.
+    pub delivery_attempts: u32,
+    /// How long the next message waits for Claude to finish the previous prompt (its `Stop` report), which
+    /// may go on working after it answered. Past that the report is taken as lost and the message is
+    /// pushed anyway; delivery is still confirmed.
+    pub prompt_end_wait: Duration,
 }
 
 impl ClaudeCliConfig {
@@ -116,8 +123,7 @@ impl ClaudeCliConfig {
         Self {
             program: "claude".into(),
             channel_name: "synthesis".to_owned(),
-            plugin_command: vec![bridge.clone(), "channel".to_owned()],
-            stop_hook_command: vec![bridge, "hook".to_owned(), "stop".to_owned()],
+            plugin_command: vec![bridge, "channel".to_owned()],
             permission_mode: PermissionMode::default(),
             allowed_tools: Vec::new(),
             extra_args: Vec::new(),
@@ -127,6 +133,9 @@ impl ClaudeCliConfig {
             max_processes: 16,
             busy_retry_after: Duration::from_secs(10),
             cancel_settle: Duration::from_secs(1),
+            delivery_timeout: Duration::from_secs(10),
+            delivery_attempts: 3,
+            prompt_end_wait: Duration::from_secs(10 * 60),
         }
     }
 
@@ -139,16 +148,6 @@ impl ClaudeCliConfig {
     /// Sets [`ClaudeCliConfig::channel_name`].
     pub fn channel_name(mut self, name: impl Into<String>) -> Self {
         self.channel_name = name.into();
-        self
-    }
-
-    /// Sets [`ClaudeCliConfig::stop_hook_command`].
-    pub fn stop_hook_command<I, S>(mut self, command: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.stop_hook_command = command.into_iter().map(Into::into).collect();
         self
     }
 
@@ -203,6 +202,19 @@ impl ClaudeCliConfig {
     /// Sets [`ClaudeCliConfig::cancel_settle`].
     pub fn cancel_settle(mut self, settle: Duration) -> Self {
         self.cancel_settle = settle;
+        self
+    }
+
+    /// Sets [`ClaudeCliConfig::delivery_timeout`] and [`ClaudeCliConfig::delivery_attempts`] (at least 1).
+    pub fn delivery(mut self, timeout: Duration, attempts: u32) -> Self {
+        self.delivery_timeout = timeout;
+        self.delivery_attempts = attempts.max(1);
+        self
+    }
+
+    /// Sets [`ClaudeCliConfig::prompt_end_wait`].
+    pub fn prompt_end_wait(mut self, wait: Duration) -> Self {
+        self.prompt_end_wait = wait;
         self
     }
 

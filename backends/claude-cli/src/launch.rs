@@ -39,7 +39,19 @@ pub(crate) struct Launch<'a> {
     pub(crate) endpoint: &'a str,
     /// `SYNTHESIS_BRIDGE_TOKEN`.
     pub(crate) token: &'a str,
+    /// Where the hooks post their reports ([`ChannelTransport::hook_endpoint`]).
+    ///
+    /// [`ChannelTransport::hook_endpoint`]: synthesis_bridge::transport::ChannelTransport::hook_endpoint
+    pub(crate) hooks: &'a str,
 }
+
+/// The hooks that report to the bridge: `UserPromptSubmit` says a pushed message started a prompt (the
+/// proof of delivery), `Stop` that the prompt is over, `StopFailure` that its model request failed.
+const REPORTED_HOOKS: [&str; 3] = ["UserPromptSubmit", "Stop", "StopFailure"];
+
+/// How long Claude Code waits for the bridge to answer a hook. The bridge answers at once; a bridge that
+/// does not has gone, and then the prompt had better go on than hang.
+const HOOK_TIMEOUT_SECS: u64 = 10;
 
 pub(crate) fn spec(config: &ClaudeCliConfig, launch: &Launch<'_>) -> ProcessSpec {
     let channel = format!("server:{}", config.channel_name);
@@ -56,7 +68,7 @@ pub(crate) fn spec(config: &ClaudeCliConfig, launch: &Launch<'_>) -> ProcessSpec
         .arg("--dangerously-load-development-channels")
         .arg(channel)
         .arg("--settings")
-        .arg(settings(config))
+        .arg(settings(launch))
         .arg(session_flag)
         .arg(id.to_string())
         .arg("--permission-mode")
@@ -76,6 +88,18 @@ pub(crate) fn spec(config: &ClaudeCliConfig, launch: &Launch<'_>) -> ProcessSpec
         .env(ENV_SESSION, launch.session.as_str())
         .env(ENV_CLAUDE_SESSION, id.to_string())
         .env(ENV_TOKEN, launch.token)
+        // Claude Code's hook client honours HTTP_PROXY even for loopback: keep the reports direct.
+        .env("NO_PROXY", no_proxy("NO_PROXY"))
+        .env("no_proxy", no_proxy("no_proxy"))
+}
+
+/// `name`'s value in the bridge's environment, with the loopback names added.
+fn no_proxy(name: &str) -> String {
+    let loopback = "127.0.0.1,localhost,::1";
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => format!("{value},{loopback}"),
+        _ => loopback.to_owned(),
+    }
 }
 
 /// `--mcp-config`: the bridge's channel plugin as the only MCP server.
@@ -92,39 +116,22 @@ fn mcp_config(config: &ClaudeCliConfig) -> String {
     .to_string()
 }
 
-/// `--settings`: the `Stop` and `StopFailure` hooks that tell the bridge when Claude Code has finished a
-/// prompt, or failed it.
-fn settings(config: &ClaudeCliConfig) -> String {
-    let hook = json!([{"hooks": [{"type": "command", "command": shell_words(&config.stop_hook_command)}]}]);
-    json!({"hooks": {"Stop": hook, "StopFailure": hook}}).to_string()
-}
-
-/// Joins words into a POSIX shell command line, quoting where needed (hook commands run through a shell).
-pub(crate) fn shell_words(words: &[String]) -> String {
-    words
+/// `--settings`: the hooks that report to the bridge, as `http` hooks (no process per report). The
+/// secret is not on the command line, where every local user could read it: Claude Code puts it into
+/// the header from the process's environment.
+fn settings(launch: &Launch<'_>) -> String {
+    let session: String =
+        form_urlencoded::byte_serialize(launch.session.as_str().as_bytes()).collect();
+    let hook = json!([{"hooks": [{
+        "type": "http",
+        "url": format!("{}?session={session}", launch.hooks),
+        "headers": {"Authorization": format!("Bearer ${{{ENV_TOKEN}}}")},
+        "allowedEnvVars": [ENV_TOKEN],
+        "timeout": HOOK_TIMEOUT_SECS,
+    }]}]);
+    let hooks: serde_json::Map<String, serde_json::Value> = REPORTED_HOOKS
         .iter()
-        .map(|word| {
-            let plain = !word.is_empty()
-                && word
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_./:=@%+-,".contains(&b));
-            if plain {
-                word.clone()
-            } else {
-                format!("'{}'", word.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn words_are_quoted_only_where_the_shell_needs_it() {
-        let words = ["/opt/bridge", "hook", "it's here", ""].map(String::from);
-        assert_eq!(shell_words(&words), r"/opt/bridge hook 'it'\''s here' ''");
-    }
+        .map(|event| ((*event).to_owned(), hook.clone()))
+        .collect();
+    json!({"hooks": hooks}).to_string()
 }

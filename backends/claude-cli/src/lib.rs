@@ -54,7 +54,7 @@ mod agent;
 mod config;
 mod launch;
 mod pool;
-mod stop_hook;
+mod screen;
 mod transcript;
 mod turn;
 
@@ -74,11 +74,11 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{Instrument, debug, info, warn};
 
 pub use crate::config::{ClaudeCliConfig, PermissionMode, UnknownPermissionMode};
-pub use crate::stop_hook::{StopHookError, StopHookOutcome, run_stop_hook};
 
-use crate::agent::{Agent, Services};
+use crate::agent::{Agent, LaunchError, Services};
 use crate::launch::Conversation;
-use crate::pool::{Pool, SlotGuard};
+use crate::pool::{Permit, Pool, SlotGuard};
+use crate::transcript::Transcript;
 use crate::turn::TurnRun;
 
 /// How many reply events wait for a slow consumer before the turn holds back.
@@ -188,7 +188,7 @@ impl Inner {
         }
         if guard.is_none() {
             *guard = Some(
-                self.launch(&turn.session, &record, &turn.workspace, &turn.cancel)
+                self.launch(&turn.session, &mut record, &turn.workspace, &turn.cancel)
                     .await?,
             );
         }
@@ -210,7 +210,7 @@ impl Inner {
             message: InboundMessage::new(turn.session.as_str(), turn.text),
             cancel: turn.cancel,
             shutdown: self.shutdown.clone(),
-            settle: self.services.config.cancel_settle,
+            config: self.services.config.clone(),
             events,
         };
         tokio::spawn(run.run().in_current_span());
@@ -261,18 +261,55 @@ impl Inner {
         false
     }
 
+    /// Starts a process for `record`'s conversation: resumed when Claude Code can resume it, else new
+    /// (and then `record` names the new one).
     async fn launch(
         &self,
         session: &SessionKey,
-        record: &SessionRecord,
+        record: &mut SessionRecord,
         workspace: &Path,
         cancel: &CancellationToken,
     ) -> Result<Agent, BackendError> {
         let config = &self.services.config;
-        let room = self
-            .services
-            .pool
-            .make_room(session, config.busy_retry_after)?;
+        let permit = self.room(session).await?;
+        let config_dir = config.claude_config_dir();
+        let id = record.conversation_id;
+        let conversation = match transcript::state(config_dir.as_deref(), id) {
+            Transcript::Conversation => Conversation::Resume(id),
+            Transcript::Missing => Conversation::Start(id),
+            Transcript::Empty => {
+                warn!(%session, conversation = %id, "claude was stopped before it wrote the conversation; starting a new one");
+                record.start_new_conversation(record.client_conversation.clone());
+                Conversation::Start(record.conversation_id)
+            }
+        };
+        let services = &self.services;
+        match Agent::launch(services, session, conversation, workspace, permit, cancel).await {
+            Ok(agent) => Ok(agent),
+            Err(LaunchError::Failed(error)) => Err(error),
+            // The transcript looked resumable but is not: rather than fail every turn of the session for
+            // ever, its conversation starts again.
+            Err(LaunchError::NoConversation) => {
+                warn!(%session, conversation = %id, "claude cannot resume the conversation (\"No conversation found\"); starting a new one");
+                record.start_new_conversation(record.client_conversation.clone());
+                let permit = self.room(session).await?;
+                let fresh = Conversation::Start(record.conversation_id);
+                match Agent::launch(services, session, fresh, workspace, permit, cancel).await {
+                    Ok(agent) => Ok(agent),
+                    Err(LaunchError::Failed(error)) => Err(error),
+                    Err(LaunchError::NoConversation) => {
+                        unreachable!("a new conversation is not resumed")
+                    }
+                }
+            }
+        }
+    }
+
+    /// A place in the pool for one more process of `session`, stopping the longest-idle other one when the
+    /// pool is full.
+    async fn room(&self, session: &SessionKey) -> Result<Permit, BackendError> {
+        let retry_after = self.services.config.busy_retry_after;
+        let room = self.services.pool.make_room(session, retry_after)?;
         if let Some(mut evicted) = room.evicted
             && let Some(agent) = evicted.take()
         {
@@ -281,22 +318,7 @@ impl Inner {
             agent.stop().await;
             drop(evicted);
         }
-        let config_dir = config.claude_config_dir();
-        let id = record.conversation_id;
-        let conversation = if transcript::exists(config_dir.as_deref(), id) {
-            Conversation::Resume(id)
-        } else {
-            Conversation::Start(id)
-        };
-        Agent::launch(
-            &self.services,
-            session,
-            conversation,
-            workspace,
-            room.permit,
-            cancel,
-        )
-        .await
+        Ok(room.permit)
     }
 
     async fn shutdown(&self) {

@@ -1,105 +1,88 @@
-//! Claude Code's transcripts: whether a conversation exists, and which message a prompt was.
+//! Claude Code's transcripts: whether a conversation can be resumed, started, or neither.
 
+use std::io::BufRead;
 use std::path::Path;
 
 use uuid::Uuid;
 
-/// Whether Claude Code has a transcript of conversation `id` under `config_dir` (it keeps one per project
-/// directory: `projects/<mangled cwd>/<id>.jsonl`, and `--resume` finds it from any directory).
-pub(crate) fn exists(config_dir: Option<&Path>, id: Uuid) -> bool {
+/// What Claude Code has of a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transcript {
+    /// Nothing: `--session-id` starts it.
+    Missing,
+    /// A file without a conversation: Claude Code creates it with metadata records and writes the
+    /// conversation 0.1 to 0.2 s later, so a process killed in between leaves one. `--resume` refuses it
+    /// ("No conversation found") and `--session-id` too ("already in use"): the id is spent.
+    Empty,
+    /// A conversation `--resume` continues.
+    Conversation,
+}
+
+/// What Claude Code has of conversation `id` under `config_dir`. It keeps one transcript per project
+/// directory (`projects/<mangled cwd>/<id>.jsonl`), and `--resume` finds it from any directory.
+pub(crate) fn state(config_dir: Option<&Path>, id: Uuid) -> Transcript {
     let Some(projects) = config_dir.map(|dir| dir.join("projects")) else {
-        return false;
+        return Transcript::Missing;
     };
     let Ok(projects) = std::fs::read_dir(projects) else {
-        return false;
+        return Transcript::Missing;
     };
     let file = format!("{id}.jsonl");
-    projects
+    let mut found = Transcript::Missing;
+    for transcript in projects
         .filter_map(Result::ok)
-        .any(|project| project.path().join(&file).is_file())
-}
-
-/// The `message_id` of the channel message that became prompt `prompt_id`, from a transcript's JSON lines.
-///
-/// The prompt's `user` record carries `promptId` and the message as Claude saw it:
-/// `<channel source="…" chat_id="…" message_id="…">…</channel>`. After an interrupted prompt, the next
-/// record holds the interrupted message too, so the last tag is the prompt's own.
-pub(crate) fn message_id_of_prompt(transcript: &str, prompt_id: &str) -> Option<String> {
-    transcript
-        .lines()
-        .rev()
-        .filter(|line| line.contains(prompt_id) && line.contains("<channel"))
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|record| record["type"] == "user" && record["promptId"] == prompt_id)
-        .filter_map(|record| record_text(&record["message"]["content"]))
-        .find_map(|text| last_message_id(&text))
-}
-
-fn record_text(content: &serde_json::Value) -> Option<String> {
-    match content {
-        serde_json::Value::String(text) => Some(text.clone()),
-        serde_json::Value::Array(blocks) => Some(
-            blocks
-                .iter()
-                .filter_map(|block| block["text"].as_str())
-                .collect::<Vec<_>>()
-                .join("\n"),
-        ),
-        _ => None,
+        .map(|project| project.path().join(&file))
+        .filter(|transcript| transcript.is_file())
+    {
+        if holds_conversation(&transcript) {
+            return Transcript::Conversation;
+        }
+        found = Transcript::Empty;
     }
+    found
 }
 
-fn last_message_id(text: &str) -> Option<String> {
-    let tag_start = text.rfind("<channel")?;
-    let tag = &text[tag_start
-        ..text[tag_start..]
-            .find('>')
-            .map_or(text.len(), |end| tag_start + end)];
-    let value_start = tag.find(" message_id=\"")? + " message_id=\"".len();
-    let value = &tag[value_start..];
-    Some(value[..value.find('"')?].to_owned())
+/// Whether the transcript at `path` has a `user` record. Read line by line: the first one comes early,
+/// and a long conversation's transcript is megabytes.
+fn holds_conversation(path: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    std::io::BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter(|line| line.contains("\"user\""))
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
+        .any(|record| record["type"] == "user")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Records as Claude Code 2.1.329 writes them (trimmed).
-    const TRANSCRIPT: &str = concat!(
-        r#"{"type":"queue-operation","operation":"enqueue","content":"<channel source=\"synthesis\" chat_id=\"a\" message_id=\"m-0\">\nhi\n</channel>"}"#,
+    /// The first records of a transcript as Claude Code 2.1.329 writes them (trimmed).
+    const METADATA: &str = concat!(
+        r#"{"type":"queue-operation","operation":"enqueue","content":"<channel source=\"synthesis\">hi</channel>"}"#,
         "\n",
-        r#"{"promptId":"p-1","type":"user","message":{"role":"user","content":"<channel source=\"synthesis\" chat_id=\"a::b\" message_id=\"m-1\">\nhello one\n</channel>"},"origin":{"kind":"channel","server":"synthesis"}}"#,
-        "\n",
-        r#"{"promptId":"p-1","type":"user","message":{"role":"user","content":[{"type":"tool_result","content":"sent"}]}}"#,
-        "\n",
-        r#"{"promptId":"p-2","type":"user","message":{"role":"user","content":[{"type":"text","text":"<channel source=\"synthesis\" chat_id=\"a::b\" message_id=\"m-2\">\nSLOW\n</channel>"},{"type":"text","text":"[Request interrupted by user]\n"},{"type":"text","text":"<channel source=\"synthesis\" chat_id=\"a::b\" message_id=\"m-3\">\nnext\n</channel>"}]}}"#,
+        r#"{"type":"summary","summary":"new conversation"}"#,
         "\n",
     );
+    const USER: &str = r#"{"promptId":"p-1","type":"user","message":{"role":"user","content":"<channel source=\"synthesis\" chat_id=\"a\" message_id=\"m-1\">\nhi\n</channel>"}}"#;
 
     #[test]
-    fn a_prompt_is_traced_to_its_channel_message() {
-        assert_eq!(
-            message_id_of_prompt(TRANSCRIPT, "p-1").as_deref(),
-            Some("m-1")
-        );
-        // After an interrupt, the prompt is the last message in the record.
-        assert_eq!(
-            message_id_of_prompt(TRANSCRIPT, "p-2").as_deref(),
-            Some("m-3")
-        );
-        assert_eq!(message_id_of_prompt(TRANSCRIPT, "p-9"), None);
-    }
-
-    #[test]
-    fn a_transcript_is_found_in_any_project_directory() {
+    fn only_a_transcript_with_a_user_record_in_any_project_directory_holds_a_conversation() {
         let dir = tempfile::tempdir().unwrap();
         let id = Uuid::new_v4();
-        assert!(!exists(Some(dir.path()), id));
+        assert_eq!(state(Some(dir.path()), id), Transcript::Missing);
         let project = dir.path().join("projects").join("-work-repo");
         std::fs::create_dir_all(&project).unwrap();
-        std::fs::write(project.join(format!("{id}.jsonl")), "{}\n").unwrap();
-        assert!(exists(Some(dir.path()), id));
-        assert!(!exists(Some(dir.path()), Uuid::new_v4()));
-        assert!(!exists(None, id));
+        let transcript = project.join(format!("{id}.jsonl"));
+        std::fs::write(&transcript, METADATA).unwrap();
+        // Killed before the conversation was written.
+        assert_eq!(state(Some(dir.path()), id), Transcript::Empty);
+        std::fs::write(&transcript, format!("{METADATA}{USER}\n")).unwrap();
+        assert_eq!(state(Some(dir.path()), id), Transcript::Conversation);
+        assert_eq!(state(Some(dir.path()), Uuid::new_v4()), Transcript::Missing);
+        assert_eq!(state(None, id), Transcript::Missing);
     }
 }

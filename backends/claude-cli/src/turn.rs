@@ -1,4 +1,18 @@
-//! One turn on a running agent: push the message, relay the answer, decide when it is over.
+//! One turn on a running agent: wait until Claude is free, push the message until Claude Code confirms
+//! it started a prompt, relay the answer, decide when it is over.
+//!
+//! Why each step (`docs/claude-cli-measurements.md`):
+//! - **Free first.** A message pushed while a tool call is open is dropped (section H), and one pushed
+//!   between a `reply` call and the prompt's closing request is folded into the running prompt (section
+//!   K). Once the previous prompt's `Stop` is in, Claude Code is idle and a push becomes a prompt of its
+//!   own.
+//! - **Confirmed, not assumed.** The `UserPromptSubmit` hook names the message that started a prompt
+//!   ([`ChannelEvent::Started`]). A push that is not confirmed in time is pushed again; the transport
+//!   keeps the message from starting twice, so a slow first push cannot put it into the conversation a
+//!   second time. After [`ClaudeCliConfig::delivery_attempts`] the turn fails and the process is
+//!   restarted, so a message given up on cannot start later.
+//!
+//! [`ClaudeCliConfig::delivery_attempts`]: crate::ClaudeCliConfig::delivery_attempts
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,39 +23,43 @@ use synthesis_bridge::{BackendError, ReplyEvent};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use crate::agent::{Agent, last_lines};
+use crate::agent::Agent;
+use crate::config::ClaudeCliConfig;
 use crate::pool::{Slot, SlotGuard};
+use crate::screen;
 
 /// ESC interrupts Claude Code's running prompt.
 const ESC: &[u8] = b"\x1b";
 /// What Claude Code draws once a prompt is interrupted ("Interrupted · What should Claude do instead?").
 const INTERRUPTED: &str = "Interrupted";
-/// How many times ESC is typed before a process that will not stop is stopped for good. An ESC typed
-/// before Claude Code has picked the message up is lost, so one is not always enough.
+/// How many times ESC is typed before a process that will not stop is stopped for good.
 const ESC_ATTEMPTS: u32 = 5;
 
 /// How long after its plugin's connection drops a process that is exiting has to be seen exiting.
 const EXIT_AFTER_DISCONNECT: Duration = Duration::from_millis(250);
 
+/// A time far enough away to stand for "never" in a `sleep` that is armed later.
+const FAR: Duration = Duration::from_secs(86_400 * 365);
+
 fn exited_mid_turn(agent: &Agent, exit: ProcessExit) -> BackendError {
-    let last = last_lines(&agent.process.output().text(), 1);
     BackendError::failed(format!(
-        "claude exited ({exit}) in the middle of the turn; its last words: {last:?}. The next turn resumes the conversation in a new process"
+        "claude {}in the middle of the turn{}. The next turn resumes the conversation in a new process",
+        screen::exit_reason(exit),
+        screen::last_words(&agent.process.output().text()),
     ))
 }
 
-/// Types ESC if Claude Code is on message `id`: while an earlier prompt is still finishing (its `Stop`
-/// not yet reported), ESC would interrupt that one, and this message would run after it.
-async fn interrupt(agent: &Agent, id: &str, esc_at: &mut Option<OutputMark>) {
-    if agent.unfinished.front().map(String::as_str) != Some(id) {
-        return;
-    }
-    esc_at.get_or_insert_with(|| agent.process.output().mark());
-    if let Err(err) = agent.process.write(ESC).await {
-        warn!(session = %agent.session(), %err, "cannot type ESC");
-    }
+/// Where the message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Not pushed: Claude is still on an earlier prompt.
+    Waiting,
+    /// Pushed this many times, no prompt started yet.
+    Pushed(u32),
+    /// Claude Code started a prompt with it.
+    Started,
 }
 
 /// What a turn left behind.
@@ -60,7 +78,7 @@ pub(crate) struct TurnRun {
     pub(crate) message: InboundMessage,
     pub(crate) cancel: CancellationToken,
     pub(crate) shutdown: CancellationToken,
-    pub(crate) settle: Duration,
+    pub(crate) config: Arc<ClaudeCliConfig>,
     pub(crate) events: mpsc::Sender<ReplyEvent>,
 }
 
@@ -80,14 +98,18 @@ impl TurnRun {
         let _ = self.events.send(event).await;
     }
 
+    async fn fail(&self, error: BackendError, aftermath: Aftermath) -> Aftermath {
+        self.emit(ReplyEvent::Error(error)).await;
+        aftermath
+    }
+
     async fn exchange(&mut self) -> Aftermath {
+        let config = self.config.clone();
         let agent = self.slot.as_mut().expect("a turn runs on a launched agent");
         // Reports that arrived between turns are about earlier messages.
         while let Some(event) = agent.link.try_recv() {
             match event {
-                ChannelEvent::TurnEnded(end) => {
-                    agent.finished(end.message_id);
-                }
+                ChannelEvent::TurnEnded(end) => agent.finished(end.message_id),
                 other => {
                     debug!(session = %agent.session(), event = ?other, "dropped an event from between turns")
                 }
@@ -96,80 +118,131 @@ impl TurnRun {
         // Its plugin may have gone since the agent was last checked (while the session was saved, or
         // between its hello and now); nobody would deliver the message.
         if !agent.link.is_connected() {
-            self.emit(ReplyEvent::Error(BackendError::failed(
-                "claude's channel plugin disconnected before the message could be delivered; the next turn starts claude again",
-            )))
-            .await;
-            return Aftermath::Broken;
+            return self
+                .fail(
+                    BackendError::failed(
+                        "claude's channel plugin disconnected before the message could be delivered; the next turn starts claude again",
+                    ),
+                    Aftermath::Broken,
+                )
+                .await;
         }
         let id = self.message.meta.message_id.clone();
-        if agent.link.send(self.message.clone()).await.is_err() {
-            self.emit(ReplyEvent::Error(BackendError::failed(
-                "the channel to claude is closed",
-            )))
-            .await;
-            return Aftermath::Broken;
-        }
-        let agent = self.slot.as_mut().expect("still there");
-        agent.sent(id.clone());
-
-        let mut said_anything = false;
         let output = agent.process.output();
-        let settle = tokio::time::sleep(Duration::from_secs(86_400 * 365));
+        let mut stage = Stage::Waiting;
+        let mut said_anything = false;
+        // Armed for whichever wait is on: the previous prompt's end, or this message's start.
+        let deadline = tokio::time::sleep(config.prompt_end_wait);
+        tokio::pin!(deadline);
+        let settle = tokio::time::sleep(FAR);
         tokio::pin!(settle);
         // Once cancelled, how many settle periods have passed; once ESC was typed, where the output stood.
         let mut cancelled: Option<u32> = None;
         let mut esc_at: Option<OutputMark> = None;
         loop {
             let agent = self.slot.as_mut().expect("still there");
+            if stage == Stage::Waiting && agent.is_free() {
+                if let Err(error) = self.push(&id).await {
+                    return error;
+                }
+                stage = Stage::Pushed(1);
+                deadline
+                    .as_mut()
+                    .reset(Instant::now() + config.delivery_timeout);
+                continue;
+            }
             let since = esc_at.unwrap_or_else(|| output.mark());
+            let pushed = matches!(stage, Stage::Pushed(_));
             let event = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => {
-                    self.emit(ReplyEvent::Error(BackendError::unavailable("the bridge is shutting down"))).await;
-                    return Aftermath::Broken;
+                    return self.fail(BackendError::unavailable("the bridge is shutting down"), Aftermath::Broken).await;
                 }
                 () = self.cancel.cancelled(), if cancelled.is_none() => {
+                    if stage == Stage::Waiting {
+                        // Never pushed: nothing to undo.
+                        return self.fail(BackendError::Cancelled, Aftermath::Healthy).await;
+                    }
                     debug!(session = %agent.session(), "interrupting claude");
                     cancelled = Some(0);
-                    interrupt(agent, &id, &mut esc_at).await;
-                    settle.as_mut().reset(Instant::now() + self.settle);
+                    if stage == Stage::Started {
+                        interrupt(agent, &mut esc_at).await;
+                    }
+                    settle.as_mut().reset(Instant::now() + config.cancel_settle);
                     continue;
                 }
                 () = output.wait_for_since(since, INTERRUPTED), if esc_at.is_some() => {
-                    // An interrupted prompt gets no `Stop`; forget it so that reports keep lining up.
-                    agent.unfinished.retain(|unfinished| *unfinished != id);
-                    self.emit(ReplyEvent::Error(BackendError::Cancelled)).await;
-                    return Aftermath::Healthy;
+                    // An interrupted prompt gets no `Stop`; forget it so that the next turn need not wait.
+                    agent.finished(Some(id.clone()));
+                    return self.fail(BackendError::Cancelled, Aftermath::Healthy).await;
                 }
                 () = &mut settle, if cancelled.is_some() => {
                     let rounds = cancelled.insert(cancelled.unwrap_or_default() + 1);
                     if *rounds == ESC_ATTEMPTS {
                         warn!(session = %agent.session(), rounds, "claude does not stop; stopping its process");
-                        self.emit(ReplyEvent::Error(BackendError::Cancelled)).await;
-                        return Aftermath::Broken;
+                        return self.fail(BackendError::Cancelled, Aftermath::Broken).await;
                     }
-                    interrupt(agent, &id, &mut esc_at).await;
-                    settle.as_mut().reset(Instant::now() + self.settle);
+                    if stage == Stage::Started {
+                        interrupt(agent, &mut esc_at).await;
+                    }
+                    settle.as_mut().reset(Instant::now() + config.cancel_settle);
+                    continue;
+                }
+                () = &mut deadline, if stage == Stage::Waiting || (pushed && cancelled.is_none()) => {
+                    let Stage::Pushed(attempts) = stage else {
+                        warn!(session = %agent.session(), waited = ?config.prompt_end_wait, "no Stop report for the previous prompt; taking it as over");
+                        agent.forget_unfinished();
+                        continue;
+                    };
+                    if attempts >= config.delivery_attempts {
+                        return self.fail(BackendError::failed(format!(
+                            "claude did not take the message up: pushed {attempts} times, {} apart, and no prompt started. The next turn starts claude again",
+                            humantime::format_duration(config.delivery_timeout),
+                        )), Aftermath::Broken).await;
+                    }
+                    info!(session = %agent.session(), attempts, "the message has not started a prompt; pushing it again");
+                    if let Err(error) = self.push(&id).await {
+                        return error;
+                    }
+                    stage = Stage::Pushed(attempts + 1);
+                    deadline.as_mut().reset(Instant::now() + config.delivery_timeout);
                     continue;
                 }
                 exit = agent.process.wait() => {
                     let error = exited_mid_turn(agent, exit);
-                    self.emit(ReplyEvent::Error(error)).await;
-                    return Aftermath::Broken;
+                    return self.fail(error, Aftermath::Broken).await;
                 }
                 event = agent.link.recv() => event,
             };
-            match event {
-                None => {
-                    self.emit(ReplyEvent::Error(BackendError::failed(
-                        "the channel to claude closed",
-                    )))
+            let agent = self.slot.as_mut().expect("still there");
+            let Some(event) = event else {
+                return self
+                    .fail(
+                        BackendError::failed("the channel to claude closed"),
+                        Aftermath::Broken,
+                    )
                     .await;
-                    return Aftermath::Broken;
+            };
+            // Anything Claude says about this message proves it arrived, whether or not the start was heard.
+            let about_this = match &event {
+                ChannelEvent::Started { message_id } => Some(message_id == &id),
+                ChannelEvent::Reply(frame) => frame.message_id.as_ref().map(|m| *m == id),
+                ChannelEvent::TurnEnded(end) => end.message_id.as_ref().map(|m| *m == id),
+                _ => None,
+            };
+            if about_this == Some(true) && pushed {
+                stage = Stage::Started;
+                deadline.as_mut().reset(Instant::now() + FAR);
+                if cancelled.is_some() {
+                    interrupt(agent, &mut esc_at).await;
                 }
-                Some(ChannelEvent::Reply(frame)) => {
-                    if frame.message_id.as_ref().is_some_and(|other| *other != id) {
+            }
+            match event {
+                ChannelEvent::Started { message_id } if message_id != id => {
+                    debug!(session = %agent.session(), %message_id, "an earlier message started a prompt");
+                }
+                ChannelEvent::Reply(frame) => {
+                    if about_this == Some(false) || stage == Stage::Waiting {
                         debug!(session = %agent.session(), "ignored a reply to an earlier message");
                         continue;
                     }
@@ -182,20 +255,21 @@ impl TurnRun {
                         return Aftermath::Healthy;
                     }
                 }
-                Some(ChannelEvent::TurnEnded(end)) => {
-                    if agent.finished(end.message_id).as_deref() != Some(id.as_str()) {
-                        // An earlier prompt is over: if this one is cancelled, it can be interrupted now.
-                        if cancelled.is_some() {
-                            interrupt(agent, &id, &mut esc_at).await;
-                        }
+                ChannelEvent::TurnEnded(end) => {
+                    // A report that names no message ends the oldest one still running.
+                    let ours = about_this.unwrap_or_else(|| agent.oldest_unfinished() == Some(&id));
+                    agent.finished(end.message_id.or_else(|| ours.then(|| id.clone())));
+                    if !ours || stage == Stage::Waiting {
+                        // An earlier prompt is over: the message can go now (at the top of the loop).
                         continue;
                     }
                     if let Some(error) = end.error {
-                        self.emit(ReplyEvent::Error(BackendError::failed(format!(
-                            "claude could not answer: {error}"
-                        ))))
-                        .await;
-                        return Aftermath::Healthy;
+                        return self
+                            .fail(
+                                BackendError::failed(format!("claude could not answer: {error}")),
+                                Aftermath::Healthy,
+                            )
+                            .await;
                     }
                     // Claude finished without saying it was done through the reply tool: what it said
                     // last is the answer, unless it already streamed one.
@@ -207,14 +281,21 @@ impl TurnRun {
                     self.emit(ReplyEvent::end()).await;
                     return Aftermath::Healthy;
                 }
-                Some(ChannelEvent::Error { message }) => {
-                    self.emit(ReplyEvent::Error(BackendError::failed(format!(
-                        "claude's channel plugin reported an error: {message}"
-                    ))))
-                    .await;
-                    return Aftermath::Healthy;
+                ChannelEvent::Error { message } => {
+                    if stage == Stage::Waiting {
+                        debug!(session = %agent.session(), %message, "ignored an error about an earlier message");
+                        continue;
+                    }
+                    return self
+                        .fail(
+                            BackendError::failed(format!(
+                                "claude's channel plugin reported an error: {message}"
+                            )),
+                            Aftermath::Healthy,
+                        )
+                        .await;
                 }
-                Some(ChannelEvent::Disconnected { reason }) => {
+                ChannelEvent::Disconnected { reason } => {
                     // A dying process takes its plugin's connection with it, often a moment before its
                     // exit is seen: if that is what happened, say so.
                     let error =
@@ -226,11 +307,34 @@ impl TurnRun {
                                 "lost the connection to claude's channel plugin: {reason}"
                             )),
                         };
-                    self.emit(ReplyEvent::Error(error)).await;
-                    return Aftermath::Broken;
+                    return self.fail(error, Aftermath::Broken).await;
                 }
-                Some(_) => {}
+                _ => {}
             }
         }
+    }
+
+    /// Pushes the message (again). On failure, returns how the turn ends.
+    async fn push(&mut self, id: &str) -> Result<(), Aftermath> {
+        let agent = self.slot.as_mut().expect("still there");
+        if agent.link.send(self.message.clone()).await.is_err() {
+            return Err(self
+                .fail(
+                    BackendError::failed("the channel to claude is closed"),
+                    Aftermath::Broken,
+                )
+                .await);
+        }
+        agent.sent(id.to_owned());
+        Ok(())
+    }
+}
+
+/// Types ESC into the terminal: Claude Code is on this turn's prompt (it started, and nothing else is
+/// running before it).
+async fn interrupt(agent: &Agent, esc_at: &mut Option<OutputMark>) {
+    esc_at.get_or_insert_with(|| agent.process.output().mark());
+    if let Err(err) = agent.process.write(ESC).await {
+        warn!(session = %agent.session(), %err, "cannot type ESC");
     }
 }

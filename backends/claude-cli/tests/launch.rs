@@ -18,7 +18,20 @@ const ENDPOINT: &str = "ws://127.0.0.1:18791/bridge";
 const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const MCP_CONFIG: &str =
     r#"{"mcpServers":{"synthesis":{"args":["channel"],"command":"/opt/bridge","type":"stdio"}}}"#;
-const SETTINGS: &str = r#"{"hooks":{"Stop":[{"hooks":[{"command":"/opt/bridge hook stop","type":"command"}]}],"StopFailure":[{"hooks":[{"command":"/opt/bridge hook stop","type":"command"}]}]}}"#;
+const HOOKS: &str = "http://127.0.0.1:18791/hooks";
+
+/// `--settings`: the three reporting hooks, each an `http` hook whose secret comes from the environment.
+fn settings() -> String {
+    let hook = serde_json::json!([{"hooks": [{
+        "type": "http",
+        "url": "http://127.0.0.1:18791/hooks?session=agent%3A%3Achat",
+        "headers": {"Authorization": "Bearer ${SYNTHESIS_BRIDGE_TOKEN}"},
+        "allowedEnvVars": ["SYNTHESIS_BRIDGE_TOKEN"],
+        "timeout": 10,
+    }]}]);
+    serde_json::json!({"hooks": {"UserPromptSubmit": hook, "Stop": hook, "StopFailure": hook}})
+        .to_string()
+}
 
 /// Runs one turn of `agent::chat` in `workspace` and returns the spec the backend asked to spawn. The
 /// spawn fails, so the turn fails, after the transport registration has been revoked.
@@ -38,6 +51,9 @@ async fn launched(
     transport
         .expect_endpoint()
         .return_const(ENDPOINT.to_owned());
+    transport
+        .expect_hook_endpoint()
+        .return_const(Some(HOOKS.to_owned()));
     transport
         .expect_register()
         .times(1)
@@ -90,7 +106,7 @@ fn expected_args(session_flag: &str, id: Uuid, mode: &str, tools: &[&str]) -> Ve
         "--dangerously-load-development-channels",
         "server:synthesis",
         "--settings",
-        SETTINGS,
+        &settings(),
         session_flag,
         &id.to_string(),
         "--permission-mode",
@@ -119,8 +135,11 @@ async fn a_first_launch_starts_a_new_conversation_in_the_workspace() {
     assert!(!args.iter().any(|a| a == "--channels"));
     assert_eq!(spec.cwd, workspace.path());
     assert_eq!(spec.stdio, Stdio::terminal());
+    let (no_proxy, env): (Vec<_>, Vec<_>) = env(&spec)
+        .into_iter()
+        .partition(|(key, _)| key.eq_ignore_ascii_case("no_proxy"));
     assert_eq!(
-        env(&spec),
+        env,
         vec![
             (
                 "CLAUDE_CONFIG_DIR".into(),
@@ -132,6 +151,12 @@ async fn a_first_launch_starts_a_new_conversation_in_the_workspace() {
             ("SYNTHESIS_BRIDGE_TOKEN".into(), TOKEN.into()),
         ]
     );
+    // Claude Code's hook client would send the reports through a proxy in the environment, even to
+    // loopback.
+    assert_eq!(no_proxy.len(), 2, "{no_proxy:?}");
+    for (_, value) in no_proxy {
+        assert!(value.ends_with("127.0.0.1,localhost,::1"), "{value}");
+    }
     assert_eq!(strings(&spec.env_remove), vec!["SYNTHESIS_API_KEY"]);
 }
 
@@ -147,7 +172,12 @@ async fn a_conversation_with_a_transcript_is_resumed() {
     // Claude Code keeps transcripts per project directory; any of them will do for --resume.
     let project = claude_home.path().join("projects").join("-somewhere-else");
     std::fs::create_dir_all(&project).unwrap();
-    std::fs::write(project.join(format!("{id}.jsonl")), "{}\n").unwrap();
+    let conversation = r#"{"type":"user","promptId":"p","message":{"role":"user","content":"hi"}}"#;
+    std::fs::write(
+        project.join(format!("{id}.jsonl")),
+        format!("{{}}\n{conversation}\n"),
+    )
+    .unwrap();
 
     let config = config().env("CLAUDE_CONFIG_DIR", claude_home.path());
     let spec = launched(config, store, workspace.path()).await;
@@ -174,6 +204,35 @@ async fn a_started_conversation_without_a_transcript_is_started_again_not_resume
         strings(&spec.args),
         expected_args("--session-id", id, "dontAsk", &[])
     );
+}
+
+#[tokio::test]
+async fn a_conversation_whose_transcript_holds_no_conversation_is_replaced_by_a_new_one() {
+    // Claude Code was killed between creating the transcript and writing the conversation: neither
+    // --resume nor --session-id accepts that id any more.
+    let workspace = tempfile::tempdir().unwrap();
+    let claude_home = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let session = SessionKey::new("agent::chat").unwrap();
+    let mut record = SessionRecord::new(session.clone(), workspace.path());
+    record.started = true;
+    let old = record.conversation_id;
+    store.put(record).await.unwrap();
+    let project = claude_home.path().join("projects").join("-ws");
+    std::fs::create_dir_all(&project).unwrap();
+    let metadata = r#"{"type":"queue-operation","operation":"enqueue"}"#;
+    std::fs::write(
+        project.join(format!("{old}.jsonl")),
+        format!("{metadata}\n"),
+    )
+    .unwrap();
+
+    let config = config().env("CLAUDE_CONFIG_DIR", claude_home.path());
+    let spec = launched(config, store.clone(), workspace.path()).await;
+    let args = strings(&spec.args);
+    let new: Uuid = args[8].parse().unwrap();
+    assert_ne!(new, old);
+    assert_eq!(args, expected_args("--session-id", new, "dontAsk", &[]));
 }
 
 #[tokio::test]

@@ -1,9 +1,12 @@
 //! What the pusher and the `reply` tool share, and the two rules that tie them together:
 //!
-//! - **A push waits while a `reply` call is open.** The bridge pushes a session's next message as soon as
-//!   the final reply frame reaches it, which is before the tool call has returned to Claude Code; and
-//!   Claude Code 2.1.329 silently drops a channel notification that arrives while a tool call to the same
-//!   server is open (`docs/claude-cli-measurements.md`, section H).
+//! - **A push waits while a `reply` call is open.** Claude Code 2.1.329 silently drops a channel
+//!   notification that arrives while a tool call to the same server is open
+//!   (`docs/claude-cli-measurements.md`, section H). A call is open until its result is written: rmcp
+//!   writes the result after the handler returned, and could write a notification sent meanwhile first,
+//!   so the call ends when the writer has seen its result go (`written`). The bridge itself pushes only
+//!   once the previous prompt's `Stop` is in and confirms every delivery; this gate keeps a push that
+//!   comes early anyway out of an open call.
 //! - **A reply answers a message that was pushed and is not answered yet.** Claude Code queues a message
 //!   pushed while it is still finishing the previous one, so "the newest message" is not necessarily the
 //!   one being answered: a reply names its message, and one that names none is taken only when a single
@@ -11,13 +14,8 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::watch;
-
-/// How long after the last `reply` call returned a push waits, so that the call's result is on the wire
-/// before the notification.
-pub(crate) const AFTER_REPLY: Duration = Duration::from_millis(50);
 
 /// How many pushed messages are remembered. A message answered without the tool (plain text) stays
 /// unanswered here, so the oldest are forgotten.
@@ -33,16 +31,39 @@ struct Pushed {
 #[derive(Debug, Clone)]
 pub(crate) struct Ledger {
     pushed: Arc<Mutex<VecDeque<Pushed>>>,
-    open_calls: Arc<watch::Sender<usize>>,
+    calls: Arc<watch::Sender<OpenCalls>>,
 }
 
-/// One `reply` call in progress; dropping it ends the call.
+/// The `reply` calls Claude Code is waiting on.
+#[derive(Debug, Default)]
+struct OpenCalls {
+    /// Calls whose handler is running.
+    running: usize,
+    /// The JSON-RPC ids of calls whose handler returned but whose result is not written yet.
+    unwritten: Vec<serde_json::Value>,
+}
+
+impl OpenCalls {
+    fn none(&self) -> bool {
+        self.running == 0 && self.unwritten.is_empty()
+    }
+}
+
+/// One `reply` call in progress; dropping it ends the handler, and the call ends once its result is
+/// written.
 #[derive(Debug)]
-pub(crate) struct ReplyCall(Arc<watch::Sender<usize>>);
+pub(crate) struct ReplyCall {
+    calls: Arc<watch::Sender<OpenCalls>>,
+    id: serde_json::Value,
+}
 
 impl Drop for ReplyCall {
     fn drop(&mut self) {
-        self.0.send_modify(|open| *open -= 1);
+        let id = std::mem::take(&mut self.id);
+        self.calls.send_modify(|calls| {
+            calls.running -= 1;
+            calls.unwritten.push(id);
+        });
     }
 }
 
@@ -50,7 +71,7 @@ impl Default for Ledger {
     fn default() -> Self {
         Self {
             pushed: Arc::default(),
-            open_calls: Arc::new(watch::channel(0).0),
+            calls: Arc::new(watch::channel(OpenCalls::default()).0),
         }
     }
 }
@@ -116,38 +137,41 @@ impl Ledger {
         }
     }
 
-    /// A `reply` call begins; it ends when the returned guard is dropped.
-    pub(crate) fn reply_call(&self) -> ReplyCall {
-        self.open_calls.send_modify(|open| *open += 1);
-        ReplyCall(self.open_calls.clone())
+    /// The `reply` call with JSON-RPC id `id` begins; its handler ends when the returned guard is dropped.
+    pub(crate) fn reply_call(&self, id: serde_json::Value) -> ReplyCall {
+        self.calls.send_modify(|calls| calls.running += 1);
+        ReplyCall {
+            calls: self.calls.clone(),
+            id,
+        }
     }
 
-    /// Returns once no `reply` call has been open for [`AFTER_REPLY`].
+    /// The result (or error) of request `id` has been written to Claude Code.
+    pub(crate) fn written(&self, id: &serde_json::Value) {
+        self.calls.send_if_modified(|calls| {
+            let before = calls.unwritten.len();
+            calls.unwritten.retain(|unwritten| unwritten != id);
+            calls.unwritten.len() != before
+        });
+    }
+
+    /// Returns once no `reply` call is open: none is running and every result is written.
     pub(crate) async fn wait_until_no_reply_call(&self) {
-        let mut open = self.open_calls.subscribe();
-        loop {
-            if open.wait_for(|open| *open == 0).await.is_err() {
-                return;
-            }
-            open.borrow_and_update();
-            tokio::time::sleep(AFTER_REPLY).await;
-            // A call that opened during the pause (even one that is over again) restarts it.
-            if !open.has_changed().unwrap_or(false) {
-                return;
-            }
-        }
+        let _ = self.calls.subscribe().wait_for(OpenCalls::none).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn a_push_waits_until_no_reply_call_has_been_open_for_a_moment() {
+    async fn a_push_waits_until_no_reply_call_is_open_and_every_result_is_written() {
         let ledger = Ledger::default();
-        let first = ledger.reply_call();
-        let second = ledger.reply_call();
+        let first = ledger.reply_call(1.into());
+        let second = ledger.reply_call(2.into());
         let waiter = tokio::spawn({
             let ledger = ledger.clone();
             async move { ledger.wait_until_no_reply_call().await }
@@ -158,20 +182,17 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(!waiter.is_finished(), "one call is open");
         drop(second);
-        tokio::time::sleep(AFTER_REPLY / 2).await;
-        assert!(
-            !waiter.is_finished(),
-            "the last result may not be on the wire yet"
-        );
-        // A call that opens and closes again within the pause restarts it.
-        drop(ledger.reply_call());
-        tokio::time::sleep(AFTER_REPLY * 3 / 4).await;
-        assert!(
-            !waiter.is_finished(),
-            "a call came and went during the pause"
-        );
-        tokio::time::sleep(AFTER_REPLY * 2).await;
-        assert!(waiter.is_finished());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!waiter.is_finished(), "no result is written yet");
+        ledger.written(&1.into());
+        ledger.written(&7.into());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!waiter.is_finished(), "the second result is not written");
+        ledger.written(&2.into());
+        tokio::time::timeout(Duration::from_millis(1), waiter)
+            .await
+            .expect("free at once")
+            .unwrap();
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod ledger;
 mod link;
 mod push;
 mod server;
+mod written;
 
 use std::time::Duration;
 
@@ -149,6 +150,7 @@ where
     let server = ChannelServer::new(config.session.clone(), link.clone(), config.reply_wait);
     let tools_listed = server.tools_listed();
     let ledger = server.ledger();
+    let writer = written::WatchedWriter::new(writer, ledger.clone());
 
     let running = match server.serve((reader, writer)).await {
         Ok(running) => running,

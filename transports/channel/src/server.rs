@@ -90,8 +90,10 @@ impl ChannelServer {
     async fn reply(
         &self,
         Parameters(args): Parameters<ReplyArgs>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let _open = self.ledger.reply_call();
+        let id = serde_json::to_value(&context.id).unwrap_or_default();
+        let _open = self.ledger.reply_call(id);
         if args.chat_id != self.session {
             return Ok(refused(format!(
                 "chat_id {:?} is not this chat; answer with chat_id \"{}\"",

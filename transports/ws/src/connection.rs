@@ -1,15 +1,14 @@
-//! One WebSocket connection from a plugin (or a hook), from the handshake to the close.
+//! One WebSocket connection from a plugin, from its `hello` to the close.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use synthesis_bridge::transport::{ChannelEvent, ReplyFrame, TurnEnd};
-use tokio::net::TcpStream;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use synthesis_bridge::transport::{ChannelEvent, ReplyFrame};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -17,33 +16,22 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::WsConfig;
-use crate::protocol::{BridgeFrame, PATH, PluginFrame, close};
+use crate::protocol::{BridgeFrame, PluginFrame, close};
 use crate::registry::{Attachment, Registry, Session};
 use crate::turn_end_order::TurnEndOrder;
 
-type Sink = SplitSink<WebSocketStream<TcpStream>, Message>;
-type Source = SplitStream<WebSocketStream<TcpStream>>;
+/// A plugin's socket, upgraded from an HTTP request (`listener`).
+pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
+type Sink = SplitSink<Socket, Message>;
+type Source = SplitStream<Socket>;
 
-/// Serves one accepted TCP connection until it closes.
+/// Serves one plugin connection until it closes.
 pub(crate) async fn serve(
-    stream: TcpStream,
+    socket: Socket,
     registry: Arc<Registry>,
     config: Arc<WsConfig>,
     shutdown: CancellationToken,
 ) {
-    let socket = match tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
-        only_bridge_path,
-        Some(config.websocket()),
-    )
-    .await
-    {
-        Ok(socket) => socket,
-        Err(err) => {
-            debug!(%err, "WebSocket handshake failed");
-            return;
-        }
-    };
     let (mut sink, mut source) = socket.split();
     let first = tokio::select! {
         first = tokio::time::timeout(config.hello_timeout, next_frame(&mut source)) => first,
@@ -94,29 +82,6 @@ pub(crate) async fn serve(
             for end in order.release_all().chain(unread) {
                 session.report_turn_end(end).await;
             }
-        }
-        Ok(Some(PluginFrame::TurnEnd {
-            openclaw_session,
-            token,
-            message_id,
-            last_assistant_message,
-            error,
-        })) => {
-            let Some(session) = registry.authenticate(&openclaw_session, &token) else {
-                warn!(session = %openclaw_session, "refused a turn_end: unknown session or wrong token");
-                return close_with(
-                    &mut sink,
-                    close::UNAUTHORIZED.into(),
-                    "unknown session or wrong token",
-                )
-                .await;
-            };
-            debug!(session = %session.key, ?message_id, "the agent ended a turn");
-            let mut end = TurnEnd::new(message_id, last_assistant_message);
-            end.error = error;
-            session.report_turn_end(end).await;
-            let _ = sink.send(text(&BridgeFrame::TurnEndAck)).await;
-            close_with(&mut sink, CloseCode::Normal, "reported").await;
         }
         Ok(Some(other)) => {
             warn!(frame = ?other, "refused a connection whose first frame is not hello");
@@ -315,15 +280,4 @@ fn truncated(payload: &str) -> &str {
         .nth(200)
         .map_or(payload.len(), |(i, _)| i);
     &payload[..end]
-}
-
-/// Refuses upgrades on any path but [`PATH`].
-#[allow(clippy::result_large_err)] // the signature is tungstenite's
-fn only_bridge_path(request: &Request, response: Response) -> Result<Response, ErrorResponse> {
-    if request.uri().path() == PATH {
-        return Ok(response);
-    }
-    let mut refusal = ErrorResponse::new(Some(format!("not found; plugins connect to {PATH}\n")));
-    *refusal.status_mut() = StatusCode::NOT_FOUND;
-    Err(refusal)
 }

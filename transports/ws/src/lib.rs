@@ -39,8 +39,9 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod client;
 mod connection;
+mod hooks;
+mod listener;
 pub mod protocol;
 mod registry;
 mod turn_end_order;
@@ -101,7 +102,7 @@ impl WsConfig {
         self
     }
 
-    fn websocket(&self) -> WebSocketConfig {
+    pub(crate) fn websocket(&self) -> WebSocketConfig {
         WebSocketConfig::default()
             // tungstenite's default read buffer is 128 KiB, allocated per connection and zeroed on every
             // read: with hundreds of plugins that is most of the bridge's memory and a good part of its CPU.
@@ -137,9 +138,11 @@ impl WsTransport {
         let shutdown = CancellationToken::new();
         let accepting = accept_loop(
             listener,
-            registry.clone(),
-            Arc::new(config),
-            shutdown.clone(),
+            listener::Shared {
+                registry: registry.clone(),
+                config: Arc::new(config),
+                shutdown: shutdown.clone(),
+            },
         );
         tokio::spawn(accepting.in_current_span());
         Ok(Self {
@@ -155,6 +158,16 @@ impl WsTransport {
         self.local_addr
     }
 
+    /// Where agents reach the listener: they run on this machine, so an all-interfaces listener is
+    /// reached through loopback.
+    fn agent_addr(&self) -> SocketAddr {
+        let mut addr = self.local_addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(Ipv4Addr::LOCALHOST.into());
+        }
+        addr
+    }
+
     /// Stops listening, ends every registration and closes every connection (code 1001).
     pub fn shutdown(&self) {
         self.shutdown.cancel();
@@ -162,23 +175,16 @@ impl WsTransport {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    registry: Arc<Registry>,
-    config: Arc<WsConfig>,
-    shutdown: CancellationToken,
-) {
+async fn accept_loop(listener: TcpListener, shared: listener::Shared) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = shutdown.cancelled() => return,
+            () = shared.shutdown.cancelled() => return,
         };
         match accepted {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
-                let connection =
-                    connection::serve(stream, registry.clone(), config.clone(), shutdown.clone());
-                tokio::spawn(connection.in_current_span());
+                tokio::spawn(listener::serve(stream, shared.clone()).in_current_span());
             }
             Err(err) => {
                 // Out of file descriptors, typically: back off rather than spin.
@@ -192,12 +198,15 @@ async fn accept_loop(
 #[async_trait]
 impl ChannelTransport for WsTransport {
     fn endpoint(&self) -> String {
-        let mut addr = self.local_addr;
-        // Agents run on this machine: an all-interfaces listener is reached through loopback.
-        if addr.ip().is_unspecified() {
-            addr.set_ip(Ipv4Addr::LOCALHOST.into());
-        }
-        format!("ws://{addr}{}", protocol::PATH)
+        format!("ws://{}{}", self.agent_addr(), protocol::PATH)
+    }
+
+    fn hook_endpoint(&self) -> Option<String> {
+        Some(format!(
+            "http://{}{}",
+            self.agent_addr(),
+            protocol::HOOKS_PATH
+        ))
     }
 
     fn register(&self, session: &SessionKey) -> ChannelTicket {

@@ -2,13 +2,17 @@
 //! WebSocket message, told apart by `type`. `docs/protocol.md` describes it for plugin authors.
 //!
 //! It is the seed bridge's protocol, so that seed-era plugins keep working, with three additions: the
-//! `token` of `hello`, the `message_id` of `reply`, and the `error` and `turn_end` frames.
+//! `token` of `hello`, the `message_id` of `reply`, and the `error` frame. Beside it, the agent's hooks
+//! report over HTTP to [`HOOKS_PATH`] (see `hooks`).
 
 use serde::{Deserialize, Serialize};
 use synthesis_bridge::transport::InboundMessage;
 
 /// The path the bridge serves WebSocket connections on.
 pub const PATH: &str = "/bridge";
+
+/// The path the agent's hooks post their reports to, on the same listener.
+pub const HOOKS_PATH: &str = "/hooks";
 
 /// The environment variable that carries the bridge's WebSocket URL into a spawned process.
 pub const ENV_WS_URL: &str = "SYNTHESIS_WS_URL";
@@ -17,7 +21,7 @@ pub const ENV_TOKEN: &str = "SYNTHESIS_BRIDGE_TOKEN";
 /// The environment variable that carries the session key a spawned process serves.
 pub const ENV_SESSION: &str = "SYNTHESIS_OPENCLAW_SESSION";
 
-/// A frame a plugin (or a hook reporting for it) sends to the bridge.
+/// A frame a plugin sends to the bridge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -50,23 +54,6 @@ pub enum PluginFrame {
         /// What went wrong.
         message: String,
     },
-    /// The first and only frame of a one-shot connection: the agent finished working on a message. Sent by
-    /// Claude Code's `Stop` hook, which runs beside the plugin with the same environment.
-    TurnEnd {
-        /// The session (`SYNTHESIS_OPENCLAW_SESSION`).
-        openclaw_session: String,
-        /// The secret (`SYNTHESIS_BRIDGE_TOKEN`).
-        token: String,
-        /// The `inbound.meta.message_id` of the message the agent finished, when known.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        message_id: Option<String>,
-        /// The agent's last words in that turn.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        last_assistant_message: Option<String>,
-        /// Why the turn failed, when it did; the bridge ends the turn with this error.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        error: Option<String>,
-    },
     /// Liveness probe from the plugin; the bridge answers `pong`.
     Ping,
     /// The answer to the bridge's `ping`.
@@ -82,8 +69,6 @@ pub enum BridgeFrame {
     HelloAck,
     /// A user message for the agent.
     Inbound(InboundMessage),
-    /// The `turn_end` report was delivered.
-    TurnEndAck,
     /// Liveness probe; answer `pong`.
     Ping,
     /// The answer to a plugin's `ping`.
@@ -106,7 +91,7 @@ impl PluginFrame {
 
 /// WebSocket close codes the bridge uses, beyond the standard ones.
 pub mod close {
-    /// The first frame was neither `hello` nor `turn_end`.
+    /// The first frame was not `hello`.
     pub const EXPECTED_HELLO: u16 = 4001;
     /// A newer connection with the same secret took this one's place.
     pub const REPLACED: u16 = 4002;
@@ -116,6 +101,18 @@ pub mod close {
     pub const REGISTRATION_ENDED: u16 = 4004;
     /// No `pong` came back in time.
     pub const NO_PONG: u16 = 4005;
+}
+
+/// The `message_id` of the channel message a prompt holds: Claude Code shows a pushed message to the model
+/// as `<channel source="…" chat_id="…" message_id="M" ts="…">\ncontent\n</channel>`. After an
+/// interrupted prompt the next one holds the interrupted message too, so the last tag is the prompt's own.
+pub fn channel_message_id(prompt: &str) -> Option<String> {
+    let tag_start = prompt.rfind("<channel ")?;
+    let tag = &prompt[tag_start..];
+    let tag = &tag[..tag.find('>')?];
+    let value_start = tag.find(" message_id=\"")? + " message_id=\"".len();
+    let value = &tag[value_start..];
+    Some(value[..value.find('"')?].to_owned())
 }
 
 #[cfg(test)]
@@ -159,6 +156,17 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<PluginFrame>(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_prompt_is_traced_to_its_newest_channel_message() {
+        let prompt = "<channel source=\"synthesis\" chat_id=\"a::b\" message_id=\"m-2\" ts=\"t\">\nSLOW\n</channel>[Request interrupted by user]\n<channel source=\"synthesis\" chat_id=\"a::b\" message_id=\"m-3\">\nnext\n</channel>";
+        assert_eq!(channel_message_id(prompt).as_deref(), Some("m-3"));
+        assert_eq!(channel_message_id("typed at the terminal"), None);
+        assert_eq!(
+            channel_message_id("<channel source=\"s\">no id</channel>"),
+            None
+        );
     }
 
     #[test]

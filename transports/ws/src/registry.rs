@@ -13,6 +13,8 @@ use synthesis_bridge::transport::{
 use tokio::sync::{OwnedMutexGuard, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::hooks::Prompts;
+
 /// How many messages or events wait in each direction of a link.
 const LINK_CAPACITY: usize = 64;
 
@@ -46,6 +48,8 @@ pub(crate) struct Session {
     attachments: AtomicU64,
     /// Fired when the registration is revoked or replaced.
     pub(crate) ended: CancellationToken,
+    /// What the agent's hooks have reported.
+    prompts: Mutex<Prompts>,
 }
 
 /// How to reach the connection that serves a session.
@@ -94,6 +98,7 @@ impl Registry {
                 current: Mutex::new(None),
                 attachments: AtomicU64::new(0),
                 ended: CancellationToken::new(),
+                prompts: Mutex::default(),
             }),
         };
         if let Some(old) = self.lock().insert(key.clone(), registration) {
@@ -208,6 +213,10 @@ impl Session {
             None => end,
         };
         let _ = self.events.send(ChannelEvent::TurnEnded(end)).await;
+    }
+
+    pub(crate) fn prompts(&self) -> std::sync::MutexGuard<'_, Prompts> {
+        self.prompts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_current(&self) -> std::sync::MutexGuard<'_, Option<Current>> {

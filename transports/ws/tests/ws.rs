@@ -9,9 +9,9 @@ use synthesis_bridge::transport::{
     ChannelEvent, ChannelLink, ChannelTicket, ChannelTransport, InboundMessage, ReplyFrame,
     TransportError, TurnEnd,
 };
-use synthesis_transport_ws::client::report_turn_end;
 use synthesis_transport_ws::protocol::close;
 use synthesis_transport_ws::{WsConfig, WsTransport};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -256,26 +256,139 @@ async fn quiet(link: &mut ChannelLink) {
     assert!(waited.is_err(), "unexpected event {waited:?}");
 }
 
+/// Posts a Claude Code hook report, as its `http` hooks do, and returns the status and the JSON answer.
+async fn post_hook(
+    transport: &WsTransport,
+    session: &str,
+    token: &str,
+    body: Value,
+) -> (u16, Value) {
+    let url = transport
+        .hook_endpoint()
+        .expect("the WebSocket transport takes hooks");
+    let address = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_owned();
+    let path: String = format!(
+        "/hooks?session={}",
+        session.replace(':', "%3A").replace(' ', "+")
+    );
+    let body = body.to_string();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(&address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut response))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn channel_prompt(message_id: &str) -> String {
+    format!(
+        "<channel source=\"synthesis\" chat_id=\"s\" message_id=\"{message_id}\" ts=\"t\">\nhi\n</channel>"
+    )
+}
+
+/// Claude Code's `UserPromptSubmit` report: message `message_id` became prompt `prompt_id`.
+async fn submit(
+    transport: &WsTransport,
+    ticket: &ChannelTicket,
+    prompt_id: &str,
+    message_id: &str,
+) -> Value {
+    let body = json!({"hook_event_name": "UserPromptSubmit", "prompt_id": prompt_id,
+                      "session_id": "c", "prompt": channel_prompt(message_id)});
+    let (status, answer) = post_hook(transport, "s", &ticket.token, body).await;
+    assert_eq!(status, 200);
+    answer
+}
+
+/// Claude Code's `Stop` report for prompt `prompt_id`.
+async fn stop(transport: &WsTransport, ticket: &ChannelTicket, prompt_id: &str, last: &str) {
+    let body = json!({"hook_event_name": "Stop", "prompt_id": prompt_id,
+                      "last_assistant_message": last, "stop_hook_active": false});
+    let (status, answer) = post_hook(transport, "s", &ticket.token, body).await;
+    assert_eq!((status, answer), (200, json!({})));
+}
+
 #[tokio::test]
-async fn turn_end_reports_reach_the_link_only_with_the_right_token() {
+async fn hook_reports_reach_the_link_only_with_the_right_token() {
     let transport = transport(WsConfig::default()).await;
     let (ticket, mut link, mut socket) = connected(&transport, "s").await;
 
-    let refused = report_turn_end(&transport.endpoint(), "s", "forged", TurnEnd::default()).await;
-    assert!(refused.is_err());
+    let start = json!({"hook_event_name": "UserPromptSubmit", "prompt_id": "p-1",
+                       "prompt": channel_prompt("m-1")});
+    let (status, _) = post_hook(&transport, "s", "forged", start.clone()).await;
+    assert_eq!(status, 401);
+    let (status, _) = post_hook(&transport, "other", &ticket.token, start).await;
+    assert_eq!(status, 401);
+    quiet(&mut link).await;
+
+    assert_eq!(submit(&transport, &ticket, "p-1", "m-1").await, json!({}));
+    assert_eq!(
+        next_event(&mut link).await,
+        ChannelEvent::Started {
+            message_id: "m-1".into()
+        }
+    );
+    stop(&transport, &ticket, "p-1", "All done.").await;
+    answer_ping(&mut socket).await;
     let done = TurnEnd::new(Some("m-1".into()), Some("All done.".into()));
-    report_turn_end(&transport.endpoint(), "s", &ticket.token, done.clone())
-        .await
-        .unwrap();
-    answer_ping(&mut socket).await;
     assert_eq!(next_event(&mut link).await, ChannelEvent::TurnEnded(done));
-    // A failed turn carries its error.
-    let failed = TurnEnd::new(Some("m-2".into()), None).failed("API Error: 529 overloaded");
-    report_turn_end(&transport.endpoint(), "s", &ticket.token, failed.clone())
-        .await
-        .unwrap();
+
+    // A failed prompt carries its error.
+    submit(&transport, &ticket, "p-2", "m-2").await;
+    next_event(&mut link).await;
+    let failure = json!({"hook_event_name": "StopFailure", "prompt_id": "p-2", "error": "unknown",
+                         "last_assistant_message": "API Error: 529 overloaded"});
+    assert_eq!(
+        post_hook(&transport, "s", &ticket.token, failure).await.0,
+        200
+    );
     answer_ping(&mut socket).await;
+    let failed = TurnEnd::new(Some("m-2".into()), None).failed("API Error: 529 overloaded");
     assert_eq!(next_event(&mut link).await, ChannelEvent::TurnEnded(failed));
+
+    // A report that is not hook JSON is refused; a prompt typed at the terminal is nobody's business.
+    let (status, _) = post_hook(&transport, "s", &ticket.token, json!({"nope": 1})).await;
+    assert_eq!(status, 400);
+    let typed =
+        json!({"hook_event_name": "UserPromptSubmit", "prompt_id": "p-3", "prompt": "hello"});
+    assert_eq!(
+        post_hook(&transport, "s", &ticket.token, typed).await,
+        (200, json!({}))
+    );
+    quiet(&mut link).await;
+}
+
+#[tokio::test]
+async fn a_message_that_starts_a_second_prompt_is_blocked_and_its_stop_is_not_reported() {
+    let transport = transport(WsConfig::default()).await;
+    let (ticket, mut link, mut socket) = connected(&transport, "s").await;
+
+    submit(&transport, &ticket, "p-1", "m-1").await;
+    next_event(&mut link).await;
+    // Pushed again because the first start was late: the second start must not reach the conversation.
+    let answer = submit(&transport, &ticket, "p-2", "m-1").await;
+    assert_eq!(answer["decision"], "block", "{answer}");
+    quiet(&mut link).await;
+    stop(&transport, &ticket, "p-2", "").await;
+    quiet(&mut link).await;
+    stop(&transport, &ticket, "p-1", "done").await;
+    answer_ping(&mut socket).await;
+    assert_eq!(
+        next_event(&mut link).await,
+        ChannelEvent::TurnEnded(TurnEnd::new(Some("m-1".into()), Some("done".into())))
+    );
 }
 
 /// The hook reports the end of message `m-1` before any reply to it came; returns the report once the
@@ -286,13 +399,15 @@ async fn report_ahead_of_the_reply(
     link: &mut ChannelLink,
     socket: &mut Socket,
 ) -> TurnEnd {
-    let done = TurnEnd::new(Some("m-1".into()), Some("Sent my answer.".into()));
-    report_turn_end(&transport.endpoint(), "s", &ticket.token, done.clone())
-        .await
-        .unwrap();
+    submit(transport, ticket, "p-1", "m-1").await;
+    assert!(matches!(
+        next_event(link).await,
+        ChannelEvent::Started { .. }
+    ));
+    stop(transport, ticket, "p-1", "Sent my answer.").await;
     quiet(link).await;
     assert_eq!(next_json(socket).await["type"], "ping");
-    done
+    TurnEnd::new(Some("m-1".into()), Some("Sent my answer.".into()))
 }
 
 #[tokio::test]
@@ -321,6 +436,8 @@ async fn a_turn_end_after_its_final_reply_goes_at_once() {
     let transport = transport(WsConfig::default()).await;
     let (ticket, mut link, mut socket) = connected(&transport, "s").await;
 
+    submit(&transport, &ticket, "p-1", "m-1").await;
+    next_event(&mut link).await;
     send_json(
         &mut socket,
         json!({"type": "reply", "content": "The answer", "final": true, "message_id": "m-1"}),
@@ -330,10 +447,8 @@ async fn a_turn_end_after_its_final_reply_goes_at_once() {
         next_event(&mut link).await,
         ChannelEvent::Reply(_)
     ));
-    let done = TurnEnd::new(Some("m-1".into()), None);
-    report_turn_end(&transport.endpoint(), "s", &ticket.token, done.clone())
-        .await
-        .unwrap();
+    stop(&transport, &ticket, "p-1", "done").await;
+    let done = TurnEnd::new(Some("m-1".into()), Some("done".into()));
     // The plugin answers no ping, and none was needed.
     assert_eq!(next_event(&mut link).await, ChannelEvent::TurnEnded(done));
     let frame = tokio::time::timeout(Duration::from_millis(200), socket.next()).await;
@@ -419,4 +534,7 @@ async fn other_paths_are_not_found() {
     let url = transport.endpoint().replace("/bridge", "/other");
     let err = tokio_tungstenite::connect_async(url).await.unwrap_err();
     assert!(err.to_string().contains("404"), "{err}");
+    let url = transport.endpoint().replace("/bridge", "/hooks");
+    let err = tokio_tungstenite::connect_async(url).await.unwrap_err();
+    assert!(err.to_string().contains("405"), "{err}");
 }

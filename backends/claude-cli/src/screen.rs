@@ -1,0 +1,125 @@
+//! Reading Claude Code's terminal for an error message: what a process said before it died or stopped,
+//! without the drawing around it (box lines, spinners, the status line, key hints).
+
+use synthesis_bridge::spawner::ProcessExit;
+
+/// Phrases of the TUI's frame rather than of a message: a line holding one says nothing about a cause.
+const CHROME: &[&str] = &[
+    "esc to interrupt",
+    "for shortcuts",
+    "/effort",
+    "ctrl+",
+    "shift+tab",
+    "Enter to confirm",
+    "Esc to cancel",
+    "bypass permissions",
+    "accept edits",
+    "tokens",
+];
+
+/// How a process ended, as the start of a sentence: "exited with code 1 " or "was killed by signal 9
+/// (SIGKILL) ".
+pub(crate) fn exit_reason(exit: ProcessExit) -> String {
+    match (exit.code, exit.signal) {
+        (Some(code), _) => format!("exited with code {code} "),
+        (None, Some(signal)) => match signal_name(signal) {
+            Some(name) => format!("was killed by signal {signal} ({name}) "),
+            None => format!("was killed by signal {signal} "),
+        },
+        (None, None) => "ended ".to_owned(),
+    }
+}
+
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        6 => "SIGABRT",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        15 => "SIGTERM",
+        _ => return None,
+    })
+}
+
+/// `; its last words: "…"` with the last meaningful line of `screen`, or nothing when it has none.
+pub(crate) fn last_words(screen: &str) -> String {
+    match meaningful_lines(screen, 1).pop() {
+        Some(line) => format!("; its last words: {line:?}"),
+        None => String::new(),
+    }
+}
+
+/// The last `count` non-blank lines of a screen with the drawing removed, joined with ` | `, at most 1,000
+/// characters.
+pub(crate) fn last_lines(screen: &str, count: usize) -> String {
+    let tail = meaningful_lines(screen, count).join(" | ");
+    let skip = tail.chars().count().saturating_sub(1000);
+    tail.chars().skip(skip).collect()
+}
+
+/// The last `count` lines that say something, oldest first, each cleaned of drawing characters.
+fn meaningful_lines(screen: &str, count: usize) -> Vec<String> {
+    let mut lines: Vec<String> = screen
+        .lines()
+        .rev()
+        .filter(|line| !CHROME.iter().any(|phrase| line.contains(phrase)))
+        .map(clean)
+        .filter(|line| line.chars().filter(|c| c.is_alphanumeric()).count() >= 3)
+        .take(count)
+        .collect();
+    lines.reverse();
+    lines
+}
+
+/// A line without box drawing, block elements, spinners and runs of white space.
+fn clean(line: &str) -> String {
+    let drawn = |c: char| {
+        matches!(c, '\u{2500}'..='\u{259F}' | '\u{25A0}'..='\u{25FF}' | '\u{2700}'..='\u{27BF}')
+            || matches!(c, '❯' | '⏺' | '⎿' | '·' | '…' | '↓' | '↑')
+    };
+    line.split(|c: char| c.is_whitespace() || drawn(c))
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drawing_around_a_message_is_left_out() {
+        let screen = "\n error: No conversation found with session ID: 5d1c\n╭──────────╮\n│ ❯        │\n╰──────────╯\n ◐ medium · /effort───\n  ? for shortcuts\n";
+        assert_eq!(
+            last_words(screen),
+            "; its last words: \"error: No conversation found with session ID: 5d1c\""
+        );
+        assert_eq!(last_words("───\n ✻ \n"), "");
+    }
+
+    #[test]
+    fn exits_and_signals_are_named() {
+        let code = ProcessExit {
+            code: Some(1),
+            signal: None,
+        };
+        let killed = ProcessExit {
+            code: None,
+            signal: Some(9),
+        };
+        assert_eq!(exit_reason(code), "exited with code 1 ");
+        assert_eq!(exit_reason(killed), "was killed by signal 9 (SIGKILL) ");
+    }
+
+    #[test]
+    fn the_last_lines_of_a_dialog_are_quoted_clean() {
+        let screen = "  Detected a custom API key in your environment\n\n  Do you want to use this API key?\n  ❯ No (recommended)\n\n  Enter to confirm · Esc to cancel\n";
+        assert_eq!(
+            last_lines(screen, 2),
+            "Do you want to use this API key? | No (recommended)"
+        );
+    }
+}
