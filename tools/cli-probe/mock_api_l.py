@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Mock Anthropic Messages API (stdlib only), mock_api.py plus section-L knobs:
-"WAIT<n>" in the last channel message delays the answer n seconds, "STALL" delays it 120 s;
+"WAIT<n>" in the last channel message delays the answer n seconds, "STALL" delays it 120 s; "DONEWAIT<n>" delays the closing answer after the tool result;
 a channel message without the reply tool offered is labelled "no_reply_tool".
 
 usage: mock_api.py PORTFILE LOGFILE
@@ -58,7 +58,10 @@ def decide(body):
     if chans and not has_tool_result:
         return [{"type": "text", "text": "no reply tool"}], 0, "no_reply_tool"
     if has_tool_result:
-        return [{"type": "text", "text": "done"}], 0, "done"
+        alltext = json.dumps([m.get("content") for m in users])
+        tags = re.findall(r'<channel[^>]*>(.*?)</channel>', alltext, re.S)
+        w = re.search(r"DONEWAIT(\d+)", tags[-1]) if tags else None
+        return [{"type": "text", "text": "done"}], int(w.group(1)) if w else 0, "done"
     return [{"type": "text", "text": "ok"}], 0, "other"
 
 

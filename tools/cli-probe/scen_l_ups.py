@@ -29,6 +29,8 @@ if SCRUB:
     env["CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"] = "1"
 c, ok = r.start("--session-id", SID, settings, extra_env=env, max_seconds=400)
 print("started", ok, flush=True)
+if not ok:
+    print(c.display()); c.kill(); r.close(); sys.exit(1)
 
 
 def stops():

@@ -147,7 +147,18 @@ async fn handle(
                 Some(_) => Vec::new(),
                 None => script::answer(&body),
             };
-            let response = if let Some(message) = failure {
+            let delay = script::delay(&body);
+            // Recorded on arrival, so that a test can act while the model stalls.
+            requests
+                .lock()
+                .expect("never poisoned: no panics under the lock")
+                .push(RecordedRequest {
+                    path,
+                    body: body.clone(),
+                    answer: answer.clone(),
+                });
+            tokio::time::sleep(delay).await;
+            if let Some(message) = failure {
                 let error = json!({"type": "error",
                                    "error": {"type": "invalid_request_error", "message": message}});
                 let mut response = json_response(&error);
@@ -157,12 +168,7 @@ async fn handle(
                 sse_response(&body, &answer)
             } else {
                 json_response(&message(&body, &answer))
-            };
-            requests
-                .lock()
-                .expect("never poisoned: no panics under the lock")
-                .push(RecordedRequest { path, body, answer });
-            response
+            }
         }
         _ => Response::builder()
             .status(StatusCode::NOT_FOUND)

@@ -1,5 +1,7 @@
 //! What the scripted model answers, decided from the request alone.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 /// One content block of the model's answer.
@@ -28,7 +30,7 @@ pub fn plain_text(content: &str) -> String {
     format!("plain answer to: {content}")
 }
 
-/// The model's closing words after a tool result.
+/// The model's closing words after its last step.
 pub const CLOSING_TEXT: &str = "done";
 
 /// The API error a `<channel>` message starting with `API_ERROR` gets (HTTP 400, `invalid_request_error`,
@@ -60,46 +62,134 @@ impl ChannelMessage {
     }
 }
 
-/// The answer to a `POST /v1/messages` body:
-/// - the last user turn holds a tool result: the closing text;
-/// - it holds a `<channel>` message starting with `PLAIN`: a plain-text answer;
-/// - it holds another `<channel>` message and a `mcp__…__reply` tool is offered: a call of that tool with
-///   the message's `chat_id` and `message_id` and [`reply_text`];
-/// - anything else: `ok`.
-pub fn answer(body: &Value) -> Vec<Block> {
-    if last_user_blocks(body)
-        .iter()
-        .any(|block| block["type"] == "tool_result")
-    {
-        return vec![Block::Text(CLOSING_TEXT.to_owned())];
+/// How long the model takes before it answers `body`: `STALL MS …` stalls its first answer MS
+/// milliseconds, `SLOWCLOSE MS …` its closing text after the reply.
+pub fn delay(body: &Value) -> Duration {
+    let Some((message, step)) = position(body) else {
+        return Duration::ZERO;
+    };
+    let mut words = message.content.split_whitespace();
+    let (command, ms) = (words.next(), words.next().and_then(|ms| ms.parse().ok()));
+    match (command, ms, step) {
+        (Some("STALL"), Some(ms), 0) => Duration::from_millis(ms),
+        (Some("SLOWCLOSE"), Some(ms), step) if step == plan(&message).len() => {
+            Duration::from_millis(ms)
+        }
+        _ => Duration::ZERO,
     }
-    let Some(message) = newest_channel_message(body) else {
+}
+
+/// The answer to a `POST /v1/messages` body. The newest `<channel>` message sets a plan, and each request
+/// after it takes the next step (counted by the model's tool calls since the message), then the
+/// closing text:
+/// - `PLAIN …`: a plain-text answer ([`plain_text`]), no tool;
+/// - `TOOL COMMAND…`: a call of the built-in `Bash` tool with COMMAND, then the reply;
+/// - `PARTS A B C`: a reply in parts, one call per word (`partial: true` but the last);
+/// - anything else (`STALL MS …` and `SLOWCLOSE MS …` too): one call of the `mcp__…__reply` tool with the
+///   message's `chat_id` and `message_id` and [`reply_text`].
+///
+/// Without a `<channel>` message the answer is `ok`; without a reply tool, a text saying so.
+pub fn answer(body: &Value) -> Vec<Block> {
+    let Some((message, step)) = position(body) else {
         return vec![Block::Text("ok".to_owned())];
     };
-    if message.content.starts_with("PLAIN") {
-        return vec![Block::Text(plain_text(&message.content))];
-    }
     let reply_tool = body["tools"].as_array().and_then(|tools| {
         tools
             .iter()
             .filter_map(|tool| tool["name"].as_str())
             .find(|name| name.starts_with("mcp__") && name.ends_with("__reply"))
     });
-    let Some(reply_tool) = reply_tool else {
-        return vec![Block::Text(format!(
-            "no reply tool offered; I would say: {}",
-            reply_text(&message.content)
-        ))];
+    let Some(step) = plan(&message).into_iter().nth(step) else {
+        return vec![Block::Text(CLOSING_TEXT.to_owned())];
     };
-    vec![Block::ToolUse {
+    let tool = |name: &str, input: Value| Block::ToolUse {
         id: format!("toolu_{}", uuid::Uuid::new_v4().simple()),
-        name: reply_tool.to_owned(),
-        input: json!({
-            "chat_id": message.attribute("chat_id").unwrap_or_default(),
-            "message_id": message.attribute("message_id"),
-            "text": reply_text(&message.content),
-        }),
-    }]
+        name: name.to_owned(),
+        input,
+    };
+    match step {
+        Step::Plain => vec![Block::Text(plain_text(&message.content))],
+        Step::Bash(command) => vec![tool(
+            "Bash",
+            json!({"command": command, "description": "run it"}),
+        )],
+        Step::Reply { text, partial } => {
+            let Some(reply_tool) = reply_tool else {
+                return vec![Block::Text(format!(
+                    "no reply tool offered; I would say: {text}"
+                ))];
+            };
+            let mut input = json!({
+                "chat_id": message.attribute("chat_id").unwrap_or_default(),
+                "message_id": message.attribute("message_id"),
+                "text": text,
+            });
+            if partial {
+                input["partial"] = json!(true);
+            }
+            vec![tool(reply_tool, input)]
+        }
+    }
+}
+
+/// One step of the model's plan for a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Plain,
+    Bash(String),
+    Reply { text: String, partial: bool },
+}
+
+/// What the model does about `message`, step by step, before its closing text.
+fn plan(message: &ChannelMessage) -> Vec<Step> {
+    let content = message.content.as_str();
+    let reply = Step::Reply {
+        text: reply_text(content),
+        partial: false,
+    };
+    if content.starts_with("PLAIN") {
+        return vec![Step::Plain];
+    }
+    if let Some(command) = content.strip_prefix("TOOL ") {
+        return vec![Step::Bash(command.to_owned()), reply];
+    }
+    if let Some(words) = content.strip_prefix("PARTS ") {
+        let words: Vec<&str> = words.split_whitespace().collect();
+        return words
+            .iter()
+            .enumerate()
+            .map(|(at, word)| Step::Reply {
+                text: format!("{word} "),
+                partial: at + 1 < words.len(),
+            })
+            .collect();
+    }
+    vec![reply]
+}
+
+/// The newest `<channel>` message of the conversation and how many of the model's tool-calling turns
+/// followed it (the step its plan is at).
+fn position(body: &Value) -> Option<(ChannelMessage, usize)> {
+    let messages = body["messages"].as_array()?;
+    let mut steps = 0;
+    for message in messages.iter().rev() {
+        let blocks = content_blocks(&message["content"]);
+        if message["role"] == "assistant" {
+            if blocks.iter().any(|block| block["type"] == "tool_use") {
+                steps += 1;
+            }
+            continue;
+        }
+        let text = blocks
+            .iter()
+            .filter_map(|block| block["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        if let Some(newest) = channel_messages(&text).pop() {
+            return Some((newest, steps));
+        }
+    }
+    None
 }
 
 /// The content blocks of the last `user` message.
@@ -211,12 +301,74 @@ mod tests {
         );
     }
 
+    /// A conversation after `message`: each step's tool call and its result.
+    fn after(message: &str, calls: usize) -> Value {
+        let tag =
+            format!("<channel source=\"s\" chat_id=\"c\" message_id=\"m\">\n{message}\n</channel>");
+        let mut messages = vec![json!({"role": "user", "content": tag})];
+        for n in 0..calls {
+            messages.push(json!({"role": "assistant", "content": [{"type": "tool_use", "id": format!("t{n}"), "name": "x", "input": {}}]}));
+            messages.push(json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": format!("t{n}"), "content": "sent"}]}));
+        }
+        json!({"messages": messages, "tools": [{"name": "Bash"}, {"name": "mcp__synthesis__reply"}]})
+    }
+
+    fn input_of(blocks: &[Block]) -> (String, Value) {
+        match blocks {
+            [Block::ToolUse { name, input, .. }] => (name.clone(), input.clone()),
+            other => panic!("expected one tool call, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn a_tool_result_gets_the_closing_text() {
-        let content = json!([{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sent"}]);
+    fn each_step_of_a_plan_follows_the_last_then_the_closing_text() {
         assert_eq!(
-            answer(&request(content)),
+            answer(&after("hi", 1)),
             vec![Block::Text(CLOSING_TEXT.to_owned())]
+        );
+
+        let (name, input) = input_of(&answer(&after("TOOL echo hi", 0)));
+        assert_eq!(
+            (name.as_str(), &input["command"]),
+            ("Bash", &json!("echo hi"))
+        );
+        let (name, input) = input_of(&answer(&after("TOOL echo hi", 1)));
+        assert_eq!(
+            (name.as_str(), &input["text"]),
+            ("mcp__synthesis__reply", &json!("reply to: TOOL echo hi"))
+        );
+        assert_eq!(
+            answer(&after("TOOL echo hi", 2)),
+            vec![Block::Text(CLOSING_TEXT.to_owned())]
+        );
+
+        let parts: Vec<Value> = (0..3)
+            .map(|step| input_of(&answer(&after("PARTS a b c", step))).1)
+            .collect();
+        assert_eq!(
+            parts
+                .iter()
+                .map(|p| p["text"].as_str().unwrap())
+                .collect::<String>(),
+            "a b c "
+        );
+        assert_eq!(
+            parts
+                .iter()
+                .map(|p| p["partial"] == true)
+                .collect::<Vec<_>>(),
+            [true, true, false]
+        );
+    }
+
+    #[test]
+    fn stalls_and_slow_closings_delay_their_own_step_only() {
+        assert_eq!(delay(&after("STALL 700 x", 0)), Duration::from_millis(700));
+        assert_eq!(delay(&after("STALL 700 x", 1)), Duration::ZERO);
+        assert_eq!(delay(&after("SLOWCLOSE 300 x", 0)), Duration::ZERO);
+        assert_eq!(
+            delay(&after("SLOWCLOSE 300 x", 1)),
+            Duration::from_millis(300)
         );
     }
 }
