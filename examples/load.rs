@@ -61,10 +61,6 @@ struct Args {
     /// What runs the seed's `main.ts` (bun, which the seed was written for; its `ws` module must be found).
     #[arg(long, default_value = "bun")]
     seed_runtime: PathBuf,
-    /// Agents run no `Stop` hook (`FAKE_CLAUDE_SKIP_HOOKS`), to measure what the hook costs. Not how the
-    /// bridge runs Claude Code: without the hook it cannot end a turn that got no reply.
-    #[arg(long)]
-    skip_stop_hooks: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -87,13 +83,7 @@ fn main() -> anyhow::Result<()> {
             dir.path(),
             args.sessions,
         )?,
-        None => BridgeUnderLoad::start(
-            &bridge_bin,
-            &agent_bin,
-            dir.path(),
-            args.sessions,
-            args.skip_stop_hooks,
-        )?,
+        None => BridgeUnderLoad::start(&bridge_bin, &agent_bin, dir.path(), args.sessions)?,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -113,13 +103,7 @@ struct BridgeUnderLoad {
 }
 
 impl BridgeUnderLoad {
-    fn start(
-        bridge: &Path,
-        agent: &Path,
-        dir: &Path,
-        sessions: usize,
-        skip_stop_hooks: bool,
-    ) -> anyhow::Result<Self> {
+    fn start(bridge: &Path, agent: &Path, dir: &Path, sessions: usize) -> anyhow::Result<Self> {
         let workspace = dir.join("workspace");
         std::fs::create_dir(&workspace)?;
         let mut command = Command::new(bridge);
@@ -134,9 +118,6 @@ impl BridgeUnderLoad {
             .args(["--max-processes", &(sessions + 8).to_string()])
             .args(["--process-idle", "1h", "--log", "warn,bridge=info"])
             .env("CLAUDE_CONFIG_DIR", dir.join("claude"));
-        if skip_stop_hooks {
-            command.env("FAKE_CLAUDE_SKIP_HOOKS", "1");
-        }
         Self::ready(command)
     }
 

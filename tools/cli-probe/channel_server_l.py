@@ -5,6 +5,7 @@ usage: channel_server_l.py RUNDIR   (same files as channel_server.py; times with
 Environment (inherited from claude):
   CHANNEL_WATCH_DELAY   seconds between the tools/list answer and the first poll of RUNDIR/push (default 1.0)
   CHANNEL_FIRST_PUSH    if set: pushed as a channel message at once (0 ms) after the first tools/list answer
+  CHANNEL_FIRST_PUSH_DELAY  seconds to wait before that first push (default 0)
   CHANNEL_AFTER_REPLY   "MARK=SECONDS": after answering a reply call whose text contains MARK, push
                         "after reply <n>" SECONDS later (0 = right after the result was written)
 """
@@ -99,7 +100,11 @@ for line in sys.stdin:
         if not started:
             started = True
             if os.environ.get("CHANNEL_FIRST_PUSH"):
-                push(os.environ["CHANNEL_FIRST_PUSH"], "first")
+                d = float(os.environ.get("CHANNEL_FIRST_PUSH_DELAY", "0"))
+                if d:
+                    threading.Timer(d, push, (os.environ["CHANNEL_FIRST_PUSH"], "first")).start()
+                else:
+                    push(os.environ["CHANNEL_FIRST_PUSH"], "first")
             threading.Thread(target=watcher, daemon=True).start()
     elif method == "tools/call":
         p = msg.get("params", {})

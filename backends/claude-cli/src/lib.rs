@@ -12,12 +12,20 @@
 //!   skip the server); the development-channels dialog is confirmed once it is drawn on the terminal;
 //! - `--session-id U` for a conversation Claude Code has no transcript of, `--resume U` for one it has,
 //!   where `U` is kept in the [`SessionStore`] so a restarted bridge resumes the same conversation;
-//! - `--settings` installing a `Stop` hook, which reports when Claude has finished a prompt. A turn ends
-//!   when the plugin sends its final reply, or when that report comes: Claude answered without the reply
+//! - `--settings` installing three `http` hooks that report to the transport's
+//!   [`hook_endpoint`](ChannelTransport::hook_endpoint): `UserPromptSubmit` confirms that a pushed message
+//!   started a prompt, `Stop` that the prompt is over, `StopFailure` that its model request failed. A turn
+//!   ends when the plugin sends its final reply, or when `Stop` comes: Claude answered without the reply
 //!   tool, and its last words are the answer;
 //! - `--permission-mode` (`dontAsk` by default) with `--allowedTools mcp__NAME__reply` and any extras;
 //! - the environment `SYNTHESIS_WS_URL`, `SYNTHESIS_OPENCLAW_SESSION`, `SYNTHESIS_CLAUDE_SESSION` and
 //!   `SYNTHESIS_BRIDGE_TOKEN` on top of the bridge's own.
+//!
+//! A message is pushed only once the previous prompt is over, and counts as delivered only when Claude
+//! Code confirms it started a prompt; one that is not confirmed in time is pushed again (the transport
+//! keeps it from starting twice), and after the last attempt the turn fails and the process is restarted.
+//! A conversation whose transcript holds no conversation (Claude Code was killed before writing it) is
+//! replaced by a new one rather than resumed.
 //!
 //! A process is ready when its plugin has said hello with the right token. A process idle for
 //! [`ClaudeCliConfig::process_idle`] is stopped; at [`ClaudeCliConfig::max_processes`] the longest-idle one

@@ -2,7 +2,8 @@
 //!
 //! Every agent process the bridge spawns runs a plugin that connects back to `ws://HOST:PORT/bridge`,
 //! says `hello` with the session it serves and the secret it was given, and then carries messages one way
-//! and replies the other. [`protocol`] has the frames; `docs/protocol.md` describes them for plugin
+//! and replies the other. The agent's hooks post their reports to `http://HOST:PORT/hooks` on the same
+//! listener. [`protocol`] has the frames; `docs/protocol.md` describes them and the hooks for plugin
 //! authors.
 //!
 //! What the transport guarantees:
@@ -12,9 +13,11 @@
 //!   connection;
 //! - a connection that stops answering pings is closed, and the backend hears
 //!   [`ChannelEvent::Disconnected`](synthesis_bridge::transport::ChannelEvent::Disconnected) at once;
-//! - a `turn_end` report reaches the backend after every reply the plugin sent before the agent
-//!   finished, although the two come over different connections (a ping round trip on the plugin's
-//!   connection orders them when the report comes first).
+//! - a hook report reaches the backend only with the process's secret; a message starts at most one
+//!   prompt (a second start is blocked);
+//! - a `Stop` report reaches the backend after every reply the plugin sent before the agent finished,
+//!   although the two come over different connections (a ping round trip on the plugin's connection
+//!   orders them when the report comes first).
 //!
 //! # Example
 //!
