@@ -76,6 +76,12 @@ struct Args {
     #[arg(long, env = "SYNTHESIS_PROCESS_IDLE", default_value = "30m", value_parser = parse_limit)]
     process_idle: Limit,
 
+    /// After a turn whose message reached Claude got no whole answer, the same message again (the client's
+    /// retry, OpenClaw's continuation prompt included) within this long has Claude carry on with it rather
+    /// than be asked twice; `off`: every turn is a new message.
+    #[arg(long, env = "SYNTHESIS_RETRY_WINDOW", default_value = "3m", value_parser = parse_limit)]
+    retry_window: Limit,
+
     /// At most this many `claude` processes at once; the longest-idle one makes room for a new session.
     /// When all are in a turn, new sessions get 503 with Retry-After.
     #[arg(long, env = "SYNTHESIS_MAX_PROCESSES", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
@@ -276,7 +282,8 @@ async fn agent(args: &Args) -> anyhow::Result<Arc<dyn AgentBackend>> {
         .program(&args.claude_bin)
         .permission_mode(args.permission_mode)
         .ready_timeout(args.ready_timeout)
-        .max_processes(args.max_processes as usize);
+        .max_processes(args.max_processes as usize)
+        .retry_window(args.retry_window.0);
     if let Some(idle) = args.process_idle.0 {
         config = config.process_idle(idle);
     } else {

@@ -29,6 +29,7 @@
 //! | `silent` | nothing, until ESC |
 //! | `lost TEXT` | the first push of it is dropped, as Claude Code drops a push during an open tool call; then `echo: lost TEXT` |
 //! | `late MS TEXT` | its prompt starts MS milliseconds after the push; then `echo: late MS TEXT` |
+//! | a note with `retry_of: M` in its meta | `continued: TEXT`, TEXT being message M's (not run again) |
 //! | anything else | `echo: <message>` |
 //!
 //! The timestamp OpenClaw puts before each message (`[Sat 2026-11-21 05:18 UTC] `) is read past, as a
@@ -307,11 +308,22 @@ impl Session {
             is_final: last,
             message_id: id.then(|| message_id.clone()),
         };
+        // A note that carries on with an earlier message: answered as that message, which is not run again.
+        let original = meta["retry_of"]
+            .as_str()
+            .and_then(|original| self.content_of(original));
         let content = without_openclaw_timestamp(&content);
-        let (command, rest) = content.split_once(' ').unwrap_or((content, ""));
+        let (command, rest) = match &original {
+            Some(_) => ("continued", ""),
+            None => content.split_once(' ').unwrap_or((content, "")),
+        };
         let mut last_words = "done".to_owned();
         let mut failed = false;
         match command {
+            "continued" => {
+                let original = original.unwrap_or_default();
+                send(reply(format!("continued: {original}"), Some(true), true));
+            }
             "slow" => {
                 let (ms, text) = rest.split_once(' ').unwrap_or((rest, ""));
                 tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(1000))).await;
@@ -392,6 +404,21 @@ impl Session {
             "Stop"
         };
         self.hooks.post(event, &input).await;
+    }
+
+    /// The content of message `message_id`, from the transcript.
+    fn content_of(&self, message_id: &str) -> Option<String> {
+        let records = std::fs::read_to_string(&self.transcript).ok()?;
+        let needle = format!("message_id=\"{message_id}\"");
+        records
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter_map(|record| record["message"]["content"].as_str().map(str::to_owned))
+            .find(|tag| tag.contains(&needle))
+            .and_then(|tag| {
+                let body = tag.split_once(">\n")?.1;
+                Some(body.strip_suffix("\n</channel>").unwrap_or(body).to_owned())
+            })
     }
 
     fn record(&self, record: Value) {

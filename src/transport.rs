@@ -65,6 +65,11 @@ pub struct InboundMeta {
     pub message_id: String,
     /// When the bridge sent it, RFC 3339.
     pub ts: String,
+    /// The earlier message this one continues: the client asked again for an answer the agent had
+    /// started on and not finished (its process died, the turn was cut), so the agent carries on with
+    /// that message instead of being given the question a second time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<String>,
 }
 
 impl InboundMessage {
@@ -76,6 +81,7 @@ impl InboundMessage {
                 chat_id: chat_id.into(),
                 message_id: Uuid::new_v4().to_string(),
                 ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                retry_of: None,
             },
         }
     }

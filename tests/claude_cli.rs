@@ -221,12 +221,42 @@ async fn a_message_never_taken_up_fails_the_turn_and_restarts_claude() {
     let (_, error) = harness.turn("agent::a", "lost for good").await;
     let error = error.expect("the turn fails");
     assert!(
-        error.starts_with("claude did not take the message up: pushed 1 times"),
+        error.starts_with("claude did not take the message up: pushed 1 times over 200ms"),
         "{error}"
     );
     assert!(!is_running(pid));
     assert_eq!(prompts_in_transcripts(&dirs, "lost for good"), 0);
     assert_eq!(harness.answer("agent::a", "again").await, "echo: again");
+}
+
+#[tokio::test]
+async fn a_retry_after_a_crash_carries_on_with_the_message_instead_of_asking_twice() {
+    let dirs = Dirs::new();
+    let harness = Harness::start(&dirs, dirs.config()).await;
+    assert_eq!(harness.answer("agent::a", "hello").await, "echo: hello");
+    // The message reaches Claude, which dies on it: the client retries with the same text.
+    let (_, error) = harness.turn("agent::a", "crash").await;
+    assert!(error.is_some());
+    assert_eq!(
+        harness.answer("agent::a", "crash").await,
+        "continued: crash"
+    );
+    assert_eq!(
+        prompts_in_transcripts(&dirs, "\\ncrash\\n"),
+        1,
+        "asked once"
+    );
+    // Answered now: the same text again is a new message, as is any other.
+    assert_eq!(harness.answer("agent::a", "hello").await, "echo: hello");
+    assert_eq!(prompts_in_transcripts(&dirs, "\\nhello\\n"), 2);
+    // Without a window, every turn is a new message.
+    let dirs = Dirs::new();
+    let harness = Harness::start(&dirs, dirs.config().retry_window(None)).await;
+    let (_, error) = harness.turn("agent::b", "crash").await;
+    assert!(error.is_some());
+    let (_, error) = harness.turn("agent::b", "crash").await;
+    assert!(error.is_some(), "asked again, and it crashed again");
+    assert_eq!(prompts_in_transcripts(&dirs, "\\ncrash\\n"), 2);
 }
 
 #[tokio::test]

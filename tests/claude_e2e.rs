@@ -553,3 +553,82 @@ async fn a_cancelled_turn_is_followed_by_a_clean_next_turn() {
         "no restart"
     );
 }
+
+/// Whether a transcript holds `text` as a prompt.
+fn transcript_holds(world: &World, text: &str) -> bool {
+    transcripts(world).iter().any(|path| {
+        std::fs::read_to_string(path).is_ok_and(|records| {
+            records
+                .lines()
+                .any(|line| line.contains("\"type\":\"user\"") && line.contains(text))
+        })
+    })
+}
+
+#[tokio::test]
+#[ignore = "needs the pinned claude CLI: run scripts/e2e-claude"]
+async fn a_retry_after_claude_died_mid_answer_puts_the_question_into_the_conversation_once() {
+    let world = World::new().await;
+    let bridge = world.start_bridge().await;
+    // Killed once the question is written to the conversation, and killed before it is (Claude Code
+    // writes a prompt 0.2 to 0.5 s after it started it): either way the retry is answered and the
+    // conversation holds the question once.
+    for written in [true, false] {
+        let user = format!("agent::e2e-retry-{written}");
+        let user = user.as_str();
+        assert_eq!(
+            turn(&bridge, user, "warm up", true).await,
+            script::reply_text("warm up")
+        );
+        let question = format!("STALL 30000 run the migration ({written})");
+        let pending = {
+            let (addr, user, question) = (bridge.addr(), user.to_owned(), question.clone());
+            tokio::spawn(async move {
+                tokio::time::timeout(TURN_PATIENCE, post_to(addr, &user, &question, true))
+                    .await
+                    .expect("the killed turn ends")
+            })
+        };
+        wait_until("the model's request", || {
+            !world.requests_for(&question).is_empty()
+        })
+        .await;
+        if written {
+            wait_until("the question in the transcript", || {
+                transcript_holds(&world, &question)
+            })
+            .await;
+        }
+        assert_eq!(kill_claude(&bridge, &world.claude_bin, &[]), 1);
+        let (status, body) = pending.await.unwrap();
+        assert!(
+            status != StatusCode::OK || body.contains("\"error\""),
+            "{body}"
+        );
+
+        // The client retries with the same message.
+        assert_eq!(
+            turn(&bridge, user, &question, true).await,
+            script::reply_text(&question),
+            "written: {written}"
+        );
+        let last = world.api.requests().pop().unwrap();
+        let history = last.channel_messages();
+        let asked: Vec<_> = history.iter().filter(|m| m.content == question).collect();
+        assert_eq!(asked.len(), 1, "written: {written}: {history:?}");
+        let newest = history.last().unwrap();
+        if written {
+            // A note that carries on with the question the conversation has.
+            assert_eq!(
+                newest.attribute("retry_of"),
+                asked[0].attribute("message_id")
+            );
+        } else {
+            assert_eq!(
+                newest.content, question,
+                "the question, asked where it was lost"
+            );
+        }
+        kill_claude(&bridge, &world.claude_bin, &[]);
+    }
+}

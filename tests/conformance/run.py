@@ -323,6 +323,27 @@ def session_key_keeps_its_agent(openclaw, config):
     assert len(agents_of(conversation)) == 1, "the first session's agent is still there"
 
 
+def retry_after_a_crash_asks_the_agent_once(openclaw, world, bridge):
+    """With OpenClaw's default retries on, an agent that dies on a message fails the call (502, or an error
+    chunk), OpenClaw sends the same messages again, and the bridge has the resumed agent carry on with the
+    message it already has instead of giving it the question twice."""
+    workspace = world / "workspace" / "retrying"
+    (workspace / ".openclaw").mkdir(parents=True)
+    (workspace / ".openclaw" / "settings.json").write_text("{}")  # OpenClaw's defaults: retries on
+    config = openclaw.write_config("retrying", OpenClaw.config(bridge.url, workspace))
+    code, out = openclaw.run(config, "agent", "exec", "--config", str(config), "--cwd", str(workspace),
+                             "--timeout", "90", "crash")
+    assert code == 0, out
+    assert out["final"].startswith("continued: ") and out["final"].endswith("crash"), out["final"]
+    log = (world / "bridge.log").read_text()
+    assert "carries on with the same message" in log, "OpenClaw did not retry, or the bridge asked again"
+    # The prompt is in the agent's conversation once, and the retry's note beside it.
+    asked = [line for transcript in (world / "claude" / "projects").rglob("*.jsonl")
+             for line in transcript.read_text().splitlines()
+             if '"type":"user"' in line and "crash\\n</channel>" in line]
+    assert len(asked) == 1, asked
+
+
 def new_conversation_starts_a_new_agent_conversation(openclaw, config):
     """OpenClaw gives a session a new sessionId when its reset policy finds the session stale. (In 2026.9.6
     its /new and /reset keep the sessionId: they clear the history in place.) The shortest policy is one
@@ -472,6 +493,8 @@ def main(only):
                         heartbeat_outlasts_provider_timeout, openclaw, bridge)
             suite.check("openclaw control: without heartbeats the same turn times out",
                         timeout_without_heartbeat_fails, openclaw, world)
+            suite.check("openclaw default retries: an agent that dies on a message is not asked it twice",
+                        retry_after_a_crash_asks_the_agent_once, openclaw, world, bridge)
             suite.check("openclaw localService: starts the bridge, probes /v1/models, runs a turn, stops it",
                         local_service_starts_and_stops_the_bridge, openclaw, world)
             suite.check("openclaw plugin: the gateway runs the bridge, a turn goes through, stopping stops it",

@@ -1,6 +1,6 @@
 """L2: the http UserPromptSubmit hook answers 200 {"decision":"block","reason":"duplicate"} (prompt contains DUP)
 or {"continue":false,"stopReason":"stopped as duplicate"} (prompt contains CSTOP). Records model requests,
-transcript, Stop/StopFailure hooks and screens. Also blocks a message folded into a running prompt (FOLDDUP).
+transcript, Stop/StopFailure hooks and screens. Also blocks a message folded into a running prompt (FOLDDUP) and one queued behind a running PLAIN prompt (QUEUEDDUP).
 """
 import json, sys, time, uuid
 from harness_l import *
@@ -69,6 +69,16 @@ for i in range(2):
     time.sleep(1)
     snap(f"fold {i}")
     turn(f"after folddup {i}")
+# a duplicate queued behind a running PLAIN prompt (becomes its own prompt after that prompt's Stop)
+for i in range(2):
+    n = stops()
+    r.push(f"WAIT2 PLAIN queue host {i}")
+    time.sleep(0.7)
+    r.push(f"QUEUEDDUP {i}")
+    r.wait(lambda: stops() > n, 8)
+    time.sleep(1.5)
+    snap(f"queued {i}")
+    turn(f"after queueddup {i}")
 c.signal(15)
 print("exit", c.wait_exit(10))
 r.close()

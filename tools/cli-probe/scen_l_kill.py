@@ -1,6 +1,6 @@
 """L6/L7: SIGKILL during the first turn of a new conversation (--session-id), then --resume.
 Cases: a = idle after start-up (no prompt yet); b0 = inside the UserPromptSubmit hook (killed before it is
-answered); b50 = 50 ms after the hook request arrived (answered at once); c = mid-answer (mock stalls);
+answered); bN (N > 0, e.g. b50) = N ms after the hook request arrived (answered at once); c = mid-answer (mock stalls);
 d = a resumed conversation (one finished turn, SIGTERM, --resume) killed mid-answer, then resumed again.
 For each kill: transcript existence and record types, raw terminal tail and pyte screen; for each resume: exit code,
 output, and whether a new message is answered (and with which history).
@@ -96,8 +96,8 @@ def one(case, rep):
     if case == "a":
         time.sleep(0.5)
         c.signal(signal.SIGKILL)
-    elif case in ("b0", "b50"):
-        cur["kill_at_ups"] = 0 if case == "b0" else 0.05
+    elif case.startswith("b"):
+        cur["kill_at_ups"] = int(case[1:]) / 1000.0  # bN: N ms after the hook request arrived
         r.push("kill me in the hook")
         r.wait(lambda: c.exit_code is not None, 10)
     else:

@@ -106,14 +106,21 @@ pub struct ClaudeCliConfig {
     /// stopped.
     pub cancel_settle: Duration,
     /// How long a pushed message may take to start a prompt (Claude Code's `UserPromptSubmit` hook)
-    /// before it is pushed again. Claude Code takes it up within a fraction of a second when idle.
+    /// before it is pushed again; the wait doubles with each attempt. An idle Claude Code confirms within
+    /// 40 to 150 ms; a push it drops (the first one after start-up can be) is never confirmed
+    /// (`docs/claude-cli-measurements.md`, section L).
     pub delivery_timeout: Duration,
-    /// How many times a message is pushed before the turn fails and the process is restarted.
+    /// How many times a message is pushed before the turn fails and the process is restarted: by default
+    /// 5, over 1 + 2 + 4 + 8 + 16 = 31 s.
     pub delivery_attempts: u32,
     /// How long the next message waits for Claude to finish the previous prompt (its `Stop` report), which
     /// may go on working after it answered. Past that the report is taken as lost and the message is
     /// pushed anyway; delivery is still confirmed.
     pub prompt_end_wait: Duration,
+    /// How long after a turn whose message reached Claude ended without an answer the same text, sent
+    /// again for the same session, is taken as the client's retry: Claude then carries on with the
+    /// earlier message rather than get it twice. `None`: every turn is a new message.
+    pub retry_window: Option<Duration>,
 }
 
 impl ClaudeCliConfig {
@@ -133,9 +140,10 @@ impl ClaudeCliConfig {
             max_processes: 16,
             busy_retry_after: Duration::from_secs(10),
             cancel_settle: Duration::from_secs(1),
-            delivery_timeout: Duration::from_secs(10),
-            delivery_attempts: 3,
+            delivery_timeout: Duration::from_secs(1),
+            delivery_attempts: 5,
             prompt_end_wait: Duration::from_secs(10 * 60),
+            retry_window: Some(Duration::from_secs(3 * 60)),
         }
     }
 
@@ -215,6 +223,12 @@ impl ClaudeCliConfig {
     /// Sets [`ClaudeCliConfig::prompt_end_wait`].
     pub fn prompt_end_wait(mut self, wait: Duration) -> Self {
         self.prompt_end_wait = wait;
+        self
+    }
+
+    /// Sets [`ClaudeCliConfig::retry_window`].
+    pub fn retry_window(mut self, window: Option<Duration>) -> Self {
+        self.retry_window = window;
         self
     }
 

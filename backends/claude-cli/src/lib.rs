@@ -62,6 +62,7 @@ mod agent;
 mod config;
 mod launch;
 mod pool;
+mod retry;
 mod screen;
 mod transcript;
 mod turn;
@@ -72,7 +73,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use synthesis_bridge::store::now_in_millis;
-use synthesis_bridge::transport::{ChannelTransport, InboundMessage};
+use synthesis_bridge::transport::ChannelTransport;
 use synthesis_bridge::{
     AgentBackend, BackendError, BackendStatus, ReplyStream, SessionKey, SessionRecord,
     SessionStore, Spawner, Turn,
@@ -201,6 +202,7 @@ impl Inner {
             );
         }
         record.started = true;
+        let conversation = record.conversation_id;
         // Saved only when a restart would need it: a new session, conversation or workspace. Saving on
         // every turn (a file rewrite and two disk flushes, under the store's lock) cost a few milliseconds
         // per turn and serialized all sessions (examples/load.rs).
@@ -211,11 +213,32 @@ impl Inner {
             }
         }
 
+        let config_dir = self.services.config.claude_config_dir();
+        let (message, original) = retry::message_for(
+            turn.session.as_str(),
+            turn.text.clone(),
+            slot.unanswered().as_ref(),
+            self.services.config.retry_window,
+            |unanswered| {
+                transcript::holds_message(
+                    config_dir.as_deref(),
+                    conversation,
+                    &unanswered.message_id,
+                )
+            },
+        );
+        if let Some(retry_of) = &message.meta.retry_of {
+            info!(session = %turn.session, %retry_of, "the client asked again for an answer claude did not finish; it carries on with the same message");
+        }
         let (events, mut reply) = mpsc::channel(EVENT_BUFFER);
         let run = TurnRun {
             session: slot,
             slot: guard,
-            message: InboundMessage::new(turn.session.as_str(), turn.text),
+            text: turn.text,
+            original,
+            delivered: false,
+            answered: false,
+            message,
             cancel: turn.cancel,
             shutdown: self.shutdown.clone(),
             config: self.services.config.clone(),

@@ -10,6 +10,7 @@ use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 
 use crate::agent::Agent;
+use crate::retry::Unanswered;
 
 /// A session's place in the pool. Its lock is held for the whole of a turn, so a slot that can be locked
 /// at once is idle.
@@ -17,6 +18,8 @@ use crate::agent::Agent;
 pub(crate) struct Slot {
     pub(crate) agent: Arc<tokio::sync::Mutex<Option<Agent>>>,
     last_used: Mutex<Instant>,
+    /// The session's last message that reached Claude and got no complete answer, for a retry to carry on.
+    unanswered: Mutex<Option<Unanswered>>,
 }
 
 /// A slot's agent, held for a turn (or for stopping it).
@@ -29,6 +32,17 @@ impl Slot {
 
     fn last_used(&self) -> Instant {
         *self.last_used.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn unanswered(&self) -> Option<Unanswered> {
+        self.unanswered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_unanswered(&self, unanswered: Option<Unanswered>) {
+        *self.unanswered.lock().unwrap_or_else(|e| e.into_inner()) = unanswered;
     }
 }
 
@@ -98,6 +112,7 @@ impl Pool {
                 Arc::new(Slot {
                     agent: Arc::default(),
                     last_used: Mutex::new(Instant::now()),
+                    unanswered: Mutex::default(),
                 })
             })
             .clone()

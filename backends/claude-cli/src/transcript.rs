@@ -42,6 +42,31 @@ pub(crate) fn state(config_dir: Option<&Path>, id: Uuid) -> Transcript {
     found
 }
 
+/// Whether conversation `id` holds channel message `message_id` (a `user` record with its tag). Claude
+/// Code writes a prompt 0.2 to 0.5 s after it started it: a process killed in between leaves the
+/// conversation without it, though it was delivered.
+pub(crate) fn holds_message(config_dir: Option<&Path>, id: Uuid, message_id: &str) -> bool {
+    let Some(projects) = config_dir.map(|dir| dir.join("projects")) else {
+        return false;
+    };
+    let Ok(projects) = std::fs::read_dir(projects) else {
+        return false;
+    };
+    let (file, tag) = (
+        format!("{id}.jsonl"),
+        format!("message_id=\\\"{message_id}\\\""),
+    );
+    projects
+        .filter_map(Result::ok)
+        .filter_map(|project| std::fs::File::open(project.path().join(&file)).ok())
+        .any(|transcript| {
+            std::io::BufReader::new(transcript)
+                .lines()
+                .map_while(Result::ok)
+                .any(|line| line.contains(&tag) && line.contains("\"type\":\"user\""))
+        })
+}
+
 /// Whether the transcript at `path` has a `user` record. Read line by line: the first one comes early,
 /// and a long conversation's transcript is megabytes.
 fn holds_conversation(path: &Path) -> bool {
@@ -84,5 +109,8 @@ mod tests {
         assert_eq!(state(Some(dir.path()), id), Transcript::Conversation);
         assert_eq!(state(Some(dir.path()), Uuid::new_v4()), Transcript::Missing);
         assert_eq!(state(None, id), Transcript::Missing);
+        assert!(holds_message(Some(dir.path()), id, "m-1"));
+        assert!(!holds_message(Some(dir.path()), id, "m-2"));
+        assert!(!holds_message(Some(dir.path()), Uuid::new_v4(), "m-1"));
     }
 }

@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 use crate::agent::Agent;
 use crate::config::ClaudeCliConfig;
 use crate::pool::{Slot, SlotGuard};
+use crate::retry::Unanswered;
 use crate::screen;
 
 /// ESC interrupts Claude Code's running prompt.
@@ -49,6 +50,19 @@ fn exited_mid_turn(agent: &Agent, exit: ProcessExit) -> BackendError {
         screen::exit_reason(exit),
         screen::last_words(&agent.process.output().text()),
     ))
+}
+
+/// How long push number `attempt` (from 1) waits to be confirmed: the wait doubles each time, so that a
+/// Claude Code that is only slow gets time while a dropped push is repeated soon.
+fn delivery_wait(config: &ClaudeCliConfig, attempt: u32) -> Duration {
+    config.delivery_timeout * 2_u32.saturating_pow(attempt.saturating_sub(1).min(16))
+}
+
+/// How long `attempts` pushes waited in all.
+fn delivery_waited(config: &ClaudeCliConfig, attempts: u32) -> Duration {
+    (1..=attempts)
+        .map(|attempt| delivery_wait(config, attempt))
+        .sum()
 }
 
 /// Where the message stands.
@@ -75,6 +89,14 @@ enum Aftermath {
 pub(crate) struct TurnRun {
     pub(crate) session: Arc<Slot>,
     pub(crate) slot: SlotGuard,
+    /// What the client sent.
+    pub(crate) text: String,
+    /// The message this turn carries on with (a retry), which stays unanswered if this turn fails too.
+    pub(crate) original: Option<Unanswered>,
+    /// Whether Claude started a prompt with the message.
+    pub(crate) delivered: bool,
+    /// Whether the whole answer went to the client.
+    pub(crate) answered: bool,
     pub(crate) message: InboundMessage,
     pub(crate) cancel: CancellationToken,
     pub(crate) shutdown: CancellationToken,
@@ -88,6 +110,20 @@ impl TurnRun {
             && let Some(agent) = self.slot.take()
         {
             agent.stop().await;
+        }
+        // A message that reached Claude and got no whole answer is what a retry of it carries on with.
+        if self.answered {
+            self.session.set_unanswered(None);
+        } else if self.delivered {
+            let unanswered = self.original.take().unwrap_or_else(|| Unanswered {
+                text: std::mem::take(&mut self.text),
+                message_id: self.message.meta.message_id.clone(),
+                at: Instant::now(),
+            });
+            self.session.set_unanswered(Some(Unanswered {
+                at: Instant::now(),
+                ..unanswered
+            }));
         }
         // Idle from now, not from the turn's start: the sweeper may look as soon as the slot is free.
         self.session.touch();
@@ -196,8 +232,8 @@ impl TurnRun {
                     };
                     if attempts >= config.delivery_attempts {
                         return self.fail(BackendError::failed(format!(
-                            "claude did not take the message up: pushed {attempts} times, {} apart, and no prompt started. The next turn starts claude again",
-                            humantime::format_duration(config.delivery_timeout),
+                            "claude did not take the message up: pushed {attempts} times over {}, and no prompt started. The next turn starts claude again",
+                            humantime::format_duration(delivery_waited(&config, attempts)),
                         )), Aftermath::Broken).await;
                     }
                     info!(session = %agent.session(), attempts, "the message has not started a prompt; pushing it again");
@@ -205,7 +241,7 @@ impl TurnRun {
                         return error;
                     }
                     stage = Stage::Pushed(attempts + 1);
-                    deadline.as_mut().reset(Instant::now() + config.delivery_timeout);
+                    deadline.as_mut().reset(Instant::now() + delivery_wait(&config, attempts + 1));
                     continue;
                 }
                 exit = agent.process.wait() => {
@@ -232,6 +268,7 @@ impl TurnRun {
             };
             if about_this == Some(true) && pushed {
                 stage = Stage::Started;
+                self.delivered = true;
                 deadline.as_mut().reset(Instant::now() + FAR);
                 if cancelled.is_some() {
                     interrupt(agent, &mut esc_at).await;
@@ -251,6 +288,7 @@ impl TurnRun {
                         self.emit(ReplyEvent::TextDelta(frame.content)).await;
                     }
                     if frame.last {
+                        self.answered = true;
                         self.emit(ReplyEvent::end()).await;
                         return Aftermath::Healthy;
                     }
@@ -278,6 +316,7 @@ impl TurnRun {
                     {
                         self.emit(ReplyEvent::TextDelta(text)).await;
                     }
+                    self.answered = true;
                     self.emit(ReplyEvent::end()).await;
                     return Aftermath::Healthy;
                 }

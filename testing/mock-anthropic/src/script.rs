@@ -65,7 +65,8 @@ impl ChannelMessage {
 /// How long the model takes before it answers `body`: `STALL MS …` stalls its first answer MS
 /// milliseconds, `SLOWCLOSE MS …` its closing text after the reply.
 pub fn delay(body: &Value) -> Duration {
-    let Some((message, step)) = position(body) else {
+    // A note that carries on with an earlier message does not stall again.
+    let Some((message, step)) = newest_with_steps(body) else {
         return Duration::ZERO;
     };
     let mut words = message.content.split_whitespace();
@@ -168,8 +169,29 @@ fn plan(message: &ChannelMessage) -> Vec<Step> {
 }
 
 /// The newest `<channel>` message of the conversation and how many of the model's tool-calling turns
-/// followed it (the step its plan is at).
+/// followed it (the step its plan is at). A message with `retry_of` (the bridge's note that the client
+/// asked again for an unfinished answer) stands for the message it names, as a model would read it: its
+/// content is that message's, its ids its own.
 fn position(body: &Value) -> Option<(ChannelMessage, usize)> {
+    let (mut newest, steps) = newest_with_steps(body)?;
+    if let Some(original) = newest.attribute("retry_of").map(str::to_owned) {
+        let mut history = body["messages"].as_array()?.iter().flat_map(|message| {
+            content_blocks(&message["content"])
+                .into_iter()
+                .filter_map(|block| block["text"].as_str().map(channel_messages))
+                .flatten()
+                .collect::<Vec<_>>()
+        });
+        if let Some(earlier) =
+            history.find(|message| message.attribute("message_id") == Some(original.as_str()))
+        {
+            newest.content = earlier.content;
+        }
+    }
+    Some((newest, steps))
+}
+
+fn newest_with_steps(body: &Value) -> Option<(ChannelMessage, usize)> {
     let messages = body["messages"].as_array()?;
     let mut steps = 0;
     for message in messages.iter().rev() {
@@ -359,6 +381,23 @@ mod tests {
                 .collect::<Vec<_>>(),
             [true, true, false]
         );
+    }
+
+    #[test]
+    fn a_note_that_retries_a_message_is_answered_as_that_message() {
+        let original = "<channel source=\"s\" chat_id=\"c\" message_id=\"m1\">\nrun it\n</channel>";
+        let note = "<channel source=\"s\" chat_id=\"c\" message_id=\"m2\" retry_of=\"m1\">\ncarry on\n</channel>";
+        let body = json!({
+            "messages": [
+                {"role": "user", "content": original},
+                {"role": "assistant", "content": "No response requested."},
+                {"role": "user", "content": note},
+            ],
+            "tools": [{"name": "mcp__synthesis__reply"}],
+        });
+        let (_, input) = input_of(&answer(&body));
+        assert_eq!(input["text"], "reply to: run it");
+        assert_eq!(input["message_id"], "m2");
     }
 
     #[test]

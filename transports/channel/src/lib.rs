@@ -11,8 +11,8 @@
 //!
 //! Two facts about the real CLI shape it (`docs/claude-cli-measurements.md`): Claude Code probes with a
 //! `server/discover` request, which must fail at once with -32601 (a success disables channels); and a
-//! notification sent before the reply tool is registered reaches a model that cannot answer, so messages
-//! wait until `tools/list` has been answered and a short settle delay has passed.
+//! notification sent before Claude Code has registered the channel is dropped, so messages wait until
+//! `tools/list` has been answered and a short settle delay has passed.
 //!
 //! Standard output is the JSON-RPC stream: everything else goes to standard error through `tracing`.
 //!
@@ -53,8 +53,11 @@ pub struct ChannelConfig {
     pub session: String,
     /// This process's secret (`SYNTHESIS_BRIDGE_TOKEN`).
     pub token: String,
-    /// How long after `tools/list` was answered the first message is pushed. Claude Code registers the
-    /// tools a moment after it has them; 1 s was reliable against the real CLI.
+    /// How long after `tools/list` was answered the first message is pushed. Claude Code starts taking
+    /// channel notifications 5 to 132 ms after that answer and drops, without a trace, any that comes
+    /// earlier (16 of 17 pushed at once were lost); nothing it sends says when
+    /// (`docs/claude-cli-measurements.md`, section L4). 200 ms clears every start measured, and the bridge
+    /// pushes again a message that was not confirmed.
     pub settle: Duration,
     /// The first wait before reconnecting to the bridge; it doubles up to `reconnect_max`.
     pub reconnect_min: Duration,
@@ -75,7 +78,7 @@ impl ChannelConfig {
             ws_url: ws_url.into(),
             session: session.into(),
             token: token.into(),
-            settle: Duration::from_secs(1),
+            settle: Duration::from_millis(200),
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             reply_wait: Duration::from_secs(10),

@@ -58,15 +58,16 @@ pub(crate) async fn push_when_ready(
 
 fn channel_notification(message: InboundMessage) -> ServerNotification {
     let meta = message.meta;
+    let mut attributes = json!({
+        "chat_id": meta.chat_id,
+        "message_id": meta.message_id,
+        "ts": meta.ts,
+    });
+    if let Some(original) = meta.retry_of {
+        attributes["retry_of"] = json!(original);
+    }
     ServerNotification::CustomNotification(CustomNotification::new(
         CHANNEL_NOTIFICATION,
-        Some(json!({
-            "content": message.content,
-            "meta": {
-                "chat_id": meta.chat_id,
-                "message_id": meta.message_id,
-                "ts": meta.ts,
-            },
-        })),
+        Some(json!({"content": message.content, "meta": attributes})),
     ))
 }

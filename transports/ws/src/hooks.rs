@@ -60,10 +60,15 @@ fn remember<T>(list: &mut VecDeque<T>, item: T) {
 }
 
 impl Prompts {
-    /// A prompt started; returns whether its message may go on (it has not started before).
+    /// A prompt started, or a message joined a running one; returns whether the message may go on (it
+    /// has not started before).
     fn start(&mut self, prompt_id: String, message_id: &str) -> bool {
         if self.started.iter().any(|started| started == message_id) {
-            remember(&mut self.blocked, prompt_id);
+            // A message that joins the running prompt (pushed while it ran) reports that prompt's id:
+            // blocking it takes the message out, not the prompt, whose `Stop` still counts.
+            if !self.open.iter().any(|(open, _)| *open == prompt_id) {
+                remember(&mut self.blocked, prompt_id);
+            }
             return false;
         }
         remember(&mut self.started, message_id.to_owned());
@@ -158,6 +163,15 @@ mod tests {
             !prompts.start("p3".into(), "m1"),
             "once over, a message still never starts again"
         );
+    }
+
+    #[test]
+    fn a_duplicate_folded_into_the_running_prompt_is_blocked_without_losing_that_prompts_end() {
+        let mut prompts = Prompts::default();
+        assert!(prompts.start("p1".into(), "m1"));
+        // Pushed again while p1 runs, it joins p1 and reports p1's id (measurements, section L5).
+        assert!(!prompts.start("p1".into(), "m1"));
+        assert_eq!(prompts.end("p1"), Some(Some("m1".into())));
     }
 
     #[test]
