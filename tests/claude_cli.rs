@@ -288,7 +288,12 @@ async fn a_crash_mid_turn_fails_it_at_once_and_the_next_turn_resumes_in_a_new_pr
 
     let (_, error) = harness.turn("agent::a", "crash").await;
     let error = error.expect("the turn failed");
-    assert!(error.starts_with("claude exited with code 3 in the middle of the turn; its last words: \"fatal: simulated crash\""), "{error}");
+    assert!(
+        error.starts_with(
+            "claude exited with code 3 (its last words: \"fatal: simulated crash\") in the middle of the turn"
+        ),
+        "{error}"
+    );
     assert!(!is_running(pid));
 
     let (turn, after) = history(&harness.answer("agent::a", "history").await);

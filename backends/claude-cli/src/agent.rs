@@ -193,8 +193,8 @@ impl Agent {
                 }
                 let what = match exit {
                     Some(exit) => format!(
-                        "claude {}before its channel plugin connected",
-                        screen::exit_reason(exit)
+                        "claude {} before its channel plugin connected",
+                        screen::exit_reason(exit, &screen)
                     ),
                     None => match err {
                         TransportError::ConnectTimeout { waited, .. } => format!(

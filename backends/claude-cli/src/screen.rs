@@ -17,16 +17,21 @@ const CHROME: &[&str] = &[
     "tokens",
 ];
 
-/// How a process ended, as the start of a sentence: "exited with code 1 " or "was killed by signal 9
-/// (SIGKILL) ".
-pub(crate) fn exit_reason(exit: ProcessExit) -> String {
+/// How a process ended, for "claude … in the middle of the turn": `exited with code 1 (its last words:
+/// "…")` with the last meaningful line of its `screen`, or `was killed by signal 9 (SIGKILL)`. A process
+/// killed by a signal wrote nothing about it (`docs/claude-cli-measurements.md`, L7): its screen is just
+/// the last frame the TUI drew, so it is not quoted.
+pub(crate) fn exit_reason(exit: ProcessExit, screen: &str) -> String {
     match (exit.code, exit.signal) {
-        (Some(code), _) => format!("exited with code {code} "),
-        (None, Some(signal)) => match signal_name(signal) {
-            Some(name) => format!("was killed by signal {signal} ({name}) "),
-            None => format!("was killed by signal {signal} "),
+        (Some(code), _) => match meaningful_lines(screen, 1).pop() {
+            Some(line) => format!("exited with code {code} (its last words: {line:?})"),
+            None => format!("exited with code {code}"),
         },
-        (None, None) => "ended ".to_owned(),
+        (None, Some(signal)) => match signal_name(signal) {
+            Some(name) => format!("was killed by signal {signal} ({name})"),
+            None => format!("was killed by signal {signal}"),
+        },
+        (None, None) => "ended".to_owned(),
     }
 }
 
@@ -42,14 +47,6 @@ fn signal_name(signal: i32) -> Option<&'static str> {
         15 => "SIGTERM",
         _ => return None,
     })
-}
-
-/// `; its last words: "…"` with the last meaningful line of `screen`, or nothing when it has none.
-pub(crate) fn last_words(screen: &str) -> String {
-    match meaningful_lines(screen, 1).pop() {
-        Some(line) => format!("; its last words: {line:?}"),
-        None => String::new(),
-    }
 }
 
 /// The last `count` non-blank lines of a screen with the drawing removed, joined with ` | `, at most 1,000
@@ -90,28 +87,32 @@ fn clean(line: &str) -> String {
 mod tests {
     use super::*;
 
+    const EXIT_1: ProcessExit = ProcessExit {
+        code: Some(1),
+        signal: None,
+    };
+
     #[test]
     fn the_drawing_around_a_message_is_left_out() {
         let screen = "\n error: No conversation found with session ID: 5d1c\n╭──────────╮\n│ ❯        │\n╰──────────╯\n ◐ medium · /effort───\n  ? for shortcuts\n";
         assert_eq!(
-            last_words(screen),
-            "; its last words: \"error: No conversation found with session ID: 5d1c\""
+            exit_reason(EXIT_1, screen),
+            "exited with code 1 (its last words: \"error: No conversation found with session ID: 5d1c\")"
         );
-        assert_eq!(last_words("───\n ✻ \n"), "");
+        assert_eq!(exit_reason(EXIT_1, "───\n ✻ \n"), "exited with code 1");
     }
 
     #[test]
-    fn exits_and_signals_are_named() {
-        let code = ProcessExit {
-            code: Some(1),
-            signal: None,
-        };
+    fn a_killed_process_is_named_by_its_signal_and_its_screen_is_not_quoted() {
         let killed = ProcessExit {
             code: None,
             signal: Some(9),
         };
-        assert_eq!(exit_reason(code), "exited with code 1 ");
-        assert_eq!(exit_reason(killed), "was killed by signal 9 (SIGKILL) ");
+        let screen = "← synthesis: STALL mid\n(running UserPromptSubmit hook 0s)\n";
+        assert_eq!(
+            exit_reason(killed, screen),
+            "was killed by signal 9 (SIGKILL)"
+        );
     }
 
     #[test]

@@ -46,9 +46,8 @@ const FAR: Duration = Duration::from_secs(86_400 * 365);
 
 fn exited_mid_turn(agent: &Agent, exit: ProcessExit) -> BackendError {
     BackendError::failed(format!(
-        "claude {}in the middle of the turn{}. The next turn resumes the conversation in a new process",
-        screen::exit_reason(exit),
-        screen::last_words(&agent.process.output().text()),
+        "claude {} in the middle of the turn. The next turn resumes the conversation in a new process",
+        screen::exit_reason(exit, &agent.process.output().text()),
     ))
 }
 
