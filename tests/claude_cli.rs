@@ -224,6 +224,8 @@ async fn a_message_never_taken_up_fails_the_turn_and_restarts_claude() {
         error.starts_with("claude did not take the message up: pushed 1 times over 200ms"),
         "{error}"
     );
+    // The error goes out first; the process is stopped while the session's slot is still held.
+    harness.wait_for_processes(0).await;
     assert!(!is_running(pid));
     assert_eq!(prompts_in_transcripts(&dirs, "lost for good"), 0);
     assert_eq!(harness.answer("agent::a", "again").await, "echo: again");
