@@ -266,6 +266,8 @@ impl TurnRun {
                 _ => None,
             };
             if about_this == Some(true) && pushed {
+                // The timeline of a turn, for scripts/turn-timeline: pushed, started, replied, over.
+                debug!(session = %agent.session(), message_id = %id, "claude took the message up");
                 stage = Stage::Started;
                 self.delivered = true;
                 deadline.as_mut().reset(Instant::now() + FAR);
@@ -283,6 +285,9 @@ impl TurnRun {
                         continue;
                     }
                     if !frame.content.is_empty() {
+                        if !said_anything {
+                            debug!(session = %agent.session(), message_id = %id, "the answer began");
+                        }
                         said_anything = true;
                         self.emit(ReplyEvent::TextDelta(frame.content)).await;
                     }
@@ -293,6 +298,7 @@ impl TurnRun {
                     }
                 }
                 ChannelEvent::TurnEnded(end) => {
+                    debug!(session = %agent.session(), message_id = ?end.message_id, "a prompt is over");
                     // A report that names no message ends the oldest one still running.
                     let ours = about_this.unwrap_or_else(|| agent.oldest_unfinished() == Some(&id));
                     agent.finished(end.message_id.or_else(|| ours.then(|| id.clone())));
@@ -364,6 +370,7 @@ impl TurnRun {
                 .await);
         }
         agent.sent(id.to_owned());
+        debug!(session = %agent.session(), message_id = %id, "pushed the message");
         Ok(())
     }
 }
