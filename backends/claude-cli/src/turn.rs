@@ -144,7 +144,10 @@ impl TurnRun {
         // Reports that arrived between turns are about earlier messages.
         while let Some(event) = agent.link.try_recv() {
             match event {
-                ChannelEvent::TurnEnded(end) => agent.finished(end.message_id),
+                ChannelEvent::TurnEnded(end) => {
+                    debug!(session = %agent.session(), message_id = ?end.message_id, "a prompt is over");
+                    agent.finished(end.message_id);
+                }
                 other => {
                     debug!(session = %agent.session(), event = ?other, "dropped an event from between turns")
                 }

@@ -47,6 +47,8 @@ pub struct RecordedRequest {
     pub body: Value,
     /// What the mock answered (nothing for a scripted API error).
     pub answer: Vec<Block>,
+    /// When it arrived.
+    pub received_at: std::time::SystemTime,
 }
 
 impl RecordedRequest {
@@ -156,6 +158,7 @@ async fn handle(
                     path,
                     body: body.clone(),
                     answer: answer.clone(),
+                    received_at: std::time::SystemTime::now(),
                 });
             tokio::time::sleep(delay).await;
             if let Some(message) = failure {

@@ -1,5 +1,6 @@
 //! `mock-anthropic`: the scripted Messages API as a process, for trying the real CLI by hand and for
-//! scripts. Prints `ANTHROPIC_BASE_URL=http://127.0.0.1:PORT`, then one line per request it answers.
+//! scripts. Prints `ANTHROPIC_BASE_URL=http://127.0.0.1:PORT`, then one line per request it answers: when
+//! it arrived (RFC 3339, microseconds), its path, the newest `<channel>` message and the answer.
 
 use std::time::Duration;
 
@@ -16,7 +17,8 @@ async fn main() -> std::io::Result<()> {
                 .channel_messages()
                 .last()
                 .map(|message| message.content.clone());
-            println!("{} {:?} -> {:?}", request.path, asked, request.answer);
+            let at = humantime::format_rfc3339_micros(request.received_at);
+            println!("{at} {} {:?} -> {:?}", request.path, asked, request.answer);
         }
         seen = requests.len();
     }
