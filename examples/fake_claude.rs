@@ -51,6 +51,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
+use synthesis_bridge::openai::extract::without_openclaw_timestamp;
 use synthesis_transport_ws::protocol::{BridgeFrame, PluginFrame};
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
@@ -572,17 +573,4 @@ fn keyboard() -> mpsc::UnboundedReceiver<u8> {
         }
     });
     typed
-}
-
-/// `text` without the `[Sat 2026-11-21 05:18 UTC] ` that OpenClaw puts before each user message.
-fn without_openclaw_timestamp(text: &str) -> &str {
-    let Some((stamp, rest)) = text.strip_prefix('[').and_then(|t| t.split_once("] ")) else {
-        return text;
-    };
-    let mut words = stamp.split(' ');
-    let weekday = words.next().is_some_and(|w| w.len() == 3);
-    let date = words
-        .next()
-        .is_some_and(|w| w.len() == 10 && w.bytes().all(|b| b.is_ascii_digit() || b == b'-'));
-    if weekday && date { rest } else { text }
 }

@@ -262,6 +262,22 @@ async fn a_retry_after_a_crash_carries_on_with_the_message_instead_of_asking_twi
 }
 
 #[tokio::test]
+async fn a_retry_is_recognised_after_the_idle_sweeper_has_been_round() {
+    let dirs = Dirs::new();
+    let config = dirs.config().process_idle(Duration::from_millis(40));
+    let harness = Harness::start(&dirs, config).await;
+    let (_, error) = harness.turn("agent::a", "crash").await;
+    assert!(error.is_some());
+    // The sweeper looks every 10 ms and forgets sessions with no process: not one a retry may still
+    // come for.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        harness.answer("agent::a", "crash").await,
+        "continued: crash"
+    );
+}
+
+#[tokio::test]
 async fn an_error_frame_fails_the_turn_with_its_message() {
     let dirs = Dirs::new();
     let harness = Harness::start(&dirs, dirs.config()).await;

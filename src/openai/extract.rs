@@ -45,6 +45,27 @@ pub const WORKSPACE_HEADER: &str = "x-openclaw-workspace";
 /// Session-affinity headers sent by OpenClaw with `compat.sendSessionAffinityHeaders`, first match wins.
 pub const AFFINITY_HEADERS: [&str; 2] = ["x-session-affinity", "session_id"];
 
+/// `text` without the timestamp OpenClaw puts before each user message (`[Sat 2026-11-21 05:18 UTC] `),
+/// which a retry of the same message may carry too or not.
+///
+/// ```
+/// use synthesis_bridge::openai::extract::without_openclaw_timestamp;
+///
+/// assert_eq!(without_openclaw_timestamp("[Sat 2026-11-21 05:18 UTC] fix it"), "fix it");
+/// assert_eq!(without_openclaw_timestamp("[draft] fix it"), "[draft] fix it");
+/// ```
+pub fn without_openclaw_timestamp(text: &str) -> &str {
+    let Some((stamp, rest)) = text.strip_prefix('[').and_then(|t| t.split_once("] ")) else {
+        return text;
+    };
+    let mut words = stamp.split(' ');
+    let weekday = words.next().is_some_and(|w| w.len() == 3);
+    let date = words
+        .next()
+        .is_some_and(|w| w.len() == 10 && w.bytes().all(|b| b.is_ascii_digit() || b == b'-'));
+    if weekday && date { rest } else { text }
+}
+
 const INTERNAL_CONTEXT_BEGIN: &str = "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>";
 const RUNTIME_PREFIX: &str = "Runtime: ";
 /// The field names OpenClaw writes in its runtime line, in its order.

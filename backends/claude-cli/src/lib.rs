@@ -162,7 +162,8 @@ async fn sweep_idle(inner: std::sync::Weak<Inner>, stop: CancellationToken) {
         let Some(inner) = inner.upgrade() else { return };
         // Each is stopped while its slot is held, so a turn that comes meanwhile waits for the old
         // process to be gone before it resumes the conversation in a new one.
-        for mut slot in inner.services.pool.take_idle(idle) {
+        let retry_window = inner.services.config.retry_window;
+        for mut slot in inner.services.pool.take_idle(idle, retry_window) {
             if let Some(agent) = slot.take() {
                 info!(session = %agent.session(), idle = ?idle, "stopping an idle claude process");
                 agent.stop().await;

@@ -169,8 +169,13 @@ impl Pool {
     }
 
     /// Locks the slots whose agent has been idle for `idle` or more, for the caller to stop them, and
-    /// forgets slots with neither an agent nor a turn.
-    pub(crate) fn take_idle(&self, idle: Duration) -> Vec<SlotGuard> {
+    /// forgets slots with neither an agent nor a turn, nor an unanswered message a retry could still carry
+    /// on with (`retry_window`).
+    pub(crate) fn take_idle(
+        &self,
+        idle: Duration,
+        retry_window: Option<Duration>,
+    ) -> Vec<SlotGuard> {
         let mut state = self.shared.lock();
         let mut idle_slots = Vec::new();
         state.slots.retain(|_, slot| {
@@ -179,7 +184,10 @@ impl Pool {
             };
             if guard.is_none() {
                 // Nobody else holds the slot: no turn is waiting for it.
-                return Arc::strong_count(slot) > 1;
+                let retry_may_come = slot.unanswered().is_some_and(|unanswered| {
+                    retry_window.is_some_and(|window| unanswered.at.elapsed() <= window)
+                });
+                return Arc::strong_count(slot) > 1 || retry_may_come;
             }
             if slot.last_used().elapsed() >= idle {
                 idle_slots.push(guard);

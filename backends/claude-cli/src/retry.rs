@@ -15,6 +15,7 @@
 
 use std::time::Duration;
 
+use synthesis_bridge::openai::extract::without_openclaw_timestamp;
 use synthesis_bridge::transport::InboundMessage;
 use tokio::time::Instant;
 
@@ -39,19 +40,6 @@ fn retries(text: &str, earlier: &str) -> bool {
         without_openclaw_timestamp(earlier),
     );
     text == earlier || (text.starts_with(OPENCLAW_QUEUED) && text.contains(earlier))
-}
-
-/// `text` without the `[Sun 2026-12-06 04:47 UTC] ` OpenClaw puts before each user message.
-fn without_openclaw_timestamp(text: &str) -> &str {
-    let Some((stamp, rest)) = text.strip_prefix('[').and_then(|t| t.split_once("] ")) else {
-        return text;
-    };
-    let mut words = stamp.split(' ');
-    let weekday = words.next().is_some_and(|w| w.len() == 3);
-    let date = words
-        .next()
-        .is_some_and(|w| w.len() == 10 && w.bytes().all(|b| b.is_ascii_digit() || b == b'-'));
-    if weekday && date { rest } else { text }
 }
 
 /// What Claude is told when the client asks again for an answer to `original`.
