@@ -159,6 +159,8 @@ async fn relay(
                     close_with(&mut sink, close::REGISTRATION_ENDED.into(), "the bridge stopped this session").await;
                     return None;
                 };
+                // Its hooks will name it: only a message handed over counts as the agent's.
+                session.prompts().pushed(&message.meta.message_id);
                 if let Err(err) = sink.send(text(&BridgeFrame::Inbound(message))).await {
                     return Some(format!("cannot deliver a message: {err}"));
                 }

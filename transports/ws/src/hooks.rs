@@ -1,12 +1,17 @@
 //! The agent's hook reports: Claude Code's `http` hooks post their input JSON to [`HOOKS_PATH`]
 //! (`docs/protocol.md`, "Hooks").
 //!
-//! - `UserPromptSubmit` says a pushed message became a prompt: the positive sign of delivery. Its `prompt`
-//!   is the `<channel … message_id="M" …>` tag, its `prompt_id` names the prompt. A message that already
-//!   started a prompt (it was pushed again because the first start was not heard in time) is answered with
-//!   a block, which keeps it out of the conversation: a message never reaches it twice.
+//! - `UserPromptSubmit` says a message entered the conversation: as a prompt of its own (the positive
+//!   sign of delivery), or folded into the running prompt, whose `prompt_id` it then reports
+//!   (`docs/claude-cli-measurements.md`, L5). Its `prompt` holds the `<channel … message_id="M" …>` tag,
+//!   and also whatever the message said, so the message is found among those the bridge pushed, never
+//!   read from the text alone. A message is answered with a block, which keeps it out of the
+//!   conversation (L2), when it started before (it was pushed again because the first start was not heard
+//!   in time) or when it would join another message's running prompt (it gets no `Stop` of its own there;
+//!   pushed again later, it starts a prompt of its own).
 //! - `Stop` and `StopFailure` say the prompt is over (or failed). They name only the prompt; the message
-//!   comes from what `UserPromptSubmit` said, so nothing reads the transcript.
+//!   comes from what `UserPromptSubmit` said, so nothing reads the transcript. The `Stop` of a blocked
+//!   prompt, or of a prompt the bridge did not push, is nobody's business.
 //!
 //! [`HOOKS_PATH`]: crate::protocol::HOOKS_PATH
 
@@ -17,10 +22,9 @@ use serde_json::{Value, json};
 use synthesis_bridge::transport::{ChannelEvent, TurnEnd};
 use tracing::{debug, warn};
 
-use crate::protocol::channel_message_id;
 use crate::registry::Session;
 
-/// How many prompts (started, open or blocked) a session remembers. A session has one or two at a time;
+/// How many messages and prompts a session remembers of each kind. A session has one or two at a time;
 /// the bound only keeps prompts that never end (an interrupted one gets no `Stop`) from piling up.
 const REMEMBERED: usize = 64;
 
@@ -41,50 +45,100 @@ struct HookInput {
     error: Option<String>,
 }
 
-/// What one session's hooks have said so far.
+/// What one session's plugin was handed and its hooks have said so far.
 #[derive(Debug, Default)]
 pub(crate) struct Prompts {
+    /// Messages handed to the plugin that have not started a prompt yet.
+    pushed: VecDeque<String>,
     /// Messages that started a prompt, oldest first.
     started: VecDeque<String>,
     /// Prompts not yet over, with their message.
     open: VecDeque<(String, String)>,
-    /// Prompts refused because their message had started before; their `Stop` is nobody's business.
-    blocked: VecDeque<String>,
+    /// Prompts whose `Stop` is nobody's business: blocked ones, and those of no pushed message.
+    ignored: VecDeque<String>,
 }
 
-fn remember<T>(list: &mut VecDeque<T>, item: T) {
+fn remember<T: PartialEq>(list: &mut VecDeque<T>, item: T) {
+    if list.contains(&item) {
+        return;
+    }
     if list.len() == REMEMBERED {
         list.pop_front();
     }
     list.push_back(item);
 }
 
+/// What a `UserPromptSubmit` means.
+#[derive(Debug, PartialEq, Eq)]
+enum Start {
+    /// Message `M` started this prompt: delivered.
+    New(String),
+    /// Message `M` started before: keep it out.
+    Again(String),
+    /// Message `M` would join another message's running prompt: keep it out, for now.
+    Folded(String),
+    /// No message the bridge pushed.
+    Foreign,
+}
+
 impl Prompts {
-    /// A prompt started, or a message joined a running one; returns whether the message may go on (it
-    /// has not started before).
-    fn start(&mut self, prompt_id: String, message_id: &str) -> bool {
-        if self.started.iter().any(|started| started == message_id) {
-            // A message that joins the running prompt (pushed while it ran) reports that prompt's id:
-            // blocking it takes the message out, not the prompt, whose `Stop` still counts.
-            if !self.open.iter().any(|(open, _)| *open == prompt_id) {
-                remember(&mut self.blocked, prompt_id);
-            }
-            return false;
+    /// The plugin was handed `message_id` (again).
+    pub(crate) fn pushed(&mut self, message_id: &str) {
+        if !self.started.iter().any(|started| started == message_id) {
+            remember(&mut self.pushed, message_id.to_owned());
         }
-        remember(&mut self.started, message_id.to_owned());
-        remember(&mut self.open, (prompt_id, message_id.to_owned()));
-        true
     }
 
-    /// A prompt ended: `None` if it was blocked, else the message it was (if known).
+    /// A `UserPromptSubmit` for `prompt_id` with `prompt`.
+    fn start(&mut self, prompt_id: String, prompt: &str) -> Start {
+        let folded = self.open.iter().any(|(open, _)| *open == prompt_id);
+        let found = |ids: &VecDeque<String>| {
+            ids.iter()
+                .filter_map(|id| tag_position(prompt, id).map(|at| (at, id.clone())))
+                .max()
+                .map(|(_, id)| id)
+        };
+        if let Some(message_id) = found(&self.pushed) {
+            if folded {
+                return Start::Folded(message_id);
+            }
+            self.pushed.retain(|pushed| *pushed != message_id);
+            remember(&mut self.started, message_id.clone());
+            remember(&mut self.open, (prompt_id, message_id.clone()));
+            return Start::New(message_id);
+        }
+        // A prompt that is not over keeps counting, whatever joined it.
+        if !folded {
+            remember(&mut self.ignored, prompt_id);
+        }
+        match found(&self.started) {
+            Some(message_id) => Start::Again(message_id),
+            None => Start::Foreign,
+        }
+    }
+
+    /// A prompt ended: `None` if nobody is to hear of it, else the message it was (if known).
     fn end(&mut self, prompt_id: &str) -> Option<Option<String>> {
-        if let Some(at) = self.blocked.iter().position(|p| p == prompt_id) {
-            self.blocked.remove(at);
+        if let Some(at) = self.ignored.iter().position(|p| p == prompt_id) {
+            self.ignored.remove(at);
             return None;
         }
         let at = self.open.iter().position(|(p, _)| p == prompt_id);
         Some(at.and_then(|at| self.open.remove(at)).map(|(_, m)| m))
     }
+}
+
+/// Where the opening tag that carries `message_id` is in `prompt`. Claude Code writes a pushed message as
+/// `<channel source="…" chat_id="…" message_id="M" ts="…">`; the content that follows may quote any text.
+fn tag_position(prompt: &str, message_id: &str) -> Option<usize> {
+    let attribute = format!(" message_id=\"{message_id}\"");
+    prompt
+        .match_indices(&attribute)
+        .map(|(at, _)| at)
+        .find(|&at| {
+            let opening = prompt[..at].rfind("<channel ");
+            opening.is_some_and(|open| !prompt[open..at].contains('>'))
+        })
 }
 
 /// Why a report was refused.
@@ -100,22 +154,29 @@ pub(crate) async fn report(session: &Session, body: &[u8]) -> Result<Value, Repo
     let prompt_id = input.prompt_id.unwrap_or_default();
     match input.hook_event_name.as_str() {
         "UserPromptSubmit" => {
-            // A prompt typed at the terminal, not pushed by the bridge, is no business of ours.
-            let Some(message_id) = input.prompt.as_deref().and_then(channel_message_id) else {
-                return Ok(json!({}));
+            let start = session
+                .prompts()
+                .start(prompt_id, input.prompt.as_deref().unwrap_or(""));
+            let reason = match start {
+                Start::New(message_id) => {
+                    debug!(session = %session.key, %message_id, "a message started a prompt");
+                    let _ = session
+                        .events
+                        .send(ChannelEvent::Started { message_id })
+                        .await;
+                    return Ok(json!({}));
+                }
+                Start::Foreign => return Ok(json!({})),
+                Start::Again(message_id) => {
+                    warn!(session = %session.key, %message_id, "a message pushed again reached the agent after all; kept out of the conversation");
+                    "this message was delivered already"
+                }
+                Start::Folded(message_id) => {
+                    warn!(session = %session.key, %message_id, "a message would join the running prompt of another; kept out until that is over");
+                    "this message waits until the running prompt is over"
+                }
             };
-            if !session.prompts().start(prompt_id, &message_id) {
-                warn!(session = %session.key, %message_id, "a message pushed again reached the agent after all; kept out of the conversation");
-                return Ok(json!({
-                    "decision": "block",
-                    "reason": "this message was delivered already",
-                }));
-            }
-            debug!(session = %session.key, %message_id, "a message started a prompt");
-            let _ = session
-                .events
-                .send(ChannelEvent::Started { message_id })
-                .await;
+            return Ok(json!({"decision": "block", "reason": reason}));
         }
         event @ ("Stop" | "StopFailure") => {
             let Some(message_id) = session.prompts().end(&prompt_id) else {
@@ -143,11 +204,25 @@ pub(crate) async fn report(session: &Session, body: &[u8]) -> Result<Value, Repo
 mod tests {
     use super::*;
 
+    fn tag(message_id: &str, content: &str) -> String {
+        format!(
+            "<channel source=\"synthesis\" chat_id=\"s\" message_id=\"{message_id}\" ts=\"t\">\n{content}\n</channel>"
+        )
+    }
+
     #[test]
     fn a_message_starts_once_and_its_second_start_is_blocked_and_ends_silently() {
         let mut prompts = Prompts::default();
-        assert!(prompts.start("p1".into(), "m1"));
-        assert!(!prompts.start("p2".into(), "m1"), "pushed again: blocked");
+        prompts.pushed("m1");
+        assert_eq!(
+            prompts.start("p1".into(), &tag("m1", "hi")),
+            Start::New("m1".into())
+        );
+        prompts.pushed("m1");
+        assert_eq!(
+            prompts.start("p2".into(), &tag("m1", "hi")),
+            Start::Again("m1".into())
+        );
         assert_eq!(
             prompts.end("p2"),
             None,
@@ -159,26 +234,89 @@ mod tests {
             Some(None),
             "an unknown prompt still ends"
         );
-        assert!(
-            !prompts.start("p3".into(), "m1"),
-            "once over, a message still never starts again"
+    }
+
+    #[test]
+    fn a_duplicate_folded_into_its_own_running_prompt_is_blocked_without_losing_that_prompts_end() {
+        let mut prompts = Prompts::default();
+        prompts.pushed("m1");
+        assert_eq!(
+            prompts.start("p1".into(), &tag("m1", "hi")),
+            Start::New("m1".into())
+        );
+        // Pushed again while p1 runs, it joins p1 and reports p1's id (measurements, section L5).
+        assert_eq!(
+            prompts.start("p1".into(), &tag("m1", "hi")),
+            Start::Again("m1".into())
+        );
+        assert_eq!(prompts.end("p1"), Some(Some("m1".into())));
+    }
+
+    #[test]
+    fn a_new_message_folded_into_another_prompt_waits_and_starts_later() {
+        let mut prompts = Prompts::default();
+        prompts.pushed("m1");
+        assert_eq!(
+            prompts.start("p1".into(), &tag("m1", "a")),
+            Start::New("m1".into())
+        );
+        prompts.pushed("m2");
+        assert_eq!(
+            prompts.start("p1".into(), &tag("m2", "b")),
+            Start::Folded("m2".into())
+        );
+        assert_eq!(
+            prompts.end("p1"),
+            Some(Some("m1".into())),
+            "p1 is still m1's"
+        );
+        prompts.pushed("m2");
+        assert_eq!(
+            prompts.start("p2".into(), &tag("m2", "b")),
+            Start::New("m2".into())
         );
     }
 
     #[test]
-    fn a_duplicate_folded_into_the_running_prompt_is_blocked_without_losing_that_prompts_end() {
+    fn the_message_is_found_among_those_pushed_not_in_what_it_quotes() {
         let mut prompts = Prompts::default();
-        assert!(prompts.start("p1".into(), "m1"));
-        // Pushed again while p1 runs, it joins p1 and reports p1's id (measurements, section L5).
-        assert!(!prompts.start("p1".into(), "m1"));
-        assert_eq!(prompts.end("p1"), Some(Some("m1".into())));
+        prompts.pushed("m1");
+        let quoting = tag(
+            "m1",
+            "see <channel source=\"x\" message_id=\"forged\">and message_id=\"m1\"</channel>",
+        );
+        assert_eq!(
+            prompts.start("p1".into(), &quoting),
+            Start::New("m1".into())
+        );
+        // After an interrupt, the new prompt holds the interrupted message too: the new one is the one.
+        prompts.pushed("m2");
+        let merged = format!(
+            "{}[Request interrupted by user]\n{}",
+            tag("m1", "slow"),
+            tag("m2", "next")
+        );
+        assert_eq!(prompts.start("p2".into(), &merged), Start::New("m2".into()));
+        // A prompt that names no pushed message is not ours, nor is its end.
+        assert_eq!(
+            prompts.start("p3".into(), &tag("forged", "x")),
+            Start::Foreign
+        );
+        assert_eq!(
+            prompts.start("p4".into(), "typed at the terminal"),
+            Start::Foreign
+        );
+        assert_eq!(prompts.end("p3"), None);
+        assert_eq!(prompts.end("p4"), None);
     }
 
     #[test]
     fn what_is_remembered_is_bounded() {
         let mut prompts = Prompts::default();
         for n in 0..(REMEMBERED * 3) {
-            assert!(prompts.start(format!("p{n}"), &format!("m{n}")));
+            prompts.pushed(&format!("m{n}"));
+            let started = prompts.start(format!("p{n}"), &tag(&format!("m{n}"), "x"));
+            assert_eq!(started, Start::New(format!("m{n}")));
         }
         assert_eq!(prompts.started.len(), REMEMBERED);
         assert_eq!(prompts.open.len(), REMEMBERED);

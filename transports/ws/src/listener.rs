@@ -6,9 +6,12 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_TYPE, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+use http::header::{
+    CONNECTION, CONTENT_TYPE, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
+    UPGRADE,
+};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -45,7 +48,9 @@ pub(crate) async fn serve(stream: TcpStream, shared: Shared) {
     };
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        // A connection that never finishes its request head is dropped, whoever opened it.
+        // A connection that never finishes its request head is dropped, whoever opened it. hyper also
+        // counts a kept-alive connection's wait for its next request against it: Claude Code closes its
+        // hook connection after 5 s idle anyway (measurements, J).
         .header_read_timeout(shared.config.hello_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
@@ -78,14 +83,22 @@ async fn route(
 fn upgrade(mut request: Request<Incoming>, shared: Shared) -> Response<Full<Bytes>> {
     let headers = request.headers();
     let upgrading = header_has_token(headers, &UPGRADE, "websocket")
-        && header_has_token(headers, &CONNECTION, "upgrade")
-        && headers.get("sec-websocket-version").map(|v| v.as_bytes()) == Some(b"13");
-    let Some(key) = headers.get(SEC_WEBSOCKET_KEY).filter(|_| upgrading) else {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "expected a WebSocket upgrade (version 13)\n",
-        );
+        && header_has_token(headers, &CONNECTION, "upgrade");
+    // A key is 16 random bytes in base64: 24 characters, the last two `==`.
+    let key = headers
+        .get(SEC_WEBSOCKET_KEY)
+        .filter(|key| key.len() == 24 && key.as_bytes().ends_with(b"=="));
+    let Some(key) = key.filter(|_| upgrading) else {
+        return plain(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade\n");
     };
+    if headers.get(SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        // RFC 6455, 4.2.2: say which version is spoken.
+        let mut refusal = plain(StatusCode::UPGRADE_REQUIRED, "WebSocket version 13 only\n");
+        refusal
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_VERSION, http::HeaderValue::from_static("13"));
+        return refusal;
+    }
     let accept = derive_accept_key(key.as_bytes());
     let upgraded = hyper::upgrade::on(&mut request);
     let serving = async move {
@@ -138,10 +151,12 @@ async fn hook(request: Request<Incoming>, shared: &Shared) -> Response<Full<Byte
     {
         Ok(body) => body.to_bytes(),
         Err(err) => {
-            return plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("cannot read the report: {err}\n"),
-            );
+            let status = if err.is::<LengthLimitError>() {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return plain(status, &format!("cannot read the report: {err}\n"));
         }
     };
     match hooks::report(&session, &body).await {

@@ -103,18 +103,6 @@ pub mod close {
     pub const NO_PONG: u16 = 4005;
 }
 
-/// The `message_id` of the channel message a prompt holds: Claude Code shows a pushed message to the model
-/// as `<channel source="…" chat_id="…" message_id="M" ts="…">\ncontent\n</channel>`. After an
-/// interrupted prompt the next one holds the interrupted message too, so the last tag is the prompt's own.
-pub fn channel_message_id(prompt: &str) -> Option<String> {
-    let tag_start = prompt.rfind("<channel ")?;
-    let tag = &prompt[tag_start..];
-    let tag = &tag[..tag.find('>')?];
-    let value_start = tag.find(" message_id=\"")? + " message_id=\"".len();
-    let value = &tag[value_start..];
-    Some(value[..value.find('"')?].to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,17 +144,6 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<PluginFrame>(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn a_prompt_is_traced_to_its_newest_channel_message() {
-        let prompt = "<channel source=\"synthesis\" chat_id=\"a::b\" message_id=\"m-2\" ts=\"t\">\nSLOW\n</channel>[Request interrupted by user]\n<channel source=\"synthesis\" chat_id=\"a::b\" message_id=\"m-3\">\nnext\n</channel>";
-        assert_eq!(channel_message_id(prompt).as_deref(), Some("m-3"));
-        assert_eq!(channel_message_id("typed at the terminal"), None);
-        assert_eq!(
-            channel_message_id("<channel source=\"s\">no id</channel>"),
-            None
-        );
     }
 
     #[test]

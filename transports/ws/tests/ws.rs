@@ -298,13 +298,19 @@ fn channel_prompt(message_id: &str) -> String {
     )
 }
 
-/// Claude Code's `UserPromptSubmit` report: message `message_id` became prompt `prompt_id`.
+/// The bridge hands message `message_id` to the plugin, and Claude Code's `UserPromptSubmit` reports that
+/// it became prompt `prompt_id`; returns the hook's answer.
 async fn submit(
     transport: &WsTransport,
     ticket: &ChannelTicket,
+    (link, socket): (&mut ChannelLink, &mut Socket),
     prompt_id: &str,
     message_id: &str,
 ) -> Value {
+    let mut message = InboundMessage::new("s", "hi");
+    message.meta.message_id = message_id.to_owned();
+    link.send(message).await.unwrap();
+    assert_eq!(next_json(socket).await["type"], "inbound");
     let body = json!({"hook_event_name": "UserPromptSubmit", "prompt_id": prompt_id,
                       "session_id": "c", "prompt": channel_prompt(message_id)});
     let (status, answer) = post_hook(transport, "s", &ticket.token, body).await;
@@ -333,7 +339,10 @@ async fn hook_reports_reach_the_link_only_with_the_right_token() {
     assert_eq!(status, 401);
     quiet(&mut link).await;
 
-    assert_eq!(submit(&transport, &ticket, "p-1", "m-1").await, json!({}));
+    assert_eq!(
+        submit(&transport, &ticket, (&mut link, &mut socket), "p-1", "m-1").await,
+        json!({})
+    );
     assert_eq!(
         next_event(&mut link).await,
         ChannelEvent::Started {
@@ -346,7 +355,7 @@ async fn hook_reports_reach_the_link_only_with_the_right_token() {
     assert_eq!(next_event(&mut link).await, ChannelEvent::TurnEnded(done));
 
     // A failed prompt carries its error.
-    submit(&transport, &ticket, "p-2", "m-2").await;
+    submit(&transport, &ticket, (&mut link, &mut socket), "p-2", "m-2").await;
     next_event(&mut link).await;
     let failure = json!({"hook_event_name": "StopFailure", "prompt_id": "p-2", "error": "unknown",
                          "last_assistant_message": "API Error: 529 overloaded"});
@@ -375,10 +384,10 @@ async fn a_message_that_starts_a_second_prompt_is_blocked_and_its_stop_is_not_re
     let transport = transport(WsConfig::default()).await;
     let (ticket, mut link, mut socket) = connected(&transport, "s").await;
 
-    submit(&transport, &ticket, "p-1", "m-1").await;
+    submit(&transport, &ticket, (&mut link, &mut socket), "p-1", "m-1").await;
     next_event(&mut link).await;
     // Pushed again because the first start was late: the second start must not reach the conversation.
-    let answer = submit(&transport, &ticket, "p-2", "m-1").await;
+    let answer = submit(&transport, &ticket, (&mut link, &mut socket), "p-2", "m-1").await;
     assert_eq!(answer["decision"], "block", "{answer}");
     quiet(&mut link).await;
     stop(&transport, &ticket, "p-2", "").await;
@@ -399,7 +408,7 @@ async fn report_ahead_of_the_reply(
     link: &mut ChannelLink,
     socket: &mut Socket,
 ) -> TurnEnd {
-    submit(transport, ticket, "p-1", "m-1").await;
+    submit(transport, ticket, (&mut *link, &mut *socket), "p-1", "m-1").await;
     assert!(matches!(
         next_event(link).await,
         ChannelEvent::Started { .. }
@@ -436,7 +445,7 @@ async fn a_turn_end_after_its_final_reply_goes_at_once() {
     let transport = transport(WsConfig::default()).await;
     let (ticket, mut link, mut socket) = connected(&transport, "s").await;
 
-    submit(&transport, &ticket, "p-1", "m-1").await;
+    submit(&transport, &ticket, (&mut link, &mut socket), "p-1", "m-1").await;
     next_event(&mut link).await;
     send_json(
         &mut socket,
@@ -526,6 +535,51 @@ async fn revoking_closes_the_connection_and_a_replaced_ticket_is_left_alone() {
         .unwrap();
     assert_eq!(next_json(&mut socket).await["type"], "pong");
     drop(new);
+}
+
+/// Sends raw bytes to the listener and returns what it answers until it closes.
+async fn raw_exchange(transport: &WsTransport, request: &str) -> String {
+    let url = transport.endpoint();
+    let address = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut stream = TcpStream::connect(&address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = vec![0; 4096];
+    let read = tokio::time::timeout(PATIENCE, stream.read(&mut response))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    String::from_utf8_lossy(&response[..read]).into_owned()
+}
+
+#[tokio::test]
+async fn an_upgrade_other_than_websocket_13_is_refused_as_rfc_6455_says() {
+    let transport = transport(WsConfig::default()).await;
+    let upgrade = |version: &str, key: &str| {
+        format!(
+            "GET /bridge HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: {version}\r\n\r\n"
+        )
+    };
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let old = raw_exchange(&transport, &upgrade("8", key)).await;
+    assert!(old.starts_with("HTTP/1.1 426"), "{old}");
+    assert!(
+        old.to_ascii_lowercase()
+            .contains("sec-websocket-version: 13"),
+        "{old}"
+    );
+    let bad_key = raw_exchange(&transport, &upgrade("13", "short")).await;
+    assert!(bad_key.starts_with("HTTP/1.1 400"), "{bad_key}");
+    let plain_get = raw_exchange(&transport, "GET /bridge HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(plain_get.starts_with("HTTP/1.1 400"), "{plain_get}");
+    let fine = raw_exchange(&transport, &upgrade("13", key)).await;
+    assert!(fine.starts_with("HTTP/1.1 101"), "{fine}");
+    // The RFC's own example: this key's accept value.
+    assert!(fine.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{fine}");
 }
 
 #[tokio::test]
