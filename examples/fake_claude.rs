@@ -2,7 +2,8 @@
 //! load runs. It behaves as the real CLI was measured to (docs/claude-cli-measurements.md), minus the
 //! model:
 //!
-//! - refuses `--session-id U` when a transcript of `U` exists and `--resume U` when none does (exit 1);
+//! - refuses `--session-id U` when a transcript of `U` exists and `--resume U` when none does, or when the
+//!   transcript holds the word `unresumable` (exit 1, "No conversation found");
 //! - draws the development-channels dialog (spaces as cursor moves, like the real TUI) and waits for `1`,
 //!   read from a raw terminal;
 //! - connects to `SYNTHESIS_WS_URL` and says hello with `SYNTHESIS_BRIDGE_TOKEN`;
@@ -134,7 +135,10 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    if args.resume.is_some() && !known {
+    // A transcript Claude Code cannot resume though it holds a conversation (seen only as "No
+    // conversation found"): the word `unresumable` in it stands for whatever made it so.
+    let unresumable = found_path_holds(&transcript, "unresumable");
+    if args.resume.is_some() && (!known || unresumable) {
         say(&format!("No conversation found with session ID: {id}\n"));
         std::process::exit(1);
     }
@@ -320,6 +324,7 @@ impl Session {
         };
         let mut last_words = "done".to_owned();
         let mut failed = false;
+        let mut skip_stop = false;
         match command {
             "continued" => {
                 let original = original.unwrap_or_default();
@@ -348,6 +353,11 @@ impl Session {
                 send(reply(String::new(), Some(true), true));
             }
             "plain" => last_words = rest.to_owned(),
+            // A prompt whose `Stop` report is lost.
+            "nostop" => {
+                send(reply(format!("echo: {rest}"), Some(true), true));
+                skip_stop = true;
+            }
             "legacy" => {
                 send(reply(format!("echo: {rest}"), None, false));
             }
@@ -404,7 +414,9 @@ impl Session {
         } else {
             "Stop"
         };
-        self.hooks.post(event, &input).await;
+        if !skip_stop {
+            self.hooks.post(event, &input).await;
+        }
     }
 
     /// The content of message `message_id`, from the transcript.
@@ -433,6 +445,11 @@ impl Session {
             .expect("transcript");
         let _ = writeln!(file, "{record}");
     }
+}
+
+/// Whether the file at `path` exists and holds `word`.
+fn found_path_holds(path: &Path, word: &str) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|text| text.contains(word))
 }
 
 /// How many channel prompts a transcript holds.

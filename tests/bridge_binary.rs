@@ -329,7 +329,7 @@ async fn long_lived_claude_sessions_survive_a_bridge_restart() {
 
     let mut first = start(state.clone(), claude.clone());
     first.wait_ready().await;
-    // Answered without the reply tool: the text comes through `bridge hook stop`.
+    // Answered without the reply tool: the text comes through the Stop hook's report.
     assert_eq!(
         reply(body_json(first.chat(ask("plain from the hook")).await).await),
         "from the hook"

@@ -221,7 +221,7 @@ async fn a_message_never_taken_up_fails_the_turn_and_restarts_claude() {
     let (_, error) = harness.turn("agent::a", "lost for good").await;
     let error = error.expect("the turn fails");
     assert!(
-        error.starts_with("claude did not take the message up: pushed 1 times over 200ms"),
+        error.starts_with("claude did not take the message up: pushed it once over 200ms"),
         "{error}"
     );
     // The error goes out first; the process is stopped while the session's slot is still held.
@@ -275,6 +275,46 @@ async fn a_retry_is_recognised_after_the_idle_sweeper_has_been_round() {
         harness.answer("agent::a", "crash").await,
         "continued: crash"
     );
+}
+
+#[tokio::test]
+async fn a_lost_stop_report_holds_the_next_message_only_until_prompt_end_wait() {
+    let dirs = Dirs::new();
+    let config = dirs.config().prompt_end_wait(Duration::from_millis(300));
+    let harness = Harness::start(&dirs, config).await;
+    assert_eq!(
+        harness.answer("agent::a", "nostop first").await,
+        "echo: first"
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(harness.answer("agent::a", "second").await, "echo: second");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "it waited for the Stop first"
+    );
+    assert_eq!(harness.answer("agent::a", "third").await, "echo: third");
+}
+
+#[tokio::test]
+async fn a_conversation_claude_cannot_resume_is_replaced_and_the_turn_is_answered() {
+    let dirs = Dirs::new();
+    let harness = Harness::start(&dirs, dirs.config()).await;
+    let (_, before) = history(&harness.answer("agent::a", "history").await);
+    // A restarted bridge finds a transcript with a conversation that claude refuses to resume.
+    drop(harness);
+    let transcripts = dirs.path("claude").join("projects");
+    for project in std::fs::read_dir(&transcripts).unwrap() {
+        let path = project.unwrap().path().join(format!("{before}.jsonl"));
+        if path.exists() {
+            let mut records = std::fs::read_to_string(&path).unwrap();
+            records.push_str("{\"type\":\"system\",\"content\":\"unresumable\"}\n");
+            std::fs::write(&path, records).unwrap();
+        }
+    }
+    let harness = Harness::start(&dirs, dirs.config()).await;
+    let (turn, after) = history(&harness.answer("agent::a", "history").await);
+    assert_ne!(after, before, "a new conversation");
+    assert_eq!(turn, 1);
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use synthesis_bridge::spawner::{ProcessHandle, SpawnError, Spawner};
 use synthesis_bridge::transport::{ChannelLink, ChannelTicket, ChannelTransport, TransportError};
 use synthesis_bridge::{BackendError, SessionKey};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
@@ -76,7 +77,7 @@ pub(crate) struct Agent {
     pub(crate) workspace: PathBuf,
     /// Messages sent whose `Stop` has not been reported, oldest first: a report that cannot name its
     /// message belongs to the oldest.
-    pub(crate) unfinished: VecDeque<String>,
+    pub(crate) unfinished: VecDeque<(String, Instant)>,
     ticket: ChannelTicket,
     transport: Arc<dyn ChannelTransport>,
     permit: Option<Permit>,
@@ -210,36 +211,31 @@ impl Agent {
         }
     }
 
-    /// Records that `message_id` was sent (again).
+    /// Records that `message_id` was sent (again: the first time counts).
     pub(crate) fn sent(&mut self, message_id: String) {
-        if self.unfinished.contains(&message_id) {
+        if self.unfinished.iter().any(|(id, _)| *id == message_id) {
             return;
         }
         if self.unfinished.len() == UNFINISHED_LIMIT {
             self.unfinished.pop_front();
         }
-        self.unfinished.push_back(message_id);
+        self.unfinished.push_back((message_id, Instant::now()));
     }
 
     /// Records that a message's prompt is over (its `Stop` came, or it was interrupted): the one named, or
     /// the oldest unfinished one.
     pub(crate) fn finished(&mut self, message_id: Option<String>) {
         match message_id {
-            Some(id) => self.unfinished.retain(|unfinished| *unfinished != id),
+            Some(id) => self.unfinished.retain(|(unfinished, _)| *unfinished != id),
             None => {
                 self.unfinished.pop_front();
             }
         }
     }
 
-    /// Whether Claude has finished every prompt it was given, so that a push becomes a prompt of its own.
-    pub(crate) fn is_free(&self) -> bool {
-        self.unfinished.is_empty()
-    }
-
-    /// The oldest message whose prompt is not known to be over.
-    pub(crate) fn oldest_unfinished(&self) -> Option<&String> {
-        self.unfinished.front()
+    /// The oldest message whose prompt is not known to be over, and when it was sent.
+    pub(crate) fn oldest_unfinished(&self) -> Option<(&String, Instant)> {
+        self.unfinished.front().map(|(id, sent)| (id, *sent))
     }
 
     /// Gives up waiting for the `Stop` reports of earlier messages.

@@ -113,9 +113,10 @@ pub struct ClaudeCliConfig {
     /// How many times a message is pushed before the turn fails and the process is restarted: by default
     /// 5, over 1 + 2 + 4 + 8 + 16 = 31 s.
     pub delivery_attempts: u32,
-    /// How long the next message waits for Claude to finish the previous prompt (its `Stop` report), which
-    /// may go on working after it answered. Past that the report is taken as lost and the message is
-    /// pushed anyway; delivery is still confirmed.
+    /// How long after a message was pushed the next one waits for Claude to finish it (its `Stop` report):
+    /// Claude may go on working after it answered. Past that the report is taken as lost and the next
+    /// message is pushed anyway; delivery is still confirmed, and a push that would join a prompt still
+    /// running is kept out of it.
     pub prompt_end_wait: Duration,
     /// How long after a turn whose message reached Claude ended without an answer the same text, sent
     /// again for the same session, is taken as the client's retry: Claude then carries on with the
@@ -142,7 +143,7 @@ impl ClaudeCliConfig {
             cancel_settle: Duration::from_secs(1),
             delivery_timeout: Duration::from_secs(1),
             delivery_attempts: 5,
-            prompt_end_wait: Duration::from_secs(10 * 60),
+            prompt_end_wait: Duration::from_secs(5 * 60),
             retry_window: Some(Duration::from_secs(3 * 60)),
         }
     }

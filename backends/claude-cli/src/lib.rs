@@ -214,20 +214,31 @@ impl Inner {
             }
         }
 
-        let config_dir = self.services.config.claude_config_dir();
-        let (message, original) = retry::message_for(
-            turn.session.as_str(),
-            turn.text.clone(),
-            slot.unanswered().as_ref(),
+        let unanswered = slot.unanswered();
+        let retried = retry::retried(
+            &turn.text,
+            unanswered.as_ref(),
             self.services.config.retry_window,
-            |unanswered| {
-                transcript::holds_message(
-                    config_dir.as_deref(),
-                    conversation,
-                    &unanswered.message_id,
-                )
-            },
         );
+        // Only a message the conversation holds can be carried on with: claude writes it down 0.2 to
+        // 0.5 s after it started it, and may have died in between.
+        let continuing = match retried {
+            Some(retried) => {
+                let (dir, id) = (
+                    self.services.config.claude_config_dir(),
+                    retried.message_id.clone(),
+                );
+                let held = tokio::task::spawn_blocking(move || {
+                    transcript::holds_message(dir.as_deref(), conversation, &id)
+                })
+                .await
+                .unwrap_or(false);
+                held.then_some(retried)
+            }
+            None => None,
+        };
+        let (message, original) =
+            retry::message_for(turn.session.as_str(), turn.text.clone(), continuing);
         if let Some(retry_of) = &message.meta.retry_of {
             info!(session = %turn.session, %retry_of, "the client asked again for an answer claude did not finish; it carries on with the same message");
         }
@@ -306,7 +317,12 @@ impl Inner {
         let permit = self.room(session).await?;
         let config_dir = config.claude_config_dir();
         let id = record.conversation_id;
-        let conversation = match transcript::state(config_dir.as_deref(), id) {
+        // Transcripts can be megabytes: read off the runtime's threads.
+        let state =
+            tokio::task::spawn_blocking(move || transcript::state(config_dir.as_deref(), id))
+                .await
+                .unwrap_or(Transcript::Missing);
+        let conversation = match state {
             Transcript::Conversation => Conversation::Resume(id),
             Transcript::Missing => Conversation::Start(id),
             Transcript::Empty => {

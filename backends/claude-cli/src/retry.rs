@@ -51,24 +51,27 @@ fn continuation_note(original: &str) -> String {
     )
 }
 
-/// The message for a turn of `text`: a new one, or, when `text` retries `unanswered` within `window` and
-/// the conversation holds that message (`in_conversation`: Claude Code may have died before writing it),
-/// a note that continues it. Also returns the message a failure of this turn leaves unanswered: the
-/// original one when this is a continuation.
+/// The unanswered message that a turn of `text` retries, if it does within `window`.
+pub(crate) fn retried<'a>(
+    text: &str,
+    unanswered: Option<&'a Unanswered>,
+    window: Option<Duration>,
+) -> Option<&'a Unanswered> {
+    unanswered.filter(|unanswered| {
+        retries(text, &unanswered.text)
+            && window.is_some_and(|window| unanswered.at.elapsed() <= window)
+    })
+}
+
+/// The message for a turn of `text`: a note that carries on with `continuing` (a retried message that
+/// Claude's conversation holds), or `text` itself. Also returns what a failure of this turn leaves
+/// unanswered when that is not this turn's own message: the one it carries on with.
 pub(crate) fn message_for(
     chat_id: &str,
     text: String,
-    unanswered: Option<&Unanswered>,
-    window: Option<Duration>,
-    in_conversation: impl FnOnce(&Unanswered) -> bool,
+    continuing: Option<&Unanswered>,
 ) -> (InboundMessage, Option<Unanswered>) {
-    let retried = unanswered
-        .filter(|unanswered| {
-            retries(&text, &unanswered.text)
-                && window.is_some_and(|window| unanswered.at.elapsed() <= window)
-        })
-        .filter(|unanswered| in_conversation(unanswered));
-    match retried {
+    match continuing {
         Some(original) => {
             let mut message = InboundMessage::new(chat_id, continuation_note(&original.message_id));
             message.meta.retry_of = Some(original.message_id.clone());
@@ -105,42 +108,37 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_same_text_within_the_window_continues_the_unanswered_message() {
+    async fn the_same_text_within_the_window_retries_the_unanswered_message() {
         let window = Some(Duration::from_secs(180));
         let earlier = unanswered("run the tests");
-        let held = |_: &Unanswered| true;
-        let (message, original) =
-            message_for("a", "run the tests".into(), Some(&earlier), window, held);
+        let found = retried("run the tests", Some(&earlier), window);
+        assert_eq!(found.map(|u| u.message_id.as_str()), Some("m-1"));
+        assert!(retried("something else", Some(&earlier), window).is_none());
+        assert!(
+            retried("run the tests", Some(&earlier), None).is_none(),
+            "no window"
+        );
+        assert!(retried("run the tests", None, window).is_none());
+        tokio::time::advance(Duration::from_secs(181)).await;
+        assert!(
+            retried("run the tests", Some(&earlier), window).is_none(),
+            "too late"
+        );
+    }
+
+    #[test]
+    fn a_retry_carries_on_with_the_message_the_conversation_holds() {
+        let earlier = unanswered("run the tests");
+        let (message, original) = message_for("a", "run the tests".into(), Some(&earlier));
         assert_eq!(message.meta.retry_of.as_deref(), Some("m-1"));
         assert!(message.content.contains("m-1"), "{}", message.content);
         assert_eq!(original.unwrap().message_id, "m-1");
-
-        let (message, original) =
-            message_for("a", "something else".into(), Some(&earlier), window, held);
-        assert_eq!(
-            (message.content.as_str(), message.meta.retry_of),
-            ("something else", None)
-        );
-        assert!(original.is_none());
-
-        let (message, _) = message_for("a", "run the tests".into(), Some(&earlier), None, held);
-        assert_eq!(
-            message.meta.retry_of, None,
-            "no window: never a continuation"
-        );
-
-        // Claude Code died before it wrote the message: asking again puts it there once.
-        let lost = |_: &Unanswered| false;
-        let (message, original) =
-            message_for("a", "run the tests".into(), Some(&earlier), window, lost);
+        // Not held (claude died before it wrote it down): the text itself, once.
+        let (message, original) = message_for("a", "run the tests".into(), None);
         assert_eq!(
             (message.content.as_str(), message.meta.retry_of),
             ("run the tests", None)
         );
         assert!(original.is_none());
-
-        tokio::time::advance(Duration::from_secs(181)).await;
-        let (message, _) = message_for("a", "run the tests".into(), Some(&earlier), window, held);
-        assert_eq!(message.meta.retry_of, None, "too late to be a retry");
     }
 }

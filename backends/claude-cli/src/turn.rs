@@ -64,6 +64,15 @@ fn delivery_waited(config: &ClaudeCliConfig, attempts: u32) -> Duration {
         .sum()
 }
 
+/// "once", "twice", "3 times".
+fn times(count: u32) -> String {
+    match count {
+        1 => "once".to_owned(),
+        2 => "twice".to_owned(),
+        n => format!("{n} times"),
+    }
+}
+
 /// Where the message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -170,7 +179,7 @@ impl TurnRun {
         let mut stage = Stage::Waiting;
         let mut said_anything = false;
         // Armed for whichever wait is on: the previous prompt's end, or this message's start.
-        let deadline = tokio::time::sleep(config.prompt_end_wait);
+        let deadline = tokio::time::sleep(FAR);
         tokio::pin!(deadline);
         let settle = tokio::time::sleep(FAR);
         tokio::pin!(settle);
@@ -179,15 +188,22 @@ impl TurnRun {
         let mut esc_at: Option<OutputMark> = None;
         loop {
             let agent = self.slot.as_mut().expect("still there");
-            if stage == Stage::Waiting && agent.is_free() {
-                if let Err(error) = self.push(&id).await {
-                    return error;
+            if stage == Stage::Waiting {
+                match agent.oldest_unfinished() {
+                    None => {
+                        if let Err(error) = self.push(&id).await {
+                            return error;
+                        }
+                        stage = Stage::Pushed(1);
+                        deadline
+                            .as_mut()
+                            .reset(Instant::now() + config.delivery_timeout);
+                        continue;
+                    }
+                    // Counted from when that message was sent, so that a turn given up while waiting
+                    // (its client left) does not make the next one wait all over again.
+                    Some((_, sent)) => deadline.as_mut().reset(sent + config.prompt_end_wait),
                 }
-                stage = Stage::Pushed(1);
-                deadline
-                    .as_mut()
-                    .reset(Instant::now() + config.delivery_timeout);
-                continue;
             }
             let since = esc_at.unwrap_or_else(|| output.mark());
             let pushed = matches!(stage, Stage::Pushed(_));
@@ -233,10 +249,17 @@ impl TurnRun {
                         continue;
                     };
                     if attempts >= config.delivery_attempts {
-                        return self.fail(BackendError::failed(format!(
-                            "claude did not take the message up: pushed {attempts} times over {}, and no prompt started. The next turn starts claude again",
+                        let error = BackendError::failed(format!(
+                            "claude did not take the message up: pushed it {} over {}, and no prompt started. The next turn starts claude again",
+                            times(attempts),
                             humantime::format_duration(delivery_waited(&config, attempts)),
-                        )), Aftermath::Broken).await;
+                        ));
+                        // Stopped before the error goes out: a push that starts late must not reach the
+                        // conversation of a turn already given up.
+                        if let Some(agent) = self.slot.take() {
+                            agent.stop().await;
+                        }
+                        return self.fail(error, Aftermath::Broken).await;
                     }
                     info!(session = %agent.session(), attempts, "the message has not started a prompt; pushing it again");
                     if let Err(error) = self.push(&id).await {
@@ -303,7 +326,9 @@ impl TurnRun {
                 ChannelEvent::TurnEnded(end) => {
                     debug!(session = %agent.session(), message_id = ?end.message_id, "a prompt is over");
                     // A report that names no message ends the oldest one still running.
-                    let ours = about_this.unwrap_or_else(|| agent.oldest_unfinished() == Some(&id));
+                    let ours = about_this.unwrap_or_else(|| {
+                        agent.oldest_unfinished().map(|(oldest, _)| oldest) == Some(&id)
+                    });
                     agent.finished(end.message_id.or_else(|| ours.then(|| id.clone())));
                     if !ours || stage == Stage::Waiting {
                         // An earlier prompt is over: the message can go now (at the top of the loop).
@@ -333,12 +358,19 @@ impl TurnRun {
                         debug!(session = %agent.session(), %message, "ignored an error about an earlier message");
                         continue;
                     }
+                    // A prompt that started ends with its `Stop`; a message that did not start yet might
+                    // start later, answering nobody: that process is stopped.
+                    let aftermath = if stage == Stage::Started {
+                        Aftermath::Healthy
+                    } else {
+                        Aftermath::Broken
+                    };
                     return self
                         .fail(
                             BackendError::failed(format!(
                                 "claude's channel plugin reported an error: {message}"
                             )),
-                            Aftermath::Healthy,
+                            aftermath,
                         )
                         .await;
                 }

@@ -41,6 +41,9 @@ struct OpenCalls {
     running: usize,
     /// The JSON-RPC ids of calls whose handler returned but whose result is not written yet.
     unwritten: Vec<serde_json::Value>,
+    /// Calls Claude Code cancelled while their handler ran: rmcp drops their result, which is then never
+    /// written.
+    cancelled: Vec<serde_json::Value>,
 }
 
 impl OpenCalls {
@@ -62,7 +65,11 @@ impl Drop for ReplyCall {
         let id = std::mem::take(&mut self.id);
         self.calls.send_modify(|calls| {
             calls.running -= 1;
-            calls.unwritten.push(id);
+            let before = calls.cancelled.len();
+            calls.cancelled.retain(|cancelled| *cancelled != id);
+            if calls.cancelled.len() == before {
+                calls.unwritten.push(id);
+            }
         });
     }
 }
@@ -83,9 +90,12 @@ impl Ledger {
             .expect("never poisoned: no panics under the lock")
     }
 
-    /// Records that `message_id` was pushed.
+    /// Records that `message_id` was pushed (a message pushed again is the same message).
     pub(crate) fn pushed(&self, message_id: String) {
         let mut messages = self.messages();
+        if messages.iter().any(|m| m.message_id == message_id) {
+            return;
+        }
         if messages.len() == REMEMBERED {
             messages.pop_front();
         }
@@ -155,6 +165,17 @@ impl Ledger {
         });
     }
 
+    /// Claude Code cancelled request `id` (`notifications/cancelled`): rmcp will write no result for it.
+    pub(crate) fn cancelled(&self, id: &serde_json::Value) {
+        self.calls.send_modify(|calls| {
+            let before = calls.unwritten.len();
+            calls.unwritten.retain(|unwritten| unwritten != id);
+            if calls.unwritten.len() == before && calls.running > 0 {
+                calls.cancelled.push(id.clone());
+            }
+        });
+    }
+
     /// Returns once no `reply` call is open: none is running and every result is written.
     pub(crate) async fn wait_until_no_reply_call(&self) {
         let _ = self.calls.subscribe().wait_for(OpenCalls::none).await;
@@ -193,6 +214,32 @@ mod tests {
             .await
             .expect("free at once")
             .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_call_whose_result_is_never_written_does_not_hold_pushes() {
+        let ledger = Ledger::default();
+        // Cancelled while its handler runs, as Claude Code does on ESC during the call.
+        let call = ledger.reply_call(3.into());
+        ledger.cancelled(&3.into());
+        drop(call);
+        tokio::time::timeout(Duration::from_millis(1), ledger.wait_until_no_reply_call())
+            .await
+            .expect("nothing is open");
+        // Cancelled after its handler returned, before rmcp wrote the result.
+        drop(ledger.reply_call(4.into()));
+        ledger.cancelled(&4.into());
+        tokio::time::timeout(Duration::from_millis(1), ledger.wait_until_no_reply_call())
+            .await
+            .expect("nothing is open");
+    }
+
+    #[test]
+    fn a_message_pushed_again_is_recorded_once() {
+        let ledger = Ledger::default();
+        ledger.pushed("a".to_owned());
+        ledger.pushed("a".to_owned());
+        assert_eq!(ledger.resolve(None), Ok("a".to_owned()));
     }
 
     #[test]

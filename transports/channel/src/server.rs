@@ -8,10 +8,11 @@ use std::time::Duration;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolResult, ContentBlock, DiscoverRequestMethod, DiscoverResult, Implementation,
-    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
+    CallToolResult, CancelledNotificationParam, ContentBlock, DiscoverRequestMethod,
+    DiscoverResult, Implementation, JsonObject, ListToolsResult, PaginatedRequestParams,
+    ServerCapabilities, ServerConfig,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use serde::Deserialize;
 use synthesis_transport_ws::protocol::PluginFrame;
@@ -161,6 +162,18 @@ impl ServerHandler for ChannelServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<DiscoverResult, ErrorData> {
         Err(ErrorData::method_not_found::<DiscoverRequestMethod>())
+    }
+
+    /// A cancelled call's result is dropped by rmcp and never written: the ledger must not wait for it.
+    async fn on_cancelled(
+        &self,
+        notification: CancelledNotificationParam,
+        _context: NotificationContext<RoleServer>,
+    ) {
+        if let Some(id) = notification.request_id {
+            self.ledger
+                .cancelled(&serde_json::to_value(&id).unwrap_or_default());
+        }
     }
 
     async fn list_tools(
