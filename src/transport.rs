@@ -136,15 +136,15 @@ pub enum ChannelEvent {
     },
     /// The plugin reconnected after a [`ChannelEvent::Disconnected`].
     Reconnected,
-    /// The agent took message `message_id` up: it became a prompt of its own (Claude Code's
-    /// `UserPromptSubmit` hook reported it). This is the positive sign that a pushed message was
-    /// delivered; a push that never gets one was lost. A transport reports each message at most once per
-    /// registration, and keeps a message that was pushed again from starting a second time.
+    /// The agent took message `message_id` up: it started working on it (an agent-side hook reported
+    /// it). This is the positive sign that a pushed message was delivered; a push that never gets one was
+    /// lost. A transport reports each message at most once per registration, and keeps a message that
+    /// was pushed again from being taken up a second time.
     Started {
         /// The [`InboundMeta::message_id`] of the message.
         message_id: String,
     },
-    /// The agent finished working on a message (Claude Code's `Stop` hook reported it), whether or not it
+    /// The agent finished working on a message (an agent-side hook reported it), whether or not it
     /// answered through the plugin. A transport delivers it after every [`ChannelEvent::Reply`] the
     /// plugin sent before the agent finished, even when the report travels another way than the replies:
     /// a backend may take a report that finds no reply to mean the agent answered without the plugin.
@@ -161,7 +161,7 @@ pub struct TurnEnd {
     pub message_id: Option<String>,
     /// The agent's last words in that turn: its whole answer when it answered without the plugin.
     pub last_message: Option<String>,
-    /// Why the turn failed, when it did (Claude Code's request to the model ended in an error).
+    /// Why the turn failed, when it did (the agent's request to its model ended in an error).
     pub error: Option<String>,
 }
 
@@ -239,7 +239,7 @@ pub trait ChannelTransport: Send + Sync + 'static {
     /// Where spawned processes connect to (`SYNTHESIS_WS_URL`), e.g. `ws://127.0.0.1:18791/bridge`.
     fn endpoint(&self) -> String;
 
-    /// Where the agent's hooks post their reports over HTTP (prompt started, prompt ended), e.g.
+    /// Where the agent's hooks post their reports over HTTP (message taken up, work on it over), e.g.
     /// `http://127.0.0.1:18791/hooks`, if this transport takes them. A request there names its session
     /// with the `session` query parameter and carries the process's secret as `Authorization: Bearer`.
     fn hook_endpoint(&self) -> Option<String> {

@@ -14,7 +14,6 @@ const CHROME: &[&str] = &[
     "Esc to cancel",
     "bypass permissions",
     "accept edits",
-    "tokens",
 ];
 
 /// How a process ended, for "claude … in the middle of the turn": `exited with code 1 (its last words:

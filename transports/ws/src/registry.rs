@@ -59,7 +59,7 @@ struct Current {
     id: u64,
     /// Cancels it when a newer one takes over.
     replaced: CancellationToken,
-    /// Hands it the `turn_end` reports, which it delivers in order with its plugin's replies.
+    /// Hands it the `Stop` reports, which it delivers in order with its plugin's replies.
     turn_ends: mpsc::UnboundedSender<TurnEnd>,
 }
 
@@ -71,7 +71,7 @@ pub(crate) struct Attachment {
     pub(crate) messages: OwnedMutexGuard<mpsc::Receiver<InboundMessage>>,
     /// Fired when a newer connection replaces this one.
     pub(crate) replaced: CancellationToken,
-    /// The session's `turn_end` reports, while this connection serves it.
+    /// The session's `Stop` reports, while this connection serves it.
     pub(crate) turn_ends: mpsc::UnboundedReceiver<TurnEnd>,
 }
 
@@ -236,7 +236,7 @@ impl Attachment {
     }
 
     /// Ends this connection's service. Unless a newer connection took over, the session is now
-    /// disconnected and the backend hears why. Returns the `turn_end` reports that came for this
+    /// disconnected and the backend hears why. Returns the `Stop` reports that came for this
     /// connection after it stopped reading them, for the caller to deliver.
     pub(crate) async fn detach(mut self, reason: Option<String>) -> Vec<TurnEnd> {
         let still_current = {

@@ -1,4 +1,4 @@
-//! Keeps a `turn_end` report behind the replies its agent sent before it.
+//! Keeps a `Stop` report behind the replies its agent sent before it.
 //!
 //! The report arrives on a connection of its own (Claude Code's `Stop` hook), the replies on the plugin's.
 //! Two sockets keep no order between them: on a busy bridge the report can be read before a reply the
