@@ -17,8 +17,13 @@ use support::bridge_process::BridgeProcess;
 const KEY: &str = "sk-conformance";
 
 async fn bridge() -> BridgeProcess {
+    bridge_with(&[]).await
+}
+
+async fn bridge_with(extra: &[&str]) -> BridgeProcess {
     let mut bridge = BridgeProcess::spawn(|command, workspace| {
         command
+            .args(extra)
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -135,7 +140,9 @@ async fn refusals_are_status_errors_carrying_the_bridges_message() {
 
 #[tokio::test]
 async fn an_agent_failure_is_a_502_carrying_the_agents_message() {
-    let bridge = bridge().await;
+    // async-openai retries a 5xx (3 times by default): with the retry window on, the bridge would have
+    // the agent carry on with the failed message (the next test), so it is off here.
+    let bridge = bridge_with(&["--retry-window", "off"]).await;
     let failed = client(&bridge, KEY)
         .chat()
         .create(ask(Some("rust-sdk"), "error the workspace is on fire"))
@@ -144,4 +151,20 @@ async fn an_agent_failure_is_a_502_carrying_the_agents_message() {
     let (status, message) = api_error(failed);
     assert_eq!(status, 502);
     assert!(message.contains("the workspace is on fire"), "{message}");
+}
+
+#[tokio::test]
+async fn the_clients_own_retry_of_a_failure_has_the_agent_carry_on_with_the_message() {
+    let bridge = bridge().await;
+    // The agent dies on the message (502); async-openai's default retry sends it again, and the resumed
+    // agent is told to carry on with the message it has rather than being asked it twice.
+    let answer = client(&bridge, KEY)
+        .chat()
+        .create(ask(Some("rust-sdk"), "crash"))
+        .await
+        .expect("the retry is answered");
+    assert_eq!(
+        answer.choices[0].message.content.as_deref(),
+        Some("continued: crash")
+    );
 }

@@ -77,13 +77,15 @@ def agent_failure_is_status_error():
 
 
 def agent_failure_mid_stream_raises():
+    # Not the text of the check above: the same text again, right after it failed, would be taken as
+    # the client's retry of it, which the agent carries on with.
     try:
-        for _ in ask("error the workspace is on fire", stream=True):
+        for _ in ask("error the stream is on fire", stream=True):
             pass
     except openai.APIError as err:
         # Raised from the stream's final chunk: the response itself was a 200.
         assert not isinstance(err, openai.APIStatusError), err
-        assert "the workspace is on fire" in err.message, err.message
+        assert "the stream is on fire" in err.message, err.message
     else:
         raise AssertionError("the stream of a failed turn ended without an error")
 
