@@ -504,6 +504,27 @@ async fn a_cancelled_turn_interrupts_claude_and_frees_the_session() {
 }
 
 #[tokio::test]
+async fn a_turn_cancelled_before_its_message_was_taken_up_restarts_claude_so_it_never_is() {
+    let dirs = Dirs::new();
+    // No second push within the test: the first is dropped (`lost`), the client leaves meanwhile.
+    let config = dirs.config().delivery(Duration::from_secs(30), 5);
+    let harness = Harness::start(&dirs, config).await;
+    let pid = harness.pid("agent::a").await;
+    let response = harness
+        .server
+        .chat(simple_body("agent::a", "lost and left", true))
+        .await;
+    let mut sse = SseReader::new(response);
+    sse.chunk().await;
+    drop(sse);
+    // Nothing to interrupt: after the settle rounds the process is stopped, so the message can never
+    // start answering nobody; the next turn runs in a new one.
+    assert_eq!(harness.answer("agent::a", "after").await, "echo: after");
+    assert_ne!(harness.pid("agent::a").await, pid);
+    assert_eq!(prompts_in_transcripts(&dirs, "lost and left"), 0);
+}
+
+#[tokio::test]
 async fn a_process_stuck_before_its_plugin_connects_is_reported_with_its_screen() {
     let dirs = Dirs::new();
     let config = dirs
