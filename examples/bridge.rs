@@ -82,6 +82,11 @@ struct Args {
     #[arg(long, env = "SYNTHESIS_RETRY_WINDOW", default_value = "3m", value_parser = parse_limit)]
     retry_window: Limit,
 
+    /// How long the next message waits for Claude to finish the previous one (its Stop hook's report),
+    /// counted from that one's push; past it the report is taken as lost.
+    #[arg(long, env = "SYNTHESIS_PROMPT_END_WAIT", default_value = "5m", value_parser = humantime::parse_duration)]
+    prompt_end_wait: Duration,
+
     /// At most this many `claude` processes at once; the longest-idle one makes room for a new session.
     /// When all are in a turn, new sessions get 503 with Retry-After.
     #[arg(long, env = "SYNTHESIS_MAX_PROCESSES", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
@@ -283,7 +288,8 @@ async fn agent(args: &Args) -> anyhow::Result<Arc<dyn AgentBackend>> {
         .permission_mode(args.permission_mode)
         .ready_timeout(args.ready_timeout)
         .max_processes(args.max_processes as usize)
-        .retry_window(args.retry_window.0);
+        .retry_window(args.retry_window.0)
+        .prompt_end_wait(args.prompt_end_wait);
     if let Some(idle) = args.process_idle.0 {
         config = config.process_idle(idle);
     } else {

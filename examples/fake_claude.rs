@@ -28,7 +28,7 @@
 //! | `pid` | its process id |
 //! | `crash` | prints `fatal: simulated crash` and exits 3 |
 //! | `silent` | nothing, until ESC |
-//! | `lost TEXT` | the first push of it is dropped, as Claude Code drops a push during an open tool call; then `echo: lost TEXT` |
+//! | `lost TEXT` | the first push of it is dropped (and noted in `$CLAUDE_CONFIG_DIR/dropped-pushes.log`), as Claude Code drops a push during an open tool call; then `echo: lost TEXT` |
 //! | `late MS TEXT` | its prompt starts MS milliseconds after the push; then `echo: late MS TEXT` |
 //! | a note with `retry_of: M` in its meta | `continued: TEXT`, TEXT being message M's (not run again) |
 //! | anything else | `echo: <message>` |
@@ -37,7 +37,8 @@
 //! model would, so the table works the same behind OpenClaw.
 //!
 //! `FAKE_CLAUDE_STARTUP=login` stops at a login screen and never connects; `FAKE_CLAUDE_NO_PONG=1`
-//! ignores the bridge's pings.
+//! ignores the bridge's pings; `FAKE_CLAUDE_NO_HOOKS=1` runs no hooks, as Claude Code with
+//! `disableAllHooks`.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -164,7 +165,12 @@ async fn main() -> anyhow::Result<()> {
     let session = Session {
         id: id.clone(),
         cwd,
-        hooks: Arc::new(Hooks::from_settings(args.settings.as_ref())),
+        // As with `disableAllHooks` in Claude Code's settings.
+        hooks: Arc::new(Hooks::from_settings(
+            args.settings
+                .as_ref()
+                .filter(|_| std::env::var_os("FAKE_CLAUDE_NO_HOOKS").is_none()),
+        )),
         prompts: Arc::new(AtomicUsize::new(prompts_in(&transcript))),
         seen: Arc::default(),
         transcript,
@@ -230,6 +236,12 @@ async fn main() -> anyhow::Result<()> {
                             && !dropped.contains(&message.meta.message_id)
                         {
                             dropped.push(message.meta.message_id);
+                            // Where a test can see that the push came (and went).
+                            let _ = std::fs::OpenOptions::new()
+                                .create(true)
+                                .append(true)
+                                .open(config_dir.join("dropped-pushes.log"))
+                                .and_then(|mut log| writeln!(log, "{}", message.content));
                             continue;
                         }
                         let meta = serde_json::to_value(&message.meta)?;

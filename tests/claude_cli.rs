@@ -296,6 +296,24 @@ async fn a_lost_stop_report_holds_the_next_message_only_until_prompt_end_wait() 
 }
 
 #[tokio::test]
+async fn with_claudes_hooks_disabled_every_turn_is_still_answered() {
+    let dirs = Dirs::new();
+    let config = dirs
+        .config()
+        .env("FAKE_CLAUDE_NO_HOOKS", "1")
+        .prompt_end_wait(Duration::from_millis(200));
+    let harness = Harness::start(&dirs, config).await;
+    // Each reply confirms its message; each next message waits prompt_end_wait for a Stop that never
+    // comes.
+    for text in ["one", "two", "three"] {
+        assert_eq!(
+            harness.answer("agent::a", text).await,
+            format!("echo: {text}")
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_conversation_claude_cannot_resume_is_replaced_and_the_turn_is_answered() {
     let dirs = Dirs::new();
     let harness = Harness::start(&dirs, dirs.config()).await;
@@ -516,6 +534,15 @@ async fn a_turn_cancelled_before_its_message_was_taken_up_restarts_claude_so_it_
         .await;
     let mut sse = SseReader::new(response);
     sse.chunk().await;
+    // The client leaves once the push has come (and gone), not before it was made.
+    let dropped = dirs.path("claude").join("dropped-pushes.log");
+    tokio::time::timeout(PATIENCE, async {
+        while !std::fs::read_to_string(&dropped).is_ok_and(|log| log.contains("lost and left")) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the push came");
     drop(sse);
     // Nothing to interrupt: after the settle rounds the process is stopped, so the message can never
     // start answering nobody; the next turn runs in a new one.

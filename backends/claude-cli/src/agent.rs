@@ -78,6 +78,8 @@ pub(crate) struct Agent {
     /// Messages sent whose `Stop` has not been reported, oldest first: a report that cannot name its
     /// message belongs to the oldest.
     pub(crate) unfinished: VecDeque<(String, Instant)>,
+    /// Whether the log has said that this process's hooks do not report.
+    pub(crate) warned_hooks_silent: bool,
     ticket: ChannelTicket,
     transport: Arc<dyn ChannelTransport>,
     permit: Option<Permit>,
@@ -176,6 +178,7 @@ impl Agent {
                     conversation: conversation.id(),
                     workspace: workspace.to_owned(),
                     unfinished: VecDeque::new(),
+                    warned_hooks_silent: false,
                     ticket,
                     transport: transport.clone(),
                     permit: Some(permit),

@@ -294,6 +294,13 @@ impl TurnRun {
             if about_this == Some(true) && pushed {
                 // The timeline of a turn, for scripts/turn-timeline: pushed, started, replied, over.
                 debug!(session = %agent.session(), message_id = %id, "claude took the message up");
+                // Claude Code reports a prompt's start before it asks the model, so an answer that comes
+                // first means its hooks do not report; then no `Stop` comes either, and each next
+                // message waits `prompt_end_wait`.
+                if !matches!(event, ChannelEvent::Started { .. }) && !agent.warned_hooks_silent {
+                    agent.warned_hooks_silent = true;
+                    warn!(session = %agent.session(), "claude answered a message its UserPromptSubmit hook never reported: its hooks do not reach the bridge (are hooks disabled, as by disableAllHooks or allowManagedHooksOnly?); each next message waits --prompt-end-wait for the previous one's Stop");
+                }
                 stage = Stage::Started;
                 self.delivered = true;
                 deadline.as_mut().reset(Instant::now() + FAR);
