@@ -5,7 +5,8 @@
 //! - **Free first.** A message pushed while a tool call is open is dropped (section H), and one pushed
 //!   between a `reply` call and the prompt's closing request is folded into the running prompt (section
 //!   K). Once the previous prompt's `Stop` is in, Claude Code is idle and a push becomes a prompt of its
-//!   own.
+//!   own. A `Stop` that does not come within [`ClaudeCliConfig::prompt_end_wait`] of its push is taken
+//!   as lost; should Claude still be busy then, the transport keeps the push out of the running prompt.
 //! - **Confirmed, not assumed.** The `UserPromptSubmit` hook names the message that started a prompt
 //!   ([`ChannelEvent::Started`]). A push that is not confirmed in time is pushed again; the transport
 //!   keeps the message from starting twice, so a slow first push cannot put it into the conversation a
@@ -13,6 +14,7 @@
 //!   restarted, so a message given up on cannot start later.
 //!
 //! [`ClaudeCliConfig::delivery_attempts`]: crate::ClaudeCliConfig::delivery_attempts
+//! [`ClaudeCliConfig::prompt_end_wait`]: crate::ClaudeCliConfig::prompt_end_wait
 
 use std::sync::Arc;
 use std::time::Duration;
