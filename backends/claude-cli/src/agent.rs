@@ -60,6 +60,17 @@ impl From<BackendError> for LaunchError {
     }
 }
 
+impl From<LaunchError> for BackendError {
+    fn from(error: LaunchError) -> Self {
+        match error {
+            LaunchError::Failed(error) => error,
+            LaunchError::NoConversation => BackendError::unavailable(
+                "claude has no conversation to resume under this id (\"No conversation found\")",
+            ),
+        }
+    }
+}
+
 /// The services an agent needs, shared by every agent of a backend.
 #[derive(Clone)]
 pub(crate) struct Services {

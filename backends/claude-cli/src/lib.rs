@@ -86,7 +86,7 @@ pub use crate::config::{ClaudeCliConfig, PermissionMode, UnknownPermissionMode};
 
 use crate::agent::{Agent, LaunchError, Services};
 use crate::launch::Conversation;
-use crate::pool::{Permit, Pool, SlotGuard};
+use crate::pool::{Permit, Pool, Slot, SlotGuard};
 use crate::transcript::Transcript;
 use crate::turn::TurnRun;
 
@@ -214,29 +214,7 @@ impl Inner {
             }
         }
 
-        let unanswered = slot.unanswered();
-        let retried = retry::retried(
-            &turn.text,
-            unanswered.as_ref(),
-            self.services.config.retry_window,
-        );
-        // Only a message the conversation holds can be carried on with: claude writes it down 0.2 to
-        // 0.5 s after it started it, and may have died in between.
-        let continuing = match retried {
-            Some(retried) => {
-                let (dir, id) = (
-                    self.services.config.claude_config_dir(),
-                    retried.message_id.clone(),
-                );
-                let held = tokio::task::spawn_blocking(move || {
-                    transcript::holds_message(dir.as_deref(), conversation, &id)
-                })
-                .await
-                .unwrap_or(false);
-                held.then_some(retried)
-            }
-            None => None,
-        };
+        let continuing = self.continuing(&slot, &turn.text, conversation).await;
         let (message, original) =
             retry::message_for(turn.session.as_str(), turn.text.clone(), continuing);
         if let Some(retry_of) = &message.meta.retry_of {
@@ -304,6 +282,30 @@ impl Inner {
         false
     }
 
+    /// The unanswered message of the session that a turn of `text` retries, if Claude's `conversation`
+    /// holds it: claude writes a message down 0.2 to 0.5 s after it started it, and may have died in
+    /// between.
+    async fn continuing(
+        &self,
+        slot: &Slot,
+        text: &str,
+        conversation: uuid::Uuid,
+    ) -> Option<retry::Unanswered> {
+        let unanswered = slot.unanswered();
+        let retried = retry::retried(text, unanswered.as_ref(), self.services.config.retry_window)?;
+        let (dir, id) = (
+            self.services.config.claude_config_dir(),
+            retried.message_id.clone(),
+        );
+        // Transcripts can be megabytes: read off the runtime's threads.
+        let held = tokio::task::spawn_blocking(move || {
+            transcript::holds_message(dir.as_deref(), conversation, &id)
+        })
+        .await
+        .unwrap_or(false);
+        held.then(|| retried.clone())
+    }
+
     /// Starts a process for `record`'s conversation: resumed when Claude Code can resume it, else new
     /// (and then `record` names the new one).
     async fn launch(
@@ -342,13 +344,9 @@ impl Inner {
                 record.start_new_conversation(record.client_conversation.clone());
                 let permit = self.room(session).await?;
                 let fresh = Conversation::Start(record.conversation_id);
-                match Agent::launch(services, session, fresh, workspace, permit, cancel).await {
-                    Ok(agent) => Ok(agent),
-                    Err(LaunchError::Failed(error)) => Err(error),
-                    Err(LaunchError::NoConversation) => {
-                        unreachable!("a new conversation is not resumed")
-                    }
-                }
+                Agent::launch(services, session, fresh, workspace, permit, cancel)
+                    .await
+                    .map_err(BackendError::from)
             }
         }
     }

@@ -69,13 +69,13 @@ pub(crate) fn retried<'a>(
 pub(crate) fn message_for(
     chat_id: &str,
     text: String,
-    continuing: Option<&Unanswered>,
+    continuing: Option<Unanswered>,
 ) -> (InboundMessage, Option<Unanswered>) {
     match continuing {
         Some(original) => {
             let mut message = InboundMessage::new(chat_id, continuation_note(&original.message_id));
             message.meta.retry_of = Some(original.message_id.clone());
-            (message, Some(original.clone()))
+            (message, Some(original))
         }
         None => (InboundMessage::new(chat_id, text), None),
     }
@@ -129,7 +129,7 @@ mod tests {
     #[test]
     fn a_retry_carries_on_with_the_message_the_conversation_holds() {
         let earlier = unanswered("run the tests");
-        let (message, original) = message_for("a", "run the tests".into(), Some(&earlier));
+        let (message, original) = message_for("a", "run the tests".into(), Some(earlier));
         assert_eq!(message.meta.retry_of.as_deref(), Some("m-1"));
         assert!(message.content.contains("m-1"), "{}", message.content);
         assert_eq!(original.unwrap().message_id, "m-1");
