@@ -19,9 +19,11 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use tokio::io::AsyncRead;
 use tokio::sync::watch;
 
 /// What to start.
@@ -102,7 +104,11 @@ pub enum Stdio {
         /// Rows.
         rows: u16,
     },
-    /// Plain pipes; standard error is merged into the output.
+    /// Three pipes, as programs that speak a protocol on their standard streams need: standard input takes
+    /// [`ProcessHandle::write`] (and ends with [`ProcessHandle::close_input`]), standard output is a byte
+    /// stream for whoever speaks the protocol ([`ProcessHandle::take_stdout`]), and standard error goes
+    /// into [`ProcessHandle::output`], for error messages to quote. Take standard output and read it: a
+    /// program whose output pipe is full waits.
     Pipes,
 }
 
@@ -159,15 +165,25 @@ pub enum SpawnError {
     Io(#[from] std::io::Error),
 }
 
+/// A process's standard output as a byte stream ([`Stdio::Pipes`]).
+pub type ProcessStdout = Pin<Box<dyn AsyncRead + Send>>;
+
 /// A running (or finished) process.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait ProcessHandle: Send + Sync + fmt::Debug + 'static {
     /// The operating-system process id.
     fn pid(&self) -> u32;
-    /// Writes to the process's input (typing, on a terminal).
+    /// Writes to the process's input (typing, on a terminal). One call's bytes are written together,
+    /// whoever else writes at the same time.
     async fn write(&self, bytes: &[u8]) -> std::io::Result<()>;
-    /// The process's recent output, kept up to date while it runs.
+    /// Ends the process's input, as a program reading it to its end needs. Writing afterwards fails.
+    async fn close_input(&self) -> std::io::Result<()>;
+    /// The standard output of a process on [`Stdio::Pipes`], for the one caller that reads it: `None` for a
+    /// terminal, whose output is [`ProcessHandle::output`], and once taken.
+    fn take_stdout(&self) -> Option<ProcessStdout>;
+    /// The process's recent output, kept up to date while it runs: what a terminal showed, or what a
+    /// program on pipes wrote to standard error.
     fn output(&self) -> OutputLog;
     /// Waits for the process to end. May be called any number of times, from anywhere.
     async fn wait(&self) -> ProcessExit;
@@ -178,7 +194,7 @@ pub trait ProcessHandle: Send + Sync + fmt::Debug + 'static {
 /// Starts processes.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
-pub trait Spawner: Send + Sync + 'static {
+pub trait Spawner: Send + Sync + fmt::Debug + 'static {
     /// Starts `spec`.
     async fn spawn(&self, spec: ProcessSpec) -> Result<Box<dyn ProcessHandle>, SpawnError>;
 }

@@ -17,7 +17,9 @@
 //! its stream or shutting the backend down stops the command's whole process group (`SIGTERM`, then
 //! `SIGKILL` after a grace period), and the reply stream ends only once the command has been reaped.
 //!
-//! Unix only: the command runs in a process group of its own so that whatever it starts stops with it.
+//! The command is started by a [`Spawner`] on pipes ([`ProcessSpawner`] unless set otherwise with
+//! [`CommandBackend::spawner`]), so it runs in a process group of its own and whatever it starts stops
+//! with it. Unix only.
 //!
 //! # Example
 //!
@@ -55,19 +57,20 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::ffi::OsString;
 use std::io;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use nix::unistd::Pid;
-use synthesis_bridge::{AgentBackend, BackendError, BackendStatus, ReplyStream, SessionKey, Turn};
-use tokio::process::Command;
+use synthesis_bridge::spawner::{ProcessSpec, SpawnError, Stdio};
+use synthesis_bridge::{
+    AgentBackend, BackendError, BackendStatus, ReplyStream, SessionKey, Spawner, Turn,
+};
+use synthesis_spawn::ProcessSpawner;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};
 
-use crate::turn::{GroupGuard, TurnTask};
+use crate::turn::TurnTask;
 
 /// How many events may wait in a reply stream for a slow consumer before the command is held up.
 const EVENT_BUFFER: usize = 32;
@@ -81,6 +84,8 @@ pub struct CommandBackend {
     install_hint: Option<String>,
     stderr_tail_bytes: usize,
     kill_grace: Duration,
+    /// Starts the command; `None`: a [`ProcessSpawner`] with this backend's settings.
+    spawner: Option<Arc<dyn Spawner>>,
     /// Running turns per session; [`CommandBackend::shutdown`] waits for it to empty.
     running: watch::Sender<HashMap<SessionKey, usize>>,
     /// Fired once by [`CommandBackend::shutdown`]: stops every turn and refuses new ones.
@@ -102,6 +107,7 @@ impl CommandBackend {
             install_hint: None,
             stderr_tail_bytes: Self::DEFAULT_STDERR_TAIL_BYTES,
             kill_grace: Self::DEFAULT_KILL_GRACE,
+            spawner: None,
             running: watch::Sender::new(HashMap::new()),
             shutdown: CancellationToken::new(),
         }
@@ -144,9 +150,17 @@ impl CommandBackend {
     }
 
     /// How long a stopped command may take to exit after `SIGTERM` before its process group gets `SIGKILL`
-    /// ([`CommandBackend::DEFAULT_KILL_GRACE`] by default).
+    /// ([`CommandBackend::DEFAULT_KILL_GRACE`] by default). A spawner set with [`CommandBackend::spawner`]
+    /// has its own.
     pub fn kill_grace(mut self, grace: Duration) -> Self {
         self.kill_grace = grace;
+        self
+    }
+
+    /// Starts the command with `spawner` (on [`Stdio::Pipes`]) instead of a [`ProcessSpawner`]: a test
+    /// suite's fake, or a spawner that sandboxes.
+    pub fn spawner(mut self, spawner: Arc<dyn Spawner>) -> Self {
+        self.spawner = Some(spawner);
         self
     }
 
@@ -179,37 +193,40 @@ impl CommandBackend {
         })
     }
 
-    fn command(&self, turn: &Turn) -> Command {
-        let mut command = Command::new(&self.program);
-        command
+    fn spec(&self, turn: &Turn) -> ProcessSpec {
+        let mut spec = ProcessSpec::new(self.program.clone(), &turn.workspace)
             .args(&self.args)
             // The key clients use to reach the bridge is not the agent's business, nor its tools'.
             .env_remove("SYNTHESIS_API_KEY")
-            .envs(self.env.iter().map(|(key, value)| (key, value)))
+            // An inherited value would name some other conversation.
+            .env_remove("SYNTHESIS_CONVERSATION")
+            .stdio(Stdio::Pipes);
+        for (key, value) in &self.env {
+            spec = spec.env(key, value);
+        }
+        spec = spec
             .env("SYNTHESIS_SESSION_KEY", turn.session.as_str())
-            .env("SYNTHESIS_TURN_ID", turn.meta.turn_id.to_string())
-            .current_dir(&turn.workspace)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own group, so that stopping the turn reaches everything the command started.
-            .process_group(0)
-            .kill_on_drop(true);
-        // An inherited value would name some other conversation.
-        match &turn.meta.conversation {
-            Some(conversation) => command.env("SYNTHESIS_CONVERSATION", conversation),
-            None => command.env_remove("SYNTHESIS_CONVERSATION"),
-        };
-        command
+            .env("SYNTHESIS_TURN_ID", turn.meta.turn_id.to_string());
+        if let Some(conversation) = &turn.meta.conversation {
+            spec = spec.env("SYNTHESIS_CONVERSATION", conversation);
+        }
+        spec
     }
 
-    fn spawn_error(&self, err: &io::Error) -> BackendError {
+    fn spawn_error(&self, err: &SpawnError) -> BackendError {
         let program = self.program_name();
-        let reason = match err.kind() {
+        let source = match err {
+            SpawnError::NotFound { source, .. } => source,
+            SpawnError::Io(source) => {
+                return BackendError::failed(format!("cannot run `{program}`: {source}"));
+            }
+            other => return BackendError::failed(format!("cannot run `{program}`: {other}")),
+        };
+        let reason = match source.kind() {
             io::ErrorKind::NotFound if program.contains('/') => "not found",
             io::ErrorKind::NotFound => "not found on PATH",
             io::ErrorKind::PermissionDenied => "permission denied",
-            _ => return BackendError::failed(format!("cannot run `{program}`: {err}")),
+            _ => return BackendError::failed(format!("cannot run `{program}`: {source}")),
         };
         let mut message = format!("cannot run `{program}`: {reason}.");
         if let Some(hint) = &self.install_hint {
@@ -221,37 +238,25 @@ impl CommandBackend {
 
     async fn start(&self, turn: Turn) -> Result<ReplyStream, BackendError> {
         let registration = self.register(&turn.session)?;
-        // Spawning in a missing directory fails with the same "not found" as a missing program.
-        if !tokio::fs::metadata(&turn.workspace)
-            .await
-            .is_ok_and(|meta| meta.is_dir())
-        {
-            return Err(BackendError::failed(format!(
-                "cannot run `{}`: the working directory {} does not exist",
-                self.program_name(),
-                turn.workspace.display()
-            )));
-        }
-        let child = self.command(&turn).spawn().map_err(|err| {
+        let spawner = self.spawner.clone().unwrap_or_else(|| {
+            Arc::new(
+                ProcessSpawner::default()
+                    .kill_grace(self.kill_grace)
+                    .output_bytes(self.stderr_tail_bytes),
+            )
+        });
+        let process = spawner.spawn(self.spec(&turn)).await.map_err(|err| {
             warn!(%err, "cannot start the command");
             self.spawn_error(&err)
         })?;
-        // Only `None` once the child has been reaped, which nothing has done yet.
-        let pid = child
-            .id()
-            .and_then(|pid| i32::try_from(pid).ok())
-            .map(Pid::from_raw)
-            .ok_or_else(|| BackendError::failed("the command's process id is unknown"))?;
-        debug!(%pid, "started the command");
+        debug!(pid = process.pid(), "started the command");
 
         let (events, mut reply) = mpsc::channel(EVENT_BUFFER);
         let task = TurnTask {
-            group: GroupGuard::new(pid),
-            child,
+            process,
             program: self.program_name(),
             input: turn.text,
             stderr_tail_bytes: self.stderr_tail_bytes,
-            kill_grace: self.kill_grace,
             cancel: turn.cancel,
             shutdown: self.shutdown.clone(),
             registration,

@@ -1,10 +1,15 @@
 //! [`ProcessSpawner`]: the real [`Spawner`] of synthesis-bridge.
 //!
 //! It starts a [`ProcessSpec`] under a pseudo-terminal ([`Stdio::Terminal`], what interactive programs
-//! such as the `claude` TUI need) or on plain pipes ([`Stdio::Pipes`]), and for either:
-//! - keeps draining the output (a program whose terminal fills up blocks) into an [`OutputLog`] that keeps
-//!   the last few kilobytes, for dialogs to wait on and error messages to quote;
-//! - lets the caller type into it ([`ProcessHandle::write`]);
+//! such as the `claude` TUI need) or on three plain pipes ([`Stdio::Pipes`], for programs that speak a
+//! protocol on standard input and output), and:
+//! - keeps draining the terminal, or a piped program's standard error, into an [`OutputLog`] that keeps
+//!   the last few kilobytes, for dialogs to wait on and error messages to quote (a program whose
+//!   terminal fills up blocks);
+//! - hands a piped program's standard output to the one caller that reads it
+//!   ([`ProcessHandle::take_stdout`]);
+//! - lets the caller write to its input ([`ProcessHandle::write`]) and end it
+//!   ([`ProcessHandle::close_input`]);
 //! - runs it as the leader of its own process group and stops the whole group: `SIGTERM`, then `SIGKILL`
 //!   after a grace period. Dropping the handle kills the group at once. The process is always reaped, so
 //!   no zombie is left.

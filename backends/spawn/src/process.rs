@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use synthesis_bridge::spawner::{OutputLog, ProcessExit, ProcessHandle, ProcessSpec};
+use synthesis_bridge::spawner::{
+    OutputLog, ProcessExit, ProcessHandle, ProcessSpec, ProcessStdout,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::Child;
 use tokio::sync::{Mutex, watch};
@@ -22,7 +24,10 @@ type Output = Pin<Box<dyn AsyncRead + Send>>;
 /// A process started by [`ProcessSpawner`](crate::ProcessSpawner).
 pub(crate) struct Process {
     pid: u32,
-    input: Mutex<Input>,
+    /// `None` once closed.
+    input: Mutex<Option<Input>>,
+    /// A piped process's standard output, until its reader takes it.
+    stdout: std::sync::Mutex<Option<ProcessStdout>>,
     output: OutputLog,
     exit: watch::Receiver<Option<ProcessExit>>,
     kill_grace: Duration,
@@ -56,13 +61,15 @@ impl Process {
         Ok(Self::start(
             child,
             Box::pin(writer),
-            vec![Box::pin(reader)],
+            Box::pin(reader),
+            None,
             output,
             kill_grace,
         ))
     }
 
-    /// Starts `spec` on pipes, in a process group of its own; standard error is merged into the output.
+    /// Starts `spec` on pipes, in a process group of its own: standard output for its reader, standard
+    /// error into the log.
     pub(crate) fn on_pipes(
         spec: &ProcessSpec,
         output: OutputLog,
@@ -89,25 +96,26 @@ impl Process {
         Ok(Self::start(
             child,
             Box::pin(stdin),
-            vec![Box::pin(stdout), Box::pin(stderr)],
+            Box::pin(stderr),
+            Some(Box::pin(stdout)),
             output,
             kill_grace,
         ))
     }
 
+    /// Watches `child`: `logged` drains into the log, `stdout` waits for its reader.
     fn start(
         mut child: Child,
         input: Input,
-        outputs: Vec<Output>,
+        logged: Output,
+        stdout: Option<ProcessStdout>,
         log: OutputLog,
         kill_grace: Duration,
     ) -> Self {
         let pid = child
             .id()
             .expect("a child that nobody has waited for has a pid");
-        for output in outputs {
-            tokio::spawn(drain(output, log.clone()));
-        }
+        tokio::spawn(drain(logged, log.clone()));
         let (exited, exit) = watch::channel(None);
         tokio::spawn(async move {
             let exit = match child.wait().await {
@@ -131,7 +139,8 @@ impl Process {
         });
         Self {
             pid,
-            input: Mutex::new(input),
+            input: Mutex::new(Some(input)),
+            stdout: std::sync::Mutex::new(stdout),
             output: log,
             exit,
             kill_grace,
@@ -177,8 +186,25 @@ impl ProcessHandle for Process {
 
     async fn write(&self, bytes: &[u8]) -> io::Result<()> {
         let mut input = self.input.lock().await;
+        let Some(input) = input.as_mut() else {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the process's input is closed",
+            ));
+        };
         input.write_all(bytes).await?;
         input.flush().await
+    }
+
+    async fn close_input(&self) -> io::Result<()> {
+        match self.input.lock().await.take() {
+            Some(mut input) => input.shutdown().await,
+            None => Ok(()),
+        }
+    }
+
+    fn take_stdout(&self) -> Option<ProcessStdout> {
+        self.stdout.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     fn output(&self) -> OutputLog {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use synthesis_bridge::spawner::{ProcessHandle, ProcessSpec, SpawnError, Spawner, Stdio};
 use synthesis_spawn::ProcessSpawner;
+use tokio::io::AsyncReadExt;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -71,29 +72,48 @@ async fn a_terminal_program_sees_a_terminal_of_the_asked_size_and_can_be_typed_t
 }
 
 #[tokio::test]
-async fn a_piped_program_gets_no_terminal_and_both_output_streams_are_kept() {
+async fn a_piped_program_has_its_own_output_stream_and_its_errors_are_logged() {
     let spec = shell(
-        "test -t 0 || echo no-tty; echo to-stderr >&2; read line; echo \"got $line\"",
+        "test -t 0 || echo no-tty; echo to-stderr >&2; while read line; do echo \"got $line\"; done; echo eof",
         Stdio::Pipes,
     );
     let process = start(spec).await;
-    process.write(b"piped\n").await.unwrap();
+    let mut stdout = process
+        .take_stdout()
+        .expect("a piped process has its standard output");
+    assert!(process.take_stdout().is_none(), "it is handed out once");
+    process.write(b"one\n").await.unwrap();
+    process.write(b"two\n").await.unwrap();
+    process.close_input().await.unwrap();
+    assert!(process.write(b"late\n").await.is_err());
+    let mut text = String::new();
+    tokio::time::timeout(PATIENCE, stdout.read_to_string(&mut text))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text, "no-tty\ngot one\ngot two\neof\n");
     let exit = tokio::time::timeout(PATIENCE, process.wait())
         .await
         .unwrap();
     assert!(exit.success(), "{exit}");
-    wait_for(&*process, "got piped").await;
-    let text = process.output().text();
+    wait_for(&*process, "to-stderr").await;
     assert!(
-        text.contains("no-tty") && text.contains("to-stderr"),
-        "{text}"
+        !process.output().text().contains("got"),
+        "standard output is not logged"
     );
+}
+
+#[tokio::test]
+async fn a_terminal_has_no_separate_output_stream() {
+    let process = start(shell("echo hi", Stdio::terminal())).await;
+    assert!(process.take_stdout().is_none());
+    wait_for(&*process, "hi").await;
 }
 
 #[tokio::test]
 async fn the_environment_is_inherited_with_removals_and_additions() {
     let spec = shell(
-        "echo \"home=${HOME-unset} extra=$EXTRA path-set=${PATH:+yes}\"",
+        "echo \"home=${HOME-unset} extra=$EXTRA path-set=${PATH:+yes}\" >&2",
         Stdio::Pipes,
     )
     .env_remove("HOME")
@@ -106,7 +126,7 @@ async fn the_environment_is_inherited_with_removals_and_additions() {
 async fn kill_stops_the_whole_group_in_both_modes_and_reaps_the_leader() {
     for stdio in [Stdio::terminal(), Stdio::Pipes] {
         let spec = shell(
-            "sleep 1000 & a=$!; sleep 1000 & b=$!; echo \"pids: $a $b end\"; wait",
+            "sleep 1000 & a=$!; sleep 1000 & b=$!; echo \"pids: $a $b end\" >&2; wait",
             stdio,
         );
         let process = start(spec).await;
@@ -138,7 +158,7 @@ async fn kill_stops_the_whole_group_in_both_modes_and_reaps_the_leader() {
 #[tokio::test]
 async fn a_program_that_ignores_sigterm_gets_sigkill_after_the_grace_period() {
     let spec = shell(
-        "trap '' TERM; echo ready; while :; do sleep 0.05; done",
+        "trap '' TERM; echo ready >&2; while :; do sleep 0.05; done",
         Stdio::Pipes,
     );
     let process = start(spec).await;
