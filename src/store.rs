@@ -47,11 +47,9 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+use crate::session::SessionKey;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
-
-use crate::session::SessionKey;
 
 /// What is known about one session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,8 +57,12 @@ use crate::session::SessionKey;
 pub struct SessionRecord {
     /// The session's key.
     pub key: SessionKey,
-    /// The agent's own id for the conversation (Claude Code's session uuid).
-    pub conversation_id: Uuid,
+    /// The agent's own id for the conversation, as the agent names it (Claude Code's session uuid, an ACP
+    /// session id). `None` until there is one: a backend whose agent picks its own ids stores the id once
+    /// the agent has named it; a backend that picks ids for its agent (Claude Code takes `--session-id`)
+    /// may pick one in advance.
+    #[serde(default)]
+    pub conversation_id: Option<String>,
     /// Whether the agent has started that conversation, so that it can be resumed rather than created.
     pub started: bool,
     /// The client's conversation id the agent conversation belongs to (OpenClaw's `sessionId`), when the
@@ -81,12 +83,12 @@ pub struct SessionRecord {
 }
 
 impl SessionRecord {
-    /// A record for a session seen for the first time, with a fresh conversation id.
+    /// A record for a session seen for the first time, with no agent conversation yet.
     pub fn new(key: SessionKey, workspace: impl Into<PathBuf>) -> Self {
         let now = now_in_millis();
         Self {
             key,
-            conversation_id: Uuid::new_v4(),
+            conversation_id: None,
             started: false,
             client_conversation: None,
             workspace: workspace.into(),
@@ -98,7 +100,7 @@ impl SessionRecord {
 
     /// Forgets the agent conversation so the next turn starts a fresh one.
     pub fn start_new_conversation(&mut self, client_conversation: Option<String>) {
-        self.conversation_id = Uuid::new_v4();
+        self.conversation_id = None;
         self.started = false;
         self.client_conversation = client_conversation;
     }
@@ -204,8 +206,13 @@ mod tests {
 
     #[test]
     fn records_round_trip_through_json_with_readable_times() {
-        let record = SessionRecord::new(SessionKey::new("agent:main:main").unwrap(), "/w");
+        let mut record = SessionRecord::new(SessionKey::new("agent:main:main").unwrap(), "/w");
+        record.conversation_id = Some("2b1f0c3e-8d4f-4a5b-9c6d-7e8f9a0b1c2d".to_owned());
         let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(
+            json["conversation_id"],
+            "2b1f0c3e-8d4f-4a5b-9c6d-7e8f9a0b1c2d"
+        );
         assert!(json["created_at"].as_str().unwrap().ends_with('Z'));
         let back: SessionRecord = serde_json::from_value(json).unwrap();
         // Stored times keep millisecond precision.
@@ -219,12 +226,12 @@ mod tests {
     }
 
     #[test]
-    fn a_new_conversation_gets_a_new_id_and_is_not_started() {
+    fn a_new_conversation_forgets_the_agents_id_and_is_not_started() {
         let mut record = SessionRecord::new(SessionKey::new("k").unwrap(), "/w");
+        record.conversation_id = Some("agent-chosen".to_owned());
         record.started = true;
-        let old = record.conversation_id;
         record.start_new_conversation(Some("b".into()));
-        assert_ne!(record.conversation_id, old);
+        assert_eq!(record.conversation_id, None);
         assert!(!record.started);
         assert_eq!(record.client_conversation.as_deref(), Some("b"));
     }

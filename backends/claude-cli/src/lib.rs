@@ -59,11 +59,12 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod channel;
 mod config;
-mod launch;
 mod pool;
 mod retry;
 mod screen;
+mod stream_json;
 mod transcript;
 mod turn;
 
@@ -81,11 +82,11 @@ use synthesis_bridge::{
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{Instrument, debug, info, warn};
+use uuid::Uuid;
 
 pub use crate::config::{ClaudeCliConfig, PermissionMode, UnknownPermissionMode};
 
-use crate::agent::{Agent, LaunchError, Services};
-use crate::launch::Conversation;
+use crate::agent::{Agent, Conversation, LaunchError, Mode, Services};
 use crate::pool::{Permit, Pool, Slot, SlotGuard};
 use crate::transcript::Transcript;
 use crate::turn::TurnRun;
@@ -116,13 +117,33 @@ impl std::fmt::Debug for Inner {
 }
 
 impl ClaudeCliBackend {
-    /// A backend that starts processes with `spawner`, reaches their plugins through `transport` and
-    /// remembers conversations in `store`. Must be called within a Tokio runtime: it starts the task that
-    /// stops idle processes.
+    /// A backend in the channel mode: it starts interactive processes with `spawner`, reaches their
+    /// plugins through `transport` and remembers conversations in `store`. Must be called within a Tokio
+    /// runtime: it starts the task that stops idle processes.
     pub fn new(
         config: ClaudeCliConfig,
         spawner: Arc<dyn Spawner>,
         transport: Arc<dyn ChannelTransport>,
+        store: Arc<dyn SessionStore>,
+    ) -> Self {
+        Self::start(config, spawner, Mode::Channel(transport), store)
+    }
+
+    /// A backend in the stream-json mode: it starts `claude -p` processes on pipes with `spawner` (which
+    /// must honour [`Stdio::Pipes`](synthesis_bridge::spawner::Stdio::Pipes)) and remembers
+    /// conversations in `store`. Must be called within a Tokio runtime.
+    pub fn stream_json(
+        config: ClaudeCliConfig,
+        spawner: Arc<dyn Spawner>,
+        store: Arc<dyn SessionStore>,
+    ) -> Self {
+        Self::start(config, spawner, Mode::StreamJson, store)
+    }
+
+    fn start(
+        config: ClaudeCliConfig,
+        spawner: Arc<dyn Spawner>,
+        mode: Mode,
         store: Arc<dyn SessionStore>,
     ) -> Self {
         let pool = Pool::new(config.max_processes);
@@ -130,7 +151,7 @@ impl ClaudeCliBackend {
             services: Services {
                 config: Arc::new(config),
                 spawner,
-                transport,
+                mode,
                 pool,
             },
             store,
@@ -187,10 +208,14 @@ impl Inner {
         }
         slot.touch();
         let (stored, mut record) = self.record(&turn).await;
+        if slot.take_new_conversation() {
+            record.start_new_conversation(record.client_conversation.clone());
+        }
+        let conversation = claude_conversation(&mut record);
 
         let fits = guard
             .as_ref()
-            .map(|agent| self.fits(agent, &record, &turn.workspace));
+            .map(|agent| self.fits(agent, conversation, &turn.workspace));
         if fits == Some(false)
             && let Some(agent) = guard.take()
         {
@@ -203,7 +228,8 @@ impl Inner {
             );
         }
         record.started = true;
-        let conversation = record.conversation_id;
+        // The launch may have had to start a new conversation.
+        let conversation = claude_conversation(&mut record);
         // Saved only when a restart would need it: a new session, conversation or workspace. Saving on
         // every turn (a file rewrite and two disk flushes, under the store's lock) cost a few milliseconds
         // per turn and serialized all sessions (examples/load.rs).
@@ -267,14 +293,14 @@ impl Inner {
         (stored, record)
     }
 
-    /// Whether a running agent can take a turn of `record` in `workspace`.
-    fn fits(&self, agent: &Agent, record: &SessionRecord, workspace: &Path) -> bool {
-        let reason = if agent.conversation != record.conversation_id {
+    /// Whether a running agent can take a turn of `conversation` in `workspace`.
+    fn fits(&self, agent: &Agent, conversation: Uuid, workspace: &Path) -> bool {
+        let reason = if agent.conversation != conversation {
             "the conversation changed"
         } else if agent.workspace != workspace {
             "the workspace changed"
-        } else if !agent.link.is_connected() {
-            "its channel plugin is not connected"
+        } else if let Some(reason) = agent.broken() {
+            reason
         } else {
             return true;
         };
@@ -289,8 +315,12 @@ impl Inner {
         &self,
         slot: &Slot,
         text: &str,
-        conversation: uuid::Uuid,
+        conversation: Uuid,
     ) -> Option<retry::Unanswered> {
+        // Only the channel's messages carry the ids a transcript can be searched for.
+        if !matches!(self.services.mode, Mode::Channel(_)) {
+            return None;
+        }
         let unanswered = slot.unanswered();
         let retried = retry::retried(text, unanswered.as_ref(), self.services.config.retry_window)?;
         let (dir, id) = (
@@ -318,7 +348,7 @@ impl Inner {
         let config = &self.services.config;
         let permit = self.room(session).await?;
         let config_dir = config.claude_config_dir();
-        let id = record.conversation_id;
+        let id = claude_conversation(record);
         // Transcripts can be megabytes: read off the runtime's threads.
         let state =
             tokio::task::spawn_blocking(move || transcript::state(config_dir.as_deref(), id))
@@ -330,7 +360,7 @@ impl Inner {
             Transcript::Empty => {
                 warn!(%session, conversation = %id, "claude was stopped before it wrote the conversation; starting a new one");
                 record.start_new_conversation(record.client_conversation.clone());
-                Conversation::Start(record.conversation_id)
+                Conversation::Start(claude_conversation(record))
             }
         };
         let services = &self.services;
@@ -343,7 +373,7 @@ impl Inner {
                 warn!(%session, conversation = %id, "claude cannot resume the conversation (\"No conversation found\"); starting a new one");
                 record.start_new_conversation(record.client_conversation.clone());
                 let permit = self.room(session).await?;
-                let fresh = Conversation::Start(record.conversation_id);
+                let fresh = Conversation::Start(claude_conversation(record));
                 Agent::launch(services, session, fresh, workspace, permit, cancel)
                     .await
                     .map_err(BackendError::from)
@@ -377,6 +407,25 @@ impl Inner {
         }
         debug!("every claude process is stopped");
     }
+}
+
+/// The Claude Code session id of `record`'s conversation. Claude Code takes the id it is given, so one is
+/// picked for a record that has none; an id Claude Code would refuse (not a uuid) starts a new conversation.
+fn claude_conversation(record: &mut SessionRecord) -> Uuid {
+    if let Some(id) = record
+        .conversation_id
+        .as_deref()
+        .and_then(|id| id.parse().ok())
+    {
+        return id;
+    }
+    if record.conversation_id.is_some() {
+        warn!(session = %record.key, "the stored conversation id is not a Claude Code session id; starting a new conversation");
+        record.start_new_conversation(record.client_conversation.clone());
+    }
+    let id = Uuid::new_v4();
+    record.conversation_id = Some(id.to_string());
+    id
 }
 
 #[async_trait]

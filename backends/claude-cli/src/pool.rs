@@ -1,7 +1,7 @@
 //! The running processes, one slot per session: how many there are, which is idle, which makes room.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +20,9 @@ pub(crate) struct Slot {
     last_used: Mutex<Instant>,
     /// The session's last message that reached Claude and got no complete answer, for a retry to carry on.
     unanswered: Mutex<Option<Unanswered>>,
+    /// Set when Claude Code turned out unable to resume the session's conversation: the next turn starts
+    /// a new one.
+    new_conversation: AtomicBool,
 }
 
 /// A slot's agent, held for a turn (or for stopping it).
@@ -43,6 +46,16 @@ impl Slot {
 
     pub(crate) fn set_unanswered(&self, unanswered: Option<Unanswered>) {
         *self.unanswered.lock().unwrap_or_else(|e| e.into_inner()) = unanswered;
+    }
+
+    /// Asks the next turn to start a new conversation.
+    pub(crate) fn want_new_conversation(&self) {
+        self.new_conversation.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a new conversation was asked for, forgetting the request.
+    pub(crate) fn take_new_conversation(&self) -> bool {
+        self.new_conversation.swap(false, Ordering::Relaxed)
     }
 }
 
@@ -113,6 +126,7 @@ impl Pool {
                     agent: Arc::default(),
                     last_used: Mutex::new(Instant::now()),
                     unanswered: Mutex::default(),
+                    new_conversation: AtomicBool::new(false),
                 })
             })
             .clone()

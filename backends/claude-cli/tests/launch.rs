@@ -167,7 +167,8 @@ async fn a_conversation_with_a_transcript_is_resumed() {
     let store = Arc::new(MemoryStore::new());
     let mut record = SessionRecord::new(SessionKey::new("agent::chat").unwrap(), workspace.path());
     record.started = true;
-    let id = record.conversation_id;
+    let id = Uuid::new_v4();
+    record.conversation_id = Some(id.to_string());
     store.put(record).await.unwrap();
     // Claude Code keeps transcripts per project directory; any of them will do for --resume.
     let project = claude_home.path().join("projects").join("-somewhere-else");
@@ -196,7 +197,8 @@ async fn a_started_conversation_without_a_transcript_is_started_again_not_resume
     let store = Arc::new(MemoryStore::new());
     let mut record = SessionRecord::new(SessionKey::new("agent::chat").unwrap(), workspace.path());
     record.started = true;
-    let id = record.conversation_id;
+    let id = Uuid::new_v4();
+    record.conversation_id = Some(id.to_string());
     store.put(record).await.unwrap();
     let config = config().env("CLAUDE_CONFIG_DIR", claude_home.path());
     let spec = launched(config, store, workspace.path()).await;
@@ -216,7 +218,8 @@ async fn a_conversation_whose_transcript_holds_no_conversation_is_replaced_by_a_
     let session = SessionKey::new("agent::chat").unwrap();
     let mut record = SessionRecord::new(session.clone(), workspace.path());
     record.started = true;
-    let old = record.conversation_id;
+    let old = Uuid::new_v4();
+    record.conversation_id = Some(old.to_string());
     store.put(record).await.unwrap();
     let project = claude_home.path().join("projects").join("-ws");
     std::fs::create_dir_all(&project).unwrap();
@@ -244,7 +247,7 @@ async fn each_permission_mode_is_passed_with_the_reply_tool_and_the_extra_tools(
         let mut record =
             SessionRecord::new(SessionKey::new("agent::chat").unwrap(), workspace.path());
         let id = Uuid::new_v4();
-        record.conversation_id = id;
+        record.conversation_id = Some(id.to_string());
         store.put(record).await.unwrap();
         let config = config()
             .env("CLAUDE_CONFIG_DIR", claude_home.path())
@@ -272,4 +275,105 @@ fn permission_modes_parse_from_their_cli_names() {
     }
     let err = "yolo".parse::<PermissionMode>().unwrap_err();
     assert!(err.to_string().contains("dontAsk"), "{err}");
+}
+
+/// Runs one turn of `agent::chat` in the stream-json mode and returns the spec the backend asked to spawn.
+async fn launched_stream_json(
+    config: ClaudeCliConfig,
+    store: Arc<MemoryStore>,
+    workspace: &Path,
+) -> ProcessSpec {
+    let captured = Arc::new(Mutex::new(None));
+    let mut spawner = MockSpawner::new();
+    let sink = captured.clone();
+    spawner.expect_spawn().times(1).returning(move |spec| {
+        *sink.lock().unwrap() = Some(spec);
+        Err(SpawnError::Io(std::io::Error::other("stopped by the test")))
+    });
+    let backend = ClaudeCliBackend::stream_json(config, Arc::new(spawner), store);
+    let turn = Turn::new(SessionKey::new("agent::chat").unwrap(), workspace, "hello");
+    let err = backend
+        .run_turn(turn)
+        .await
+        .err()
+        .expect("the spawn failed");
+    assert!(
+        matches!(&err, BackendError::Unavailable { message, .. } if message.contains("stopped by the test")),
+        "{err:?}"
+    );
+    captured.lock().unwrap().take().expect("spawn was called")
+}
+
+#[tokio::test]
+async fn stream_json_runs_print_mode_on_pipes_with_permissions_asked_over_stdio() {
+    let workspace = tempfile::tempdir().unwrap();
+    let claude_home = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let config = config()
+        .env("CLAUDE_CONFIG_DIR", claude_home.path())
+        .permission_mode(PermissionMode::AcceptEdits)
+        .allow_tool("Read")
+        .extra_arg("--model")
+        .extra_arg("opus");
+    let spec = launched_stream_json(config, store.clone(), workspace.path()).await;
+    let args = strings(&spec.args);
+    let id: Uuid = args[8].parse().expect("a fresh conversation id");
+    let expected: Vec<String> = [
+        "-p",
+        "--input-format",
+        "stream-json",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--include-partial-messages",
+        "--session-id",
+        &id.to_string(),
+        "--permission-mode",
+        "acceptEdits",
+        "--permission-prompt-tool",
+        "stdio",
+        "--allowedTools",
+        "Read",
+        "--model",
+        "opus",
+    ]
+    .map(String::from)
+    .to_vec();
+    assert_eq!(args, expected);
+    assert_eq!(spec.stdio, Stdio::Pipes);
+    assert_eq!(spec.cwd, workspace.path());
+    // No plugin, hooks or channel: nothing of the channel mode's environment.
+    assert!(
+        env(&spec)
+            .iter()
+            .all(|(key, _)| !key.starts_with("SYNTHESIS_")),
+        "{:?}",
+        env(&spec)
+    );
+    assert_eq!(strings(&spec.env_remove), vec!["SYNTHESIS_API_KEY"]);
+    let record = store
+        .get(&SessionKey::new("agent::chat").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        record, None,
+        "nothing is saved for a process that never ran"
+    );
+}
+
+#[tokio::test]
+async fn a_stored_id_claude_code_cannot_take_starts_a_new_conversation() {
+    // Another backend (an ACP agent) names its conversations as it likes; Claude Code takes uuids only.
+    let workspace = tempfile::tempdir().unwrap();
+    let claude_home = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let mut record = SessionRecord::new(SessionKey::new("agent::chat").unwrap(), workspace.path());
+    record.conversation_id = Some("sess_01JABCDEF".to_owned());
+    record.started = true;
+    store.put(record).await.unwrap();
+    let config = config().env("CLAUDE_CONFIG_DIR", claude_home.path());
+    let spec = launched_stream_json(config, store, workspace.path()).await;
+    let args = strings(&spec.args);
+    assert_eq!(args[7], "--session-id");
+    let _: Uuid = args[8].parse().expect("a new uuid");
 }

@@ -1,4 +1,4 @@
-//! The command line and environment of one `claude` process.
+//! The command line and environment of one `claude` process in the channel mode.
 
 use std::path::Path;
 
@@ -6,28 +6,12 @@ use serde_json::json;
 use synthesis_bridge::SessionKey;
 use synthesis_bridge::spawner::{ProcessSpec, Stdio};
 use synthesis_transport_ws::protocol::{ENV_SESSION, ENV_TOKEN, ENV_WS_URL};
-use uuid::Uuid;
 
+use crate::agent::Conversation;
 use crate::config::ClaudeCliConfig;
 
 /// The variable that names the Claude Code conversation a process continues.
 pub(crate) const ENV_CLAUDE_SESSION: &str = "SYNTHESIS_CLAUDE_SESSION";
-
-/// Whether a process starts a conversation or continues one. Claude Code refuses `--session-id` for an id
-/// it has a transcript of, and `--resume` for one it has none of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Conversation {
-    Start(Uuid),
-    Resume(Uuid),
-}
-
-impl Conversation {
-    pub(crate) fn id(self) -> Uuid {
-        match self {
-            Self::Start(id) | Self::Resume(id) => id,
-        }
-    }
-}
 
 /// Everything that differs between two launches.
 #[derive(Debug)]
@@ -55,10 +39,7 @@ const HOOK_TIMEOUT_SECS: u64 = 10;
 
 pub(crate) fn spec(config: &ClaudeCliConfig, launch: &Launch<'_>) -> ProcessSpec {
     let channel = format!("server:{}", config.channel_name);
-    let (session_flag, id) = match launch.conversation {
-        Conversation::Start(id) => ("--session-id", id),
-        Conversation::Resume(id) => ("--resume", id),
-    };
+    let id = launch.conversation.id();
     let mut spec = ProcessSpec::new(config.program.clone(), launch.workspace)
         .arg("--mcp-config")
         .arg(mcp_config(config))
@@ -69,8 +50,7 @@ pub(crate) fn spec(config: &ClaudeCliConfig, launch: &Launch<'_>) -> ProcessSpec
         .arg(channel)
         .arg("--settings")
         .arg(settings(launch))
-        .arg(session_flag)
-        .arg(id.to_string())
+        .args(launch.conversation.flag())
         .arg("--permission-mode")
         .arg(config.permission_mode.as_str())
         // Last of ours, as it takes every value up to the next flag.

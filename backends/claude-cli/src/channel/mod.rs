@@ -1,21 +1,24 @@
-//! One running `claude` process and its channel: launching it until its plugin says hello, and stopping
-//! it.
+//! The channel mode: the interactive `claude` TUI under a terminal, messages pushed through the bridge's
+//! channel plugin and answered through its `reply` tool, hooks reporting each prompt's start and end.
+//! Launching it until its plugin says hello, and what the bridge keeps about its channel.
+
+mod launch;
+pub(crate) mod turn;
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use synthesis_bridge::spawner::{ProcessHandle, SpawnError, Spawner};
+use synthesis_bridge::spawner::ProcessHandle;
 use synthesis_bridge::transport::{ChannelLink, ChannelTicket, ChannelTransport, TransportError};
 use synthesis_bridge::{BackendError, SessionKey};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use uuid::Uuid;
 
-use crate::config::ClaudeCliConfig;
-use crate::launch::{self, Conversation, Launch};
-use crate::pool::{ConnectedGuard, Permit, Pool};
+use self::launch::Launch;
+use crate::agent::{self, Conversation, LaunchError, Services};
+use crate::pool::ConnectedGuard;
 use crate::screen;
 
 /// What Claude Code draws for `--dangerously-load-development-channels`; typing `1` confirms it. Keys
@@ -45,47 +48,9 @@ const KNOWN_SCREENS: &[(&str, &str)] = &[
 /// What `claude --resume U` says when it has no conversation `U` (a transcript it cannot resume).
 const NO_CONVERSATION: &str = "No conversation found with session ID";
 
-/// Why a process did not come up.
-#[derive(Debug)]
-pub(crate) enum LaunchError {
-    /// Claude Code has no conversation to resume under that id: the caller starts a new one.
-    NoConversation,
-    /// Anything else; the turn fails with it.
-    Failed(BackendError),
-}
-
-impl From<BackendError> for LaunchError {
-    fn from(error: BackendError) -> Self {
-        Self::Failed(error)
-    }
-}
-
-impl From<LaunchError> for BackendError {
-    fn from(error: LaunchError) -> Self {
-        match error {
-            LaunchError::Failed(error) => error,
-            LaunchError::NoConversation => BackendError::unavailable(
-                "claude has no conversation to resume under this id (\"No conversation found\")",
-            ),
-        }
-    }
-}
-
-/// The services an agent needs, shared by every agent of a backend.
-#[derive(Clone)]
-pub(crate) struct Services {
-    pub(crate) config: Arc<ClaudeCliConfig>,
-    pub(crate) spawner: Arc<dyn Spawner>,
-    pub(crate) transport: Arc<dyn ChannelTransport>,
-    pub(crate) pool: Pool,
-}
-
-/// A `claude` process whose plugin is connected.
-pub(crate) struct Agent {
-    pub(crate) process: Box<dyn ProcessHandle>,
+/// The channel of a `claude` process whose plugin is connected.
+pub(crate) struct ChannelIo {
     pub(crate) link: ChannelLink,
-    pub(crate) conversation: Uuid,
-    pub(crate) workspace: PathBuf,
     /// Messages sent whose `Stop` has not been reported, oldest first: a report that cannot name its
     /// message belongs to the oldest.
     pub(crate) unfinished: VecDeque<(String, Instant)>,
@@ -93,138 +58,124 @@ pub(crate) struct Agent {
     pub(crate) warned_hooks_silent: bool,
     ticket: ChannelTicket,
     transport: Arc<dyn ChannelTransport>,
-    permit: Option<Permit>,
     _connected: ConnectedGuard,
 }
 
-impl std::fmt::Debug for Agent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Agent")
-            .field("pid", &self.process.pid())
-            .field("session", &self.ticket.session)
-            .field("conversation", &self.conversation)
-            .finish_non_exhaustive()
+/// Starts `claude` for `session` and waits until its plugin has said hello.
+pub(crate) async fn launch(
+    services: &Services,
+    transport: &Arc<dyn ChannelTransport>,
+    session: &SessionKey,
+    conversation: Conversation,
+    workspace: &Path,
+    cancel: &CancellationToken,
+) -> Result<(Box<dyn ProcessHandle>, ChannelIo), LaunchError> {
+    let Services {
+        config,
+        spawner,
+        pool,
+        ..
+    } = services;
+    let Some(hooks) = transport.hook_endpoint() else {
+        return Err(BackendError::unavailable(
+            "the channel transport takes no hook reports, which the claude backend needs to know when a message arrived and when a prompt is over",
+        )
+        .into());
+    };
+    let ticket = transport.register(session);
+    let endpoint = transport.endpoint();
+    let spec = launch::spec(
+        config,
+        &Launch {
+            session,
+            conversation,
+            workspace,
+            endpoint: &endpoint,
+            token: &ticket.token,
+            hooks: &hooks,
+        },
+    );
+    info!(%session, ?conversation, workspace = %workspace.display(), "starting claude");
+    let process = match spawner.spawn(spec).await {
+        Ok(process) => process,
+        Err(err) => {
+            transport.revoke(&ticket);
+            return Err(agent::spawn_error(config, err).into());
+        }
+    };
+    let connected = {
+        let output = process.output();
+        let confirm = async {
+            output.wait_for(DEV_CHANNELS_DIALOG).await;
+            debug!(%session, "confirming the development-channels dialog");
+            process.write(b"1").await
+        };
+        tokio::pin!(confirm);
+        // Made once, so the timeout counts from the spawn however often the loop goes round.
+        let accept = transport.accept(&ticket, config.ready_timeout);
+        tokio::pin!(accept);
+        let mut confirmed = false;
+        loop {
+            tokio::select! {
+                link = &mut accept => break link.map_err(|err| (err, None)),
+                exit = process.wait() => break Err((TransportError::Closed, Some(exit))),
+                written = &mut confirm, if !confirmed => {
+                    confirmed = true;
+                    if let Err(err) = written {
+                        warn!(%session, %err, "cannot type into the terminal");
+                    }
+                }
+                () = cancel.cancelled() => {
+                    transport.revoke(&ticket);
+                    let _ = process.kill().await;
+                    return Err(BackendError::Cancelled.into());
+                }
+            }
+        }
+    };
+    match connected {
+        Ok(link) => {
+            info!(%session, pid = process.pid(), "claude is ready");
+            let io = ChannelIo {
+                link,
+                unfinished: VecDeque::new(),
+                warned_hooks_silent: false,
+                ticket,
+                transport: transport.clone(),
+                _connected: pool.count_connected(),
+            };
+            Ok((process, io))
+        }
+        Err((err, exit)) => {
+            transport.revoke(&ticket);
+            let _ = process.kill().await;
+            let screen = process.output().text();
+            if matches!(conversation, Conversation::Resume(_))
+                && exit.is_some()
+                && flat(&screen).contains(&flat(NO_CONVERSATION))
+            {
+                return Err(LaunchError::NoConversation);
+            }
+            let what = match exit {
+                Some(exit) => format!(
+                    "claude {} before its channel plugin connected",
+                    screen::exit_reason(exit, &screen)
+                ),
+                None => match err {
+                    TransportError::ConnectTimeout { waited, .. } => format!(
+                        "claude's channel plugin did not connect within {}",
+                        humantime::format_duration(waited)
+                    ),
+                    other => format!("claude's channel plugin could not connect: {other}"),
+                },
+            };
+            warn!(%session, %what, screen = %screen::last_lines(&screen, 20), "claude did not start");
+            Err(BackendError::unavailable(startup_message(&what, &screen)).into())
+        }
     }
 }
 
-impl Agent {
-    /// Starts `claude` for `session` and waits until its plugin has said hello.
-    pub(crate) async fn launch(
-        services: &Services,
-        session: &SessionKey,
-        conversation: Conversation,
-        workspace: &Path,
-        permit: Permit,
-        cancel: &CancellationToken,
-    ) -> Result<Self, LaunchError> {
-        let Services {
-            config,
-            spawner,
-            transport,
-            pool,
-        } = services;
-        let Some(hooks) = transport.hook_endpoint() else {
-            return Err(BackendError::unavailable(
-                "the channel transport takes no hook reports, which the claude backend needs to know when a message arrived and when a prompt is over",
-            )
-            .into());
-        };
-        let ticket = transport.register(session);
-        let endpoint = transport.endpoint();
-        let spec = launch::spec(
-            config,
-            &Launch {
-                session,
-                conversation,
-                workspace,
-                endpoint: &endpoint,
-                token: &ticket.token,
-                hooks: &hooks,
-            },
-        );
-        info!(%session, ?conversation, workspace = %workspace.display(), "starting claude");
-        let process = match spawner.spawn(spec).await {
-            Ok(process) => process,
-            Err(err) => {
-                transport.revoke(&ticket);
-                return Err(spawn_error(config, err).into());
-            }
-        };
-        let connected = {
-            let output = process.output();
-            let confirm = async {
-                output.wait_for(DEV_CHANNELS_DIALOG).await;
-                debug!(%session, "confirming the development-channels dialog");
-                process.write(b"1").await
-            };
-            tokio::pin!(confirm);
-            // Made once, so the timeout counts from the spawn however often the loop goes round.
-            let accept = transport.accept(&ticket, config.ready_timeout);
-            tokio::pin!(accept);
-            let mut confirmed = false;
-            loop {
-                tokio::select! {
-                    link = &mut accept => break link.map_err(|err| (err, None)),
-                    exit = process.wait() => break Err((TransportError::Closed, Some(exit))),
-                    written = &mut confirm, if !confirmed => {
-                        confirmed = true;
-                        if let Err(err) = written {
-                            warn!(%session, %err, "cannot type into the terminal");
-                        }
-                    }
-                    () = cancel.cancelled() => {
-                        transport.revoke(&ticket);
-                        let _ = process.kill().await;
-                        return Err(BackendError::Cancelled.into());
-                    }
-                }
-            }
-        };
-        match connected {
-            Ok(link) => {
-                info!(%session, pid = process.pid(), "claude is ready");
-                Ok(Self {
-                    process,
-                    link,
-                    conversation: conversation.id(),
-                    workspace: workspace.to_owned(),
-                    unfinished: VecDeque::new(),
-                    warned_hooks_silent: false,
-                    ticket,
-                    transport: transport.clone(),
-                    permit: Some(permit),
-                    _connected: pool.count_connected(),
-                })
-            }
-            Err((err, exit)) => {
-                transport.revoke(&ticket);
-                let _ = process.kill().await;
-                let screen = process.output().text();
-                if matches!(conversation, Conversation::Resume(_))
-                    && exit.is_some()
-                    && flat(&screen).contains(&flat(NO_CONVERSATION))
-                {
-                    return Err(LaunchError::NoConversation);
-                }
-                let what = match exit {
-                    Some(exit) => format!(
-                        "claude {} before its channel plugin connected",
-                        screen::exit_reason(exit, &screen)
-                    ),
-                    None => match err {
-                        TransportError::ConnectTimeout { waited, .. } => format!(
-                            "claude's channel plugin did not connect within {}",
-                            humantime::format_duration(waited)
-                        ),
-                        other => format!("claude's channel plugin could not connect: {other}"),
-                    },
-                };
-                warn!(%session, %what, screen = %screen::last_lines(&screen, 20), "claude did not start");
-                Err(BackendError::unavailable(startup_message(&what, &screen)).into())
-            }
-        }
-    }
-
+impl ChannelIo {
     /// Records that `message_id` was sent (again: the first time counts).
     pub(crate) fn sent(&mut self, message_id: String) {
         if self.unfinished.iter().any(|(id, _)| *id == message_id) {
@@ -257,39 +208,16 @@ impl Agent {
         self.unfinished.clear();
     }
 
-    /// Stops the process (and everything it started) and ends its channel registration.
-    pub(crate) async fn stop(self) {
-        debug!(session = %self.ticket.session, pid = self.process.pid(), "stopping claude");
+    /// Ends the channel's registration: its plugin can no longer connect.
+    pub(crate) fn revoke(&self) {
         self.transport.revoke(&self.ticket);
-        if let Err(err) = self.process.kill().await {
-            warn!(session = %self.ticket.session, %err, "cannot stop claude");
-        }
-    }
-
-    /// Hands this agent's place in the pool to a new process (this one is being evicted).
-    pub(crate) fn take_permit(&mut self) -> Option<Permit> {
-        self.permit.take()
-    }
-
-    pub(crate) fn session(&self) -> &SessionKey {
-        &self.ticket.session
     }
 }
 
-impl Drop for Agent {
+impl Drop for ChannelIo {
     fn drop(&mut self) {
         // Idempotent: `stop` may have done it. The process handle kills its group when dropped.
         self.transport.revoke(&self.ticket);
-    }
-}
-
-fn spawn_error(config: &ClaudeCliConfig, err: SpawnError) -> BackendError {
-    let program = config.program.to_string_lossy();
-    match err {
-        SpawnError::NotFound { .. } => BackendError::unavailable(format!(
-            "cannot run `{program}`: not found or not executable. Install Claude Code (`npm install -g @anthropic-ai/claude-code`) or point --claude-bin at it."
-        )),
-        other => BackendError::unavailable(format!("cannot start `{program}`: {other}")),
     }
 }
 
