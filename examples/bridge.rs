@@ -4,9 +4,11 @@
 //! environment equivalent.
 //!
 //! By default each session gets a long-lived interactive `claude` process whose channel plugin connects
-//! back over a WebSocket (`--ws-listen`); its conversation id is kept in `--state-dir`, so a restarted
-//! bridge resumes it. With `--agent-command`, each turn instead runs one shell command with the user's
-//! text on its standard input.
+//! back over a WebSocket (`--ws-listen`); with `--claude-mode stream-json` it is a long-lived `claude -p`
+//! speaking stream-json on pipes instead, which streams every token and works with every login. Either
+//! way its conversation id is kept in `--state-dir`, so a restarted bridge resumes it. With
+//! `--agent-command`, each turn instead runs one shell command with the user's text on its standard
+//! input.
 //!
 //! The same binary plays the part Claude Code runs on the bridge's behalf: `bridge channel` is the channel
 //! MCP server that carries messages into each `claude` and its replies back. Claude Code's hooks report to
@@ -48,6 +50,13 @@ enum Command {
     Channel,
 }
 
+/// `--claude-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ClaudeMode {
+    Channel,
+    StreamJson,
+}
+
 #[derive(Debug, clap::Args)]
 struct Args {
     /// Address for the HTTP API.
@@ -57,6 +66,12 @@ struct Args {
     /// The `claude` program: a path, or a name looked up on PATH.
     #[arg(long, env = "SYNTHESIS_CLAUDE_BIN", default_value = "claude")]
     claude_bin: String,
+
+    /// How the bridge talks to Claude Code: `channel` (the interactive TUI and the bridge's channel
+    /// plugin; answers arrive whole) or `stream-json` (`claude -p` on pipes; every token streams, every
+    /// login works, no plugin or `--ws-listen`).
+    #[arg(long, env = "SYNTHESIS_CLAUDE_MODE", value_enum, default_value_t = ClaudeMode::Channel)]
+    claude_mode: ClaudeMode,
 
     /// Run this shell command once per turn instead of a long-lived `claude`: the user's text arrives on
     /// its standard input, its standard output is streamed back as the answer.
@@ -278,10 +293,7 @@ async fn agent(args: &Args) -> anyhow::Result<Arc<dyn AgentBackend>> {
     let store = JsonFileStore::open(&state_dir)
         .await
         .with_context(|| format!("cannot open the state directory {}", state_dir.display()))?;
-    let transport = WsTransport::bind(args.ws_listen, WsConfig::default())
-        .await
-        .with_context(|| format!("cannot listen on --ws-listen {}", args.ws_listen))?;
-    // The plugin and the hook are this very binary.
+    // The channel plugin is this very binary.
     let this = std::env::current_exe().context("cannot find the bridge's own executable")?;
     let mut config = ClaudeCliConfig::new(this.to_string_lossy())
         .program(&args.claude_bin)
@@ -298,6 +310,18 @@ async fn agent(args: &Args) -> anyhow::Result<Arc<dyn AgentBackend>> {
     for tool in &args.allowed_tools {
         config = config.allow_tool(tool);
     }
+    let spawner = Arc::new(ProcessSpawner::default());
+    if args.claude_mode == ClaudeMode::StreamJson {
+        tracing::info!(state = %store.path().display(), "claude runs in the stream-json mode");
+        return Ok(Arc::new(ClaudeCliBackend::stream_json(
+            config,
+            spawner,
+            Arc::new(store),
+        )));
+    }
+    let transport = WsTransport::bind(args.ws_listen, WsConfig::default())
+        .await
+        .with_context(|| format!("cannot listen on --ws-listen {}", args.ws_listen))?;
     tracing::info!(
         ws = %transport.local_addr(),
         state = %store.path().display(),
@@ -306,7 +330,7 @@ async fn agent(args: &Args) -> anyhow::Result<Arc<dyn AgentBackend>> {
     );
     Ok(Arc::new(ClaudeCliBackend::new(
         config,
-        Arc::new(ProcessSpawner::default()),
+        spawner,
         Arc::new(transport),
         Arc::new(store),
     )))

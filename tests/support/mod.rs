@@ -5,6 +5,7 @@ pub mod bridge_process;
 pub mod examples;
 pub mod fake_claude;
 pub mod openclaw;
+pub mod real_claude;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -52,6 +52,17 @@ pub struct RecordedRequest {
 }
 
 impl RecordedRequest {
+    /// The newest prompt of the request's history: a `<channel>` message, or the user's plain text when
+    /// Claude Code is not on the bridge's channel.
+    pub fn prompt(&self) -> Option<script::ChannelMessage> {
+        script::newest_prompt(&self.body)
+    }
+
+    /// Every prompt of the request's history, oldest first, as [`RecordedRequest::prompt`].
+    pub fn prompts(&self) -> Vec<script::ChannelMessage> {
+        script::prompts(&self.body)
+    }
+
     /// Every `<channel>` message in the request's history, oldest first.
     pub fn channel_messages(&self) -> Vec<script::ChannelMessage> {
         let mut found = Vec::new();
@@ -248,21 +259,26 @@ fn sse_response(request: &Value, answer: &[Block]) -> Response<Full<Bytes>> {
         let (opening, delta) = match block {
             Block::Text(text) => (
                 json!({"type": "text", "text": ""}),
-                json!({"type": "text_delta", "text": text}),
+                script::text_deltas(text)
+                    .into_iter()
+                    .map(|delta| json!({"type": "text_delta", "text": delta}))
+                    .collect(),
             ),
             Block::ToolUse { id, name, input } => (
                 json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
-                json!({"type": "input_json_delta", "partial_json": input.to_string()}),
+                vec![json!({"type": "input_json_delta", "partial_json": input.to_string()})],
             ),
         };
         event(
             "content_block_start",
             json!({"type": "content_block_start", "index": index, "content_block": opening}),
         );
-        event(
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": index, "delta": delta}),
-        );
+        for delta in delta {
+            event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index, "delta": delta}),
+            );
+        }
         event(
             "content_block_stop",
             json!({"type": "content_block_stop", "index": index}),

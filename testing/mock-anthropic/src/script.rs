@@ -80,16 +80,18 @@ pub fn delay(body: &Value) -> Duration {
     }
 }
 
-/// The answer to a `POST /v1/messages` body. The newest `<channel>` message sets a plan, and each request
-/// after it takes the next step (counted by the model's tool calls since the message), then the
-/// closing text:
+/// The answer to a `POST /v1/messages` body. The newest prompt sets a plan, and each request after it
+/// takes the next step (counted by the model's tool calls since the prompt), then the closing text:
 /// - `PLAIN …`: a plain-text answer ([`plain_text`]), no tool;
 /// - `TOOL COMMAND…`: a call of the built-in `Bash` tool with COMMAND, then the reply;
 /// - `PARTS A B C`: a reply in parts, one call per word (`partial: true` but the last);
-/// - anything else (`STALL MS …` and `SLOWCLOSE MS …` too): one call of the `mcp__…__reply` tool with the
-///   message's `chat_id` and `message_id` and [`reply_text`].
+/// - `LONG BYTES`: a plain-text answer of about BYTES bytes ([`long_text`]);
+/// - anything else (`STALL MS …` and `SLOWCLOSE MS …` too): the reply, [`reply_text`].
 ///
-/// Without a `<channel>` message the answer is `ok`; without a reply tool, a text saying so.
+/// A prompt is the newest `<channel>` message when Claude Code offers the bridge's `mcp__…__reply` tool
+/// (the channel mode): the reply is a call of that tool with the message's `chat_id` and `message_id`.
+/// Without that tool (the stream-json mode) a prompt is the user's plain text, and the reply is plain
+/// text. Without a prompt the answer is `ok`.
 pub fn answer(body: &Value) -> Vec<Block> {
     let Some((message, step)) = position(body) else {
         return vec![Block::Text("ok".to_owned())];
@@ -114,11 +116,10 @@ pub fn answer(body: &Value) -> Vec<Block> {
             "Bash",
             json!({"command": command, "description": "run it"}),
         )],
+        Step::Long(bytes) => vec![Block::Text(long_text(bytes))],
         Step::Reply { text, partial } => {
             let Some(reply_tool) = reply_tool else {
-                return vec![Block::Text(format!(
-                    "no reply tool offered; I would say: {text}"
-                ))];
+                return vec![Block::Text(text)];
             };
             let mut input = json!({
                 "chat_id": message.attribute("chat_id").unwrap_or_default(),
@@ -138,7 +139,40 @@ pub fn answer(body: &Value) -> Vec<Block> {
 enum Step {
     Plain,
     Bash(String),
+    Long(usize),
     Reply { text: String, partial: bool },
+}
+
+/// The answer to `LONG BYTES`: numbered words (`w0 w1 …`) up to BYTES bytes.
+pub fn long_text(bytes: usize) -> String {
+    let mut text = String::with_capacity(bytes + 8);
+    let mut n = 0;
+    while text.len() < bytes {
+        let _ = std::fmt::Write::write_fmt(&mut text, format_args!("w{n} "));
+        n += 1;
+    }
+    text
+}
+
+/// How a text block is streamed: one delta per word, each with the white space after it, as a model
+/// writes a few characters at a time.
+pub fn text_deltas(text: &str) -> Vec<&str> {
+    let mut deltas = Vec::new();
+    let mut start = 0;
+    let mut in_space = false;
+    for (at, c) in text.char_indices() {
+        if c.is_whitespace() {
+            in_space = true;
+        } else if in_space {
+            deltas.push(&text[start..at]);
+            start = at;
+            in_space = false;
+        }
+    }
+    if start < text.len() || deltas.is_empty() {
+        deltas.push(&text[start..]);
+    }
+    deltas
 }
 
 /// What the model does about `message`, step by step, before its closing text.
@@ -150,6 +184,12 @@ fn plan(message: &ChannelMessage) -> Vec<Step> {
     };
     if content.starts_with("PLAIN") {
         return vec![Step::Plain];
+    }
+    if let Some(bytes) = content
+        .strip_prefix("LONG ")
+        .and_then(|bytes| bytes.trim().parse().ok())
+    {
+        return vec![Step::Long(bytes)];
     }
     if let Some(command) = content.strip_prefix("TOOL ") {
         return vec![Step::Bash(command.to_owned()), reply];
@@ -193,6 +233,7 @@ fn position(body: &Value) -> Option<(ChannelMessage, usize)> {
 
 fn newest_with_steps(body: &Value) -> Option<(ChannelMessage, usize)> {
     let messages = body["messages"].as_array()?;
+    let plain = plain_prompts(body);
     let mut steps = 0;
     for message in messages.iter().rev() {
         let blocks = content_blocks(&message["content"]);
@@ -202,16 +243,64 @@ fn newest_with_steps(body: &Value) -> Option<(ChannelMessage, usize)> {
             }
             continue;
         }
-        let text = blocks
-            .iter()
-            .filter_map(|block| block["text"].as_str())
-            .collect::<Vec<_>>()
-            .join("\n");
-        if let Some(newest) = channel_messages(&text).pop() {
+        if message["role"] != "user" {
+            continue;
+        }
+        if let Some(newest) = prompts_in(&blocks, plain).pop() {
             return Some((newest, steps));
         }
     }
     None
+}
+
+/// Whether prompts are plain text: Claude Code offers no `mcp__…__reply` tool, so it is not on the
+/// bridge's channel (the stream-json mode).
+fn plain_prompts(body: &Value) -> bool {
+    !body["tools"].as_array().is_some_and(|tools| {
+        tools
+            .iter()
+            .filter_map(|tool| tool["name"].as_str())
+            .any(|name| name.starts_with("mcp__") && name.ends_with("__reply"))
+    })
+}
+
+/// The prompts in a user message's blocks: its `<channel>` messages, or with `plain` prompts its last
+/// text that Claude Code did not add itself (a `<system-reminder>`, the note of an interruption).
+fn prompts_in(blocks: &[Value], plain: bool) -> Vec<ChannelMessage> {
+    let texts = blocks.iter().filter_map(|block| block["text"].as_str());
+    if !plain {
+        return channel_messages(&texts.collect::<Vec<_>>().join("\n"));
+    }
+    texts
+        .map(str::trim)
+        .rfind(|text| {
+            !text.is_empty()
+                && !text.starts_with("<system-reminder>")
+                && !text.starts_with("[Request interrupted")
+        })
+        .map(|text| ChannelMessage {
+            attributes: Vec::new(),
+            content: text.to_owned(),
+        })
+        .into_iter()
+        .collect()
+}
+
+/// The newest prompt in a request's history: what [`answer`] answers, unless the model is past it.
+pub fn newest_prompt(body: &Value) -> Option<ChannelMessage> {
+    newest_with_steps(body).map(|(prompt, _)| prompt)
+}
+
+/// Every prompt in a request's history, oldest first.
+pub fn prompts(body: &Value) -> Vec<ChannelMessage> {
+    let plain = plain_prompts(body);
+    body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|message| message["role"] == "user")
+        .flat_map(|message| prompts_in(&content_blocks(&message["content"]), plain))
+        .collect()
 }
 
 /// The content blocks of the last `user` message.
@@ -223,19 +312,14 @@ fn last_user_blocks(body: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// The `<channel>` message the last user turn asks about, unless that turn is a tool result. An
-/// interrupted prompt is merged into the next one, so the newest tag is the one to answer.
+/// The prompt the last user turn asks about, unless that turn is a tool result. An interrupted prompt is
+/// merged into the next one, so the newest is the one to answer.
 fn newest_channel_message(body: &Value) -> Option<ChannelMessage> {
     let blocks = last_user_blocks(body);
     if blocks.iter().any(|block| block["type"] == "tool_result") {
         return None;
     }
-    let text = blocks
-        .iter()
-        .filter_map(|block| block["text"].as_str())
-        .collect::<Vec<_>>()
-        .join("\n");
-    channel_messages(&text).pop()
+    prompts_in(&blocks, plain_prompts(body)).pop()
 }
 
 /// A message's `content`: a string is one text block.
@@ -398,6 +482,55 @@ mod tests {
         let (_, input) = input_of(&answer(&body));
         assert_eq!(input["text"], "reply to: run it");
         assert_eq!(input["message_id"], "m2");
+    }
+
+    /// A request as Claude Code's stream-json mode sends it: no reply tool, the prompt after a reminder,
+    /// and a `system` message after it.
+    fn plain(prompt: &str, calls: usize) -> Value {
+        let mut messages = vec![
+            json!({"role": "user", "content": [
+                {"type": "text", "text": "<system-reminder>\nskills\n</system-reminder>"},
+                {"type": "text", "text": prompt}]}),
+            json!({"role": "system", "content": "# Environment"}),
+        ];
+        for n in 0..calls {
+            messages.push(json!({"role": "assistant", "content": [{"type": "tool_use", "id": format!("t{n}"), "name": "Bash", "input": {}}]}));
+            messages.push(json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": format!("t{n}"), "content": "hi"}]}));
+        }
+        json!({"messages": messages, "tools": [{"name": "Bash"}, {"name": "Read"}]})
+    }
+
+    #[test]
+    fn without_the_channel_the_users_plain_text_is_the_prompt_and_the_reply_is_text() {
+        assert_eq!(
+            answer(&plain("hello there", 0)),
+            vec![Block::Text("reply to: hello there".to_owned())]
+        );
+        let (name, _) = input_of(&answer(&plain("TOOL echo hi", 0)));
+        assert_eq!(name, "Bash");
+        assert_eq!(
+            answer(&plain("TOOL echo hi", 1)),
+            vec![Block::Text("reply to: TOOL echo hi".to_owned())]
+        );
+        assert_eq!(delay(&plain("STALL 700 x", 0)), Duration::from_millis(700));
+        let interrupted = json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "[Request interrupted by user]\n"},
+            {"type": "text", "text": "next one"}]}]});
+        assert_eq!(
+            newest_prompt(&interrupted).map(|prompt| prompt.content),
+            Some("next one".to_owned())
+        );
+    }
+
+    #[test]
+    fn long_answers_stream_one_word_per_delta() {
+        let text = long_text(10_000);
+        assert!((10_000..10_010).contains(&text.len()), "{}", text.len());
+        let deltas = text_deltas(&text);
+        assert_eq!(deltas.concat(), text);
+        assert_eq!(deltas[..2], ["w0 ", "w1 "]);
+        assert_eq!(text_deltas("reply to: x"), ["reply ", "to: ", "x"]);
+        assert_eq!(text_deltas(""), [""]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `mock-anthropic`: the scripted Messages API as a process, for trying the real CLI by hand and for
 //! scripts. Prints `ANTHROPIC_BASE_URL=http://127.0.0.1:PORT`, then one line per request it answers: when
-//! it arrived (RFC 3339, microseconds), its path, the newest `<channel>` message and the answer.
+//! it arrived (RFC 3339, microseconds), its path, the newest prompt and the answer.
 
 use std::time::Duration;
 
@@ -13,10 +13,7 @@ async fn main() -> std::io::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let requests = api.requests();
         for request in &requests[seen..] {
-            let asked = request
-                .channel_messages()
-                .last()
-                .map(|message| message.content.clone());
+            let asked = request.prompt().map(|prompt| prompt.content);
             let at = humantime::format_rfc3339_micros(request.received_at);
             println!("{at} {} {:?} -> {:?}", request.path, asked, request.answer);
         }

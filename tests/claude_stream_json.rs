@@ -1,0 +1,327 @@
+//! The stream-json mode with the real Claude Code CLI: the `bridge` binary runs the pinned `claude -p`
+//! (installed by `scripts/install-claude`) on pipes, speaking stream-json, against the project's scripted
+//! mock of the Anthropic API on 127.0.0.1. The CLI's config does not turn the channels feature on: this
+//! mode must work for every login.
+//!
+//! Run it with `scripts/e2e-claude`, which installs the CLI and sets `SYNTHESIS_E2E_CLAUDE` to its path.
+
+mod support;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use support::bridge_process::BridgeProcess;
+use support::chat_request;
+use support::real_claude::{
+    Mode, TURN_PATIENCE, World, claude_children, kill_claude, post_to, post_turn, turn, wait_until,
+};
+use synthesis_mock_anthropic::script;
+
+/// Sends `body` and returns the status and the whole response body.
+async fn post_json(bridge: &BridgeProcess, body: Value) -> (StatusCode, String) {
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(bridge.addr()).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let response = sender.send_request(chat_request(body)).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    };
+    tokio::time::timeout(TURN_PATIENCE, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("no answer in time:\n{}", bridge.stderr()))
+}
+
+/// The `data:` payloads of an SSE body, `[DONE]` included.
+fn sse_events(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The text deltas of an SSE body, one string per chunk that carried text.
+fn text_deltas(body: &str) -> Vec<String> {
+    sse_events(body)
+        .iter()
+        .filter(|data| *data != "[DONE]")
+        .filter_map(|data| {
+            let chunk: Value = serde_json::from_str(data).unwrap();
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .filter(|text| !text.is_empty())
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// The newest `tool_result` block of a model request.
+fn last_tool_result(body: &Value) -> Value {
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|message| script::content_blocks(&message["content"]))
+        .rfind(|block| block["type"] == "tool_result")
+        .unwrap_or_else(|| panic!("no tool result in {body}"))
+}
+
+/// The prompts the model saw in the request that answered `text`.
+fn history(world: &World, text: &str) -> Vec<String> {
+    let requests = world.requests_for(text);
+    let request = requests
+        .first()
+        .unwrap_or_else(|| panic!("the mock never saw {text:?}"));
+    request
+        .prompts()
+        .into_iter()
+        .map(|prompt| prompt.content)
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs the pinned claude CLI: run scripts/e2e-claude"]
+async fn stream_json_streams_every_delta_reports_usage_keeps_history_and_resumes_after_a_restart() {
+    let world = World::new().await;
+    let alice = "agent::sj-alice";
+    let mut bridge = world.start_bridge_in(Mode::StreamJson).await;
+
+    // Streaming, with usage asked for: one chunk per model delta (the mock streams one word per delta),
+    // then the usage chunk.
+    let first = "first question with several words";
+    let (status, body) = post_json(
+        &bridge,
+        json!({"model": "claude", "stream": true, "stream_options": {"include_usage": true},
+               "user": alice, "messages": [{"role": "user", "content": first}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let deltas = text_deltas(&body);
+    let expected = script::reply_text(first);
+    assert_eq!(deltas.concat(), expected);
+    assert_eq!(
+        deltas.len(),
+        script::text_deltas(&expected).len(),
+        "every model delta is relayed on its own: {deltas:?}"
+    );
+    let events = sse_events(&body);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(usage["choices"], json!([]), "{usage}");
+    assert!(
+        usage["usage"]["prompt_tokens"].as_u64() > Some(0),
+        "{usage}"
+    );
+    assert!(
+        usage["usage"]["completion_tokens"].as_u64() > Some(0),
+        "{usage}"
+    );
+    let conversation = world.claude_session(alice);
+
+    // Not streaming: the whole answer and its usage. Same process, and the model sees the first turn.
+    let second = "second question";
+    let (status, body) = post_json(
+        &bridge,
+        json!({"model": "claude", "user": alice, "messages": [{"role": "user", "content": second}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let completion: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        completion["choices"][0]["message"]["content"],
+        script::reply_text(second)
+    );
+    assert!(
+        completion["usage"]["total_tokens"].as_u64() > Some(0),
+        "{completion}"
+    );
+    assert_eq!(history(&world, second), [first, second]);
+    let processes = claude_children(&bridge, &world.claude_bin);
+    assert_eq!(processes.len(), 1, "{processes:?}");
+    assert!(
+        processes[0].1.iter().any(|arg| arg == "stream-json"),
+        "{processes:?}"
+    );
+
+    // A failed model request (HTTP 400, which the CLI does not retry) fails the turn with its message.
+    let (status, body) = post_turn(&bridge, alice, "API_ERROR on purpose", false).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(
+        body.contains("scripted failure for: API_ERROR on purpose"),
+        "{body}"
+    );
+
+    // Another session has a process and a conversation of its own.
+    let bob = "agent::sj-bob";
+    assert_eq!(
+        turn(&bridge, bob, "hello from bob", false).await,
+        script::reply_text("hello from bob")
+    );
+    assert_eq!(history(&world, "hello from bob"), ["hello from bob"]);
+    assert_ne!(world.claude_session(bob), conversation);
+
+    // After a restart, alice's conversation is resumed in a new process.
+    bridge.terminate();
+    assert!(bridge.wait_exit().await.success(), "{}", bridge.stderr());
+    let bridge = world.start_bridge_in(Mode::StreamJson).await;
+    let third = "third question";
+    assert_eq!(
+        turn(&bridge, alice, third, true).await,
+        script::reply_text(third)
+    );
+    assert_eq!(world.claude_session(alice), conversation);
+    let third_history = history(&world, third);
+    assert_eq!(third_history.first().map(String::as_str), Some(first));
+    assert_eq!(third_history.last().map(String::as_str), Some(third));
+    let processes = claude_children(&bridge, &world.claude_bin);
+    assert!(
+        processes[0]
+            .1
+            .windows(2)
+            .any(|pair| pair[0] == "--resume" && pair[1] == conversation),
+        "{processes:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the pinned claude CLI: run scripts/e2e-claude"]
+async fn stream_json_runs_tools_and_answers_permission_requests_by_the_policy() {
+    let world = World::new().await;
+    // `default` asks before a tool that changes anything: the bridge answers over stdio, by the policy.
+    let bridge = world
+        .start_bridge_with(Mode::StreamJson, &["--permission-mode", "default"])
+        .await;
+    let user = "agent::sj-tools";
+
+    // A read-only command needs no permission: it runs, and the model gets its output.
+    let echo = "TOOL echo hi-from-bash";
+    assert_eq!(
+        turn(&bridge, user, echo, true).await,
+        script::reply_text(echo)
+    );
+    let requests = world.requests_for(echo);
+    assert_eq!(requests.len(), 2, "the tool call, then the reply");
+    let result = last_tool_result(&requests[1].body);
+    assert_eq!(result["is_error"], false, "{result}");
+    assert_eq!(
+        script::content_blocks(&result["content"])[0]["text"],
+        "hi-from-bash",
+        "the tool's output reached the model: {result}"
+    );
+
+    // One that writes a file is asked about; it is not allowed, so it is denied at once and the turn
+    // goes on without it.
+    let touch = "TOOL touch made-by-claude.txt";
+    assert_eq!(
+        turn(&bridge, user, touch, false).await,
+        script::reply_text(touch)
+    );
+    assert!(
+        !bridge.workspace().join("made-by-claude.txt").exists(),
+        "a denied tool did not run"
+    );
+    let after_denial = world.requests_for(touch);
+    let result = last_tool_result(&after_denial[1].body);
+    assert_eq!(result["is_error"], true, "{result}");
+    assert!(
+        result.to_string().contains("does not allow Bash"),
+        "{result}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the pinned claude CLI: run scripts/e2e-claude"]
+async fn stream_json_cancels_by_interrupt_and_the_next_turn_is_clean() {
+    let world = World::new().await;
+    let bridge = world.start_bridge_in(Mode::StreamJson).await;
+    let user = "agent::sj-cancel";
+    assert_eq!(
+        turn(&bridge, user, "warm up", true).await,
+        script::reply_text("warm up")
+    );
+    let pid = claude_children(&bridge, &world.claude_bin)[0].0;
+    for round in 0..5 {
+        let slow = format!("STALL 20000 cancel me {round}");
+        let pending = {
+            let (addr, slow) = (bridge.addr(), slow.clone());
+            tokio::spawn(async move { post_to(addr, user, &slow, true).await })
+        };
+        wait_until("the model's request", || {
+            !world.requests_for(&slow).is_empty()
+        })
+        .await;
+        // The client goes away: the bridge interrupts the prompt over stdin.
+        pending.abort();
+        let next = format!("after the cancel {round}");
+        assert_eq!(
+            turn(&bridge, user, &next, round % 2 == 0).await,
+            script::reply_text(&next)
+        );
+        // The next prompt is the next message alone: the interrupted one is not answered again.
+        assert_eq!(world.requests_for(&next).len(), 1);
+    }
+    let processes = claude_children(&bridge, &world.claude_bin);
+    assert_eq!(processes.len(), 1, "{processes:?}");
+    assert_eq!(processes[0].0, pid, "the same process throughout");
+}
+
+#[tokio::test]
+#[ignore = "needs the pinned claude CLI: run scripts/e2e-claude"]
+async fn stream_json_fails_a_turn_at_once_when_claude_dies_and_the_next_turn_resumes() {
+    let world = World::new().await;
+    let bridge = world.start_bridge_in(Mode::StreamJson).await;
+    // Killed during the first turn of a session (no transcript yet), and during a later one.
+    for (user, warm_up) in [
+        ("agent::sj-kill-first", None),
+        ("agent::sj-kill-later", Some("before")),
+    ] {
+        // Other sessions' processes are spared.
+        let others: Vec<u32> = claude_children(&bridge, &world.claude_bin)
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect();
+        if let Some(text) = warm_up {
+            assert_eq!(
+                turn(&bridge, user, text, true).await,
+                script::reply_text(text)
+            );
+        }
+        let doomed = format!("STALL 30000 doomed turn of {user}");
+        let pending = {
+            let (addr, doomed) = (bridge.addr(), doomed.clone());
+            tokio::spawn(async move { post_to(addr, user, &doomed, true).await })
+        };
+        wait_until("the model's request", || {
+            !world.requests_for(&doomed).is_empty()
+        })
+        .await;
+        assert_eq!(kill_claude(&bridge, &world.claude_bin, &others), 1);
+        let (status, body) = tokio::time::timeout(TURN_PATIENCE, pending)
+            .await
+            .expect("the turn ended at once")
+            .unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            body.contains("claude was killed by signal 9 (SIGKILL) in the middle of the turn"),
+            "{body}"
+        );
+        let next = format!("after the kill of {user}");
+        assert_eq!(
+            turn(&bridge, user, &next, false).await,
+            script::reply_text(&next)
+        );
+        if let Some(text) = warm_up {
+            assert_eq!(
+                history(&world, &next).first().map(String::as_str),
+                Some(text),
+                "the conversation was resumed"
+            );
+        }
+    }
+}

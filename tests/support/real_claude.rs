@@ -1,0 +1,320 @@
+//! The real Claude Code CLI behind the `bridge` binary, against the project's mock Anthropic API: a test
+//! directory with the CLI's config, a bridge to start in either mode, and turns to send it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use synthesis_mock_anthropic::{MockAnthropic, RecordedRequest};
+use tempfile::TempDir;
+
+use super::bridge_process::{BridgeProcess, remove_env_prefixed};
+use super::chat_request;
+
+/// The variable `scripts/e2e-claude` sets to the pinned CLI's binary.
+pub const CLAUDE_BIN_VAR: &str = "SYNTHESIS_E2E_CLAUDE";
+
+/// The key the CLI sends to the mock; the seeded config approves it.
+pub const API_KEY: &str = "sk-ant-e2e-0123456789abcdefghijklmnopqrstuvwxyz";
+
+/// How long one turn may take, a cold `claude` start included. Generous: CI machines are slow and this only
+/// bounds a hang, it measures nothing.
+pub const TURN_PATIENCE: Duration = Duration::from_secs(120);
+
+/// One test directory: the CLI's config, the bridge's state, a workspace per bridge run.
+pub struct World {
+    pub claude_bin: PathBuf,
+    pub api: MockAnthropic,
+    dir: TempDir,
+}
+
+/// How the bridge talks to Claude Code (`--claude-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Channel,
+    StreamJson,
+}
+
+impl World {
+    pub async fn new() -> Self {
+        let claude_bin = std::env::var_os(CLAUDE_BIN_VAR).map(PathBuf::from).unwrap_or_else(|| {
+            panic!("{CLAUDE_BIN_VAR} is not set: run scripts/e2e-claude, which installs the pinned claude CLI")
+        });
+        assert!(
+            claude_bin.is_file(),
+            "{} does not exist",
+            claude_bin.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("claude-config")).unwrap();
+        Self {
+            claude_bin,
+            api: MockAnthropic::start().await.unwrap(),
+            dir,
+        }
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("claude-config")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Starts the bridge in the channel mode; see [`World::start_bridge_in`].
+    pub async fn start_bridge(&self) -> BridgeProcess {
+        self.start_bridge_in(Mode::Channel).await
+    }
+
+    /// Starts the bridge with the real CLI in `mode`, its config seeded so that no first-run dialog stops
+    /// it (`../shared/facts/claude-code-cli.md`: onboarding done, the API key approved, the workspace
+    /// trusted), and the channels feature on for the channel mode only: the stream-json mode must work
+    /// for logins that do not have it.
+    pub async fn start_bridge_in(&self, mode: Mode) -> BridgeProcess {
+        self.start_bridge_with(mode, &[]).await
+    }
+
+    /// [`World::start_bridge_in`] with more flags for the bridge.
+    pub async fn start_bridge_with(&self, mode: Mode, flags: &[&str]) -> BridgeProcess {
+        let mut bridge = BridgeProcess::spawn(|command, workspace| {
+            self.seed_config(workspace, mode == Mode::Channel);
+            if mode == Mode::StreamJson {
+                command.args(["--claude-mode", "stream-json"]);
+            }
+            command.args(flags);
+            remove_env_prefixed(command, "ANTHROPIC_");
+            remove_env_prefixed(command, "CLAUDE_");
+            command
+                .args(["--listen", "127.0.0.1:0", "--workspace-root"])
+                .arg(workspace)
+                .arg("--claude-bin")
+                .arg(&self.claude_bin)
+                .arg("--state-dir")
+                .arg(self.state_dir())
+                .args(["--ready-timeout", "90s", "--heartbeat", "5s"])
+                .env("ANTHROPIC_BASE_URL", self.api.base_url())
+                .env("ANTHROPIC_API_KEY", API_KEY)
+                .env("CLAUDE_CONFIG_DIR", self.config_dir())
+                .env("CLAUDE_CODE_GB_DISK_CACHE_WHEN_TELEMETRY_OFF", "1")
+                .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+                .env("CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL", "1")
+                .env("DISABLE_AUTOUPDATER", "1")
+                .env("ENABLE_TOOL_SEARCH", "false")
+                .env("SYNTHESIS_LOG", "info,synthesis_claude_channel=debug");
+        });
+        bridge.wait_ready().await;
+        bridge
+    }
+
+    /// Adds `workspace` to the trusted projects of `.claude.json`, keeping what the CLI wrote there.
+    pub fn seed_config(&self, workspace: &Path, channels: bool) {
+        let path = self.config_dir().join(".claude.json");
+        let mut config: Value = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_else(|| json!({}));
+        config["hasCompletedOnboarding"] = json!(true);
+        config["customApiKeyResponses"] =
+            json!({"approved": [&API_KEY[API_KEY.len() - 20..]], "rejected": []});
+        if channels {
+            config["cachedGrowthBookFeatures"]["tengu_harbor"] = json!(true);
+        }
+        let workspace = workspace.canonicalize().unwrap();
+        config["projects"][workspace.to_str().unwrap()]["hasTrustDialogAccepted"] = json!(true);
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    }
+
+    /// The requests whose newest prompt is `content`.
+    pub fn requests_for(&self, content: &str) -> Vec<RecordedRequest> {
+        self.api
+            .requests()
+            .into_iter()
+            .filter(|request| {
+                request
+                    .prompt()
+                    .is_some_and(|prompt| prompt.content == content)
+            })
+            .collect()
+    }
+
+    /// The conversation id the bridge keeps for `session`.
+    pub fn claude_session(&self, session: &str) -> String {
+        let state: Value =
+            serde_json::from_slice(&std::fs::read(self.state_dir().join("sessions.json")).unwrap())
+                .unwrap();
+        let record = state["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|record| {
+                record["key"]
+                    .as_str()
+                    .is_some_and(|key| key.contains(session))
+            })
+            .unwrap_or_else(|| panic!("no record of {session} in {state}"));
+        record["conversation_id"].as_str().unwrap().to_owned()
+    }
+}
+
+/// The `claude` processes the bridge runs, as (pid, command line).
+pub fn claude_children(bridge: &BridgeProcess, claude_bin: &Path) -> Vec<(u32, Vec<String>)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "PID (comm) STATE PPID …": comm may hold spaces, the fields after the last ')' do not.
+        let after = stat.rsplit(')').next().unwrap_or_default();
+        let mut fields = after.split_whitespace();
+        let (state, ppid) = (
+            fields.next(),
+            fields.next().and_then(|ppid| ppid.parse().ok()),
+        );
+        if ppid != Some(bridge.pid()) || state == Some("Z") {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|byte| *byte == 0)
+            .filter(|arg| !arg.is_empty())
+            .map(|arg| String::from_utf8_lossy(arg).into_owned())
+            .collect();
+        if args
+            .first()
+            .is_some_and(|program| Path::new(program) == claude_bin)
+        {
+            found.push((pid, args));
+        }
+    }
+    found
+}
+
+/// Runs one turn for `user` and returns the answer's text. A streaming turn must be well formed: chunks
+/// of one id, ending with `finish_reason: "stop"` and `[DONE]`.
+pub async fn turn(bridge: &BridgeProcess, user: &str, text: &str, stream: bool) -> String {
+    let (status, body) = post_turn(bridge, user, text, stream).await;
+    assert_eq!(status, StatusCode::OK, "{body}\n{}", bridge.stderr());
+    if !stream {
+        let json: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["choices"][0]["finish_reason"], "stop", "{json}");
+        return json["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no content: {json}"))
+            .to_owned();
+    }
+    let events: Vec<&str> = body
+        .split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"), "{body}");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect();
+    assert!(
+        chunks.iter().all(|chunk| chunk["id"] == chunks[0]["id"]),
+        "{body}"
+    );
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "stop",
+        "{body}"
+    );
+    chunks
+        .iter()
+        .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str())
+        .collect()
+}
+
+/// Sends one turn and returns the status and the whole body.
+pub async fn post_turn(
+    bridge: &BridgeProcess,
+    user: &str,
+    text: &str,
+    stream: bool,
+) -> (StatusCode, String) {
+    tokio::time::timeout(TURN_PATIENCE, post_to(bridge.addr(), user, text, stream))
+        .await
+        .unwrap_or_else(|_| panic!("no answer to {text:?} in time:\n{}", bridge.stderr()))
+}
+
+/// [`post_turn`] to the bridge at `addr`, for a task of its own.
+pub async fn post_to(
+    addr: std::net::SocketAddr,
+    user: &str,
+    text: &str,
+    stream: bool,
+) -> (StatusCode, String) {
+    let body = json!({
+        "model": "claude",
+        "stream": stream,
+        "user": user,
+        "messages": [{"role": "user", "content": text}],
+    });
+    let stream_ = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream_))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let response = sender.send_request(chat_request(body)).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+/// SIGKILLs every `claude` the bridge runs but those in `spared`; returns how many.
+pub fn kill_claude(bridge: &BridgeProcess, claude_bin: &Path, spared: &[u32]) -> usize {
+    let children: Vec<_> = claude_children(bridge, claude_bin)
+        .into_iter()
+        .filter(|(pid, _)| !spared.contains(pid))
+        .collect();
+    for (pid, _) in &children {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(*pid).unwrap());
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    children.len()
+}
+
+/// Waits until `found` says yes, checking every few milliseconds.
+pub async fn wait_until(what: &str, mut found: impl FnMut() -> bool) {
+    tokio::time::timeout(TURN_PATIENCE, async {
+        while !found() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never saw {what}"));
+}
+
+/// The transcript files under the CLI's config directory.
+pub fn transcripts(world: &World) -> Vec<PathBuf> {
+    let Ok(projects) = std::fs::read_dir(world.config_dir().join("projects")) else {
+        return Vec::new();
+    };
+    projects
+        .flatten()
+        .flat_map(|project| {
+            std::fs::read_dir(project.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "jsonl"))
+        .collect()
+}
