@@ -1,4 +1,5 @@
-// The official `openai` npm package against a running bridge whose agent is `fake_claude`.
+// The official `openai` npm package against a running bridge whose agent is `fake_claude`, or with
+// BRIDGE_AGENT=claude the real Claude Code against the project's mock model.
 //
 // Run by tests/conformance/run.py with BRIDGE_URL (…/v1) and BRIDGE_KEY set and the pinned package on
 // NODE_PATH. Prints one `ok - NAME` or `not ok - NAME: why` line per check.
@@ -8,6 +9,12 @@ const assert = require('node:assert/strict');
 const OpenAI = require('openai');
 
 const { BRIDGE_URL: baseURL, BRIDGE_KEY: apiKey } = process.env;
+// What the checks send and what comes back: fake_claude's commands, or the mock model's script (which
+// answers "reply to: TEXT", one word per delta, and fails a request that starts with API_ERROR).
+const script =
+  process.env.BRIDGE_AGENT === 'claude'
+    ? { reply: 'reply to: hello from node', stream: 'one two three', streamed: 'reply to: one two three', pieces: 5, fail: 'API_ERROR' }
+    : { reply: 'echo: hello from node', stream: 'stream one two three', streamed: 'one two three', pieces: 3, fail: 'error' };
 // No retries: every request the checks send reaches the bridge exactly once.
 const client = new OpenAI({ baseURL, apiKey, maxRetries: 0, timeout: 30_000 });
 
@@ -34,7 +41,7 @@ const checks = {
     const response = await ask('hello from node');
     const [choice] = response.choices;
     assert.equal(choice.message.role, 'assistant');
-    assert.equal(choice.message.content, 'echo: hello from node');
+    assert.equal(choice.message.content, script.reply);
     assert.equal(choice.finish_reason, 'stop');
     assert.equal(response.model, 'claude');
   },
@@ -43,7 +50,7 @@ const checks = {
     let text = '';
     let pieces = 0;
     let finish = null;
-    for await (const chunk of await ask('stream one two three', { stream: true })) {
+    for await (const chunk of await ask(script.stream, { stream: true })) {
       const [choice] = chunk.choices;
       if (choice.delta.content) {
         text += choice.delta.content;
@@ -51,8 +58,8 @@ const checks = {
       }
       finish ??= choice.finish_reason;
     }
-    assert.equal(text, 'one two three');
-    assert.equal(pieces, 3, 'each word the agent sent is its own delta');
+    assert.equal(text, script.streamed);
+    assert.equal(pieces, script.pieces, 'each word the agent sent is its own delta');
     assert.equal(finish, 'stop');
   },
 
@@ -81,7 +88,7 @@ const checks = {
   },
 
   async agent_failure_is_status_error() {
-    const err = await thrown(() => ask('error the workspace is on fire'));
+    const err = await thrown(() => ask(`${script.fail} the workspace is on fire`));
     assert.ok(err instanceof OpenAI.APIError, String(err));
     assert.equal(err.status, 502);
     assert.match(err.message, /the workspace is on fire/);
@@ -91,7 +98,7 @@ const checks = {
   // client's retry of it, which the agent carries on with.
   async agent_failure_mid_stream_raises() {
     const err = await thrown(async () => {
-      for await (const _ of await ask('error the stream is on fire', { stream: true })) {
+      for await (const _ of await ask(`${script.fail} the stream is on fire`, { stream: true })) {
         // read to the end
       }
     });

@@ -1,4 +1,5 @@
-"""The official `openai` Python package against a running bridge whose agent is `fake_claude`.
+"""The official `openai` Python package against a running bridge whose agent is `fake_claude`, or with
+BRIDGE_AGENT=claude the real Claude Code against the project's mock model.
 
 Run by tests/conformance/run.py with BRIDGE_URL (…/v1) and BRIDGE_KEY set and the pinned package on
 PYTHONPATH. Prints one `ok - NAME` or `not ok - NAME: why` line per check.
@@ -11,6 +12,16 @@ import traceback
 import openai
 
 URL, KEY = os.environ["BRIDGE_URL"], os.environ["BRIDGE_KEY"]
+# What the checks send and what comes back: fake_claude's commands, or the mock model's script (which
+# answers "reply to: TEXT", one word per delta, and fails a request that starts with API_ERROR).
+if os.environ.get("BRIDGE_AGENT") == "claude":
+    REPLY = "reply to: hello from python"
+    STREAM, STREAMED, PIECES = "one two three", "reply to: one two three", 5
+    FAIL = "API_ERROR"
+else:
+    REPLY = "echo: hello from python"
+    STREAM, STREAMED, PIECES = "stream one two three", "one two three", 3
+    FAIL = "error"
 # No retries: every request the checks send reaches the bridge exactly once.
 client = openai.OpenAI(base_url=URL, api_key=KEY, max_retries=0, timeout=30)
 
@@ -25,21 +36,21 @@ def completion():
     response = ask("hello from python")
     choice = response.choices[0]
     assert choice.message.role == "assistant", choice
-    assert choice.message.content == "echo: hello from python", choice
+    assert choice.message.content == REPLY, choice
     assert choice.finish_reason == "stop", choice
     assert response.model == "claude", response
 
 
 def streaming():
     text, pieces, finish = "", 0, None
-    for chunk in ask("stream one two three", stream=True):
+    for chunk in ask(STREAM, stream=True):
         choice = chunk.choices[0]
         if choice.delta.content:
             text += choice.delta.content
             pieces += 1
         finish = finish or choice.finish_reason
-    assert text == "one two three", text
-    assert pieces == 3, f"{pieces} content deltas"
+    assert text == STREAMED, text
+    assert pieces == PIECES, f"{pieces} content deltas"
     assert finish == "stop", finish
 
 
@@ -68,7 +79,7 @@ def wrong_key_is_authentication_error():
 
 def agent_failure_is_status_error():
     try:
-        ask("error the workspace is on fire")
+        ask(f"{FAIL} the workspace is on fire")
     except openai.APIStatusError as err:
         assert err.status_code == 502, err
         assert "the workspace is on fire" in err.message, err.message
@@ -80,7 +91,7 @@ def agent_failure_mid_stream_raises():
     # Not the text of the check above: the same text again, right after it failed, would be taken as
     # the client's retry of it, which the agent carries on with.
     try:
-        for _ in ask("error the stream is on fire", stream=True):
+        for _ in ask(f"{FAIL} the stream is on fire", stream=True):
             pass
     except openai.APIError as err:
         # Raised from the stream's final chunk: the response itself was a 200.

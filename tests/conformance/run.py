@@ -8,11 +8,15 @@ session, a real WebSocket, real HTTP), then runs, one after another:
   conversation in a session, `localService` (OpenClaw starts and stops the bridge), and a provider timeout
   shorter than the agent's silence.
 
+Then the same SDK checks and OpenClaw's turns again against `--claude-mode stream-json`, whose agent is
+the real, pinned Claude Code (`claude -p` on pipes) and whose model is the project's mock Anthropic API.
+
 Prints one `ok`/`not ok` line per check and `N passed, N failed`; exits 1 if any failed. Arguments, if any,
 pick the checks whose names contain one of them (`run.py localService`). scripts/conformance installs the
 clients and runs this with their paths in the environment:
 
   SYNTHESIS_BRIDGE, SYNTHESIS_FAKE_CLAUDE          the binaries under test
+  SYNTHESIS_CLAUDE, SYNTHESIS_MOCK_ANTHROPIC       the pinned claude CLI, the mock model's binary
   SYNTHESIS_NODE_BIN, SYNTHESIS_OPENCLAW           node 24's bin directory, OpenClaw's openclaw.mjs
   SYNTHESIS_OPENAI_NODE_MODULES, SYNTHESIS_OPENAI_PYTHONPATH   the openai packages
 """
@@ -34,6 +38,10 @@ HERE = Path(__file__).resolve().parent
 PLUGIN = HERE.parent.parent / "integrations" / "openclaw-plugin"
 BRIDGE = Path(os.environ["SYNTHESIS_BRIDGE"])
 FAKE_CLAUDE = Path(os.environ["SYNTHESIS_FAKE_CLAUDE"])
+CLAUDE = Path(os.environ["SYNTHESIS_CLAUDE"])
+MOCK_ANTHROPIC = Path(os.environ["SYNTHESIS_MOCK_ANTHROPIC"])
+# The key the real CLI sends to the mock model; its config approves it.
+MODEL_KEY = "sk-ant-conformance-0123456789abcdefghijklmnopqrstuvwxyz"
 NODE_BIN = Path(os.environ["SYNTHESIS_NODE_BIN"])
 OPENCLAW = Path(os.environ["SYNTHESIS_OPENCLAW"])
 KEY = "sk-conformance"
@@ -104,32 +112,73 @@ def environment_without_synthesis_variables():
     return {k: v for k, v in os.environ.items() if not k.startswith("SYNTHESIS_")}
 
 
-def bridge_env(world):
-    return {**environment_without_synthesis_variables(), "CLAUDE_CONFIG_DIR": str(world / "claude")}
+def bridge_env(world, model=None):
+    """The bridge's environment; with the mock `model`, what the real CLI needs to use it quietly."""
+    env = {**environment_without_synthesis_variables(), "CLAUDE_CONFIG_DIR": str(world / "claude")}
+    if model:
+        env = {k: v for k, v in env.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_CODE_"))}
+        env.update({
+            "ANTHROPIC_BASE_URL": model.url, "ANTHROPIC_API_KEY": MODEL_KEY,
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL": "1", "DISABLE_AUTOUPDATER": "1",
+        })
+    return env
 
 
-def bridge_args(listen, world, *extra):
+def bridge_args(listen, world, *extra, claude=FAKE_CLAUDE):
     """The bridge's arguments: its workspace root and state live in `world`."""
     return [
         "--listen", listen,
         "--ws-listen", "127.0.0.1:0",
         "--api-key", KEY,
-        "--claude-bin", str(FAKE_CLAUDE),
+        "--claude-bin", str(claude),
         "--workspace-root", str(world / "workspace"),
         "--state-dir", str(world / "state"),
         *extra,
     ]
 
 
-class Bridge:
-    """The `bridge` binary, started on a free port; stopped with SIGTERM, as a service manager would."""
+class MockModel:
+    """The project's mock Anthropic API (testing/mock-anthropic) as a process on a free port."""
 
-    def __init__(self, world, *extra):
+    def __init__(self, world):
+        self.log = world / "mock-anthropic.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen([str(MOCK_ANTHROPIC)], stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=log)
+        deadline = time.monotonic() + 30
+        while not (ready := re.search(r"ANTHROPIC_BASE_URL=(\S+)", self.log.read_text())):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                raise RuntimeError(f"the mock model did not start:\n{self.log.read_text()}")
+            time.sleep(0.05)
+        self.url = ready.group(1)
+
+    def stop(self):
+        stop(self.process)
+
+
+def seed_claude_config(world):
+    """What the real CLI needs in its config to run without asking anything: onboarding done and the
+    mock's key approved. The channels feature is not turned on: the stream-json mode does not need it."""
+    config = {"hasCompletedOnboarding": True,
+              "customApiKeyResponses": {"approved": [MODEL_KEY[-20:]], "rejected": []}}
+    (world / "claude" / ".claude.json").write_text(json.dumps(config))
+
+
+class Bridge:
+    """The `bridge` binary, started on a free port; stopped with SIGTERM, as a service manager would. With
+    the mock `model`, its agent is the real Claude Code in the stream-json mode."""
+
+    def __init__(self, world, *extra, model=None):
         self.log = world / "bridge.log"
+        claude = FAKE_CLAUDE
+        if model:
+            extra, claude = (*extra, "--claude-mode", "stream-json"), CLAUDE
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                [str(BRIDGE), *bridge_args("127.0.0.1:0", world, *extra)],
-                env=bridge_env(world), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                [str(BRIDGE), *bridge_args("127.0.0.1:0", world, *extra, claude=claude)],
+                env=bridge_env(world, model), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             )
         deadline = time.monotonic() + 30
         while not (ready := re.search(r"bridge ready: POST http://([\d.:]+)/", self.log.read_text())):
@@ -179,8 +228,8 @@ class Suite:
         except Exception:  # a check's failure, whatever raised it, is reported and counted
             self.report(False, name, traceback.format_exc())
 
-    def client_script(self, name, argv, env):
-        """Runs a script that prints its own `ok`/`not ok` lines, and counts them."""
+    def client_script(self, name, argv, env, prefix=""):
+        """Runs a script that prints its own `ok`/`not ok` lines, and counts them (named `prefix` + name)."""
         if not self.selected(name):
             return
         result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
@@ -188,7 +237,7 @@ class Suite:
         for line in result.stdout.splitlines():
             if line.startswith("ok - ") or line.startswith("not ok - "):
                 counted += 1
-                self.report(line.startswith("ok"), line.split(" - ", 1)[1].split(":", 1)[0],
+                self.report(line.startswith("ok"), prefix + line.split(" - ", 1)[1].split(":", 1)[0],
                             line.split(":", 1)[1] if ":" in line else "")
             elif counted and line.startswith("    "):
                 print(line, flush=True)
@@ -364,6 +413,29 @@ def new_conversation_starts_a_new_agent_conversation(openclaw, config):
     assert len(agents) == 1 and "--session-id" in agents[0], agents
 
 
+# --- the stream-json checks: the real Claude Code and the mock model ---------------------------------------
+
+def stream_json_exec_final_is_the_reply(openclaw, config):
+    # The mock streams its answer one word per delta: OpenClaw must put them back together, byte for byte.
+    message = 'Hello from "OpenClaw", ünïcode ✓ and a\\backslash'
+    code, out = openclaw.exec(config, message)
+    assert code == 0, out
+    final = out["final"]
+    assert final.startswith("reply to: ") and final.endswith(message), f"{final!r}"
+
+
+def stream_json_session_key_keeps_history_in_one_process(openclaw, config):
+    key = "agent:main:stream-json-1"
+    first = openclaw.turn(config, key, "HISTORY one")
+    second = openclaw.turn(config, key, "HISTORY two")
+    assert first.startswith("history: ") and first.count("HISTORY") == 1, first
+    assert second.count("HISTORY one") == 1 and second.count("HISTORY two") == 1, second
+    conversation = conversation_of(openclaw.world, key)
+    claudes = [argv for argv in processes_of(CLAUDE).values() if conversation in argv]
+    assert len(claudes) == 1, claudes
+    assert "--session-id" in claudes[0] and "stream-json" in claudes[0], claudes[0]
+
+
 # The agent stays silent for SILENCE; OpenClaw gives up after TIMEOUT without a chunk (the first included,
 # so TIMEOUT leaves room for starting the agent) unless heartbeats come.
 TIMEOUT, SILENCE = 5, 10
@@ -471,6 +543,34 @@ def plugin_runs_the_bridge_under_the_gateway(world):
 
 # --- the run ---------------------------------------------------------------------------------------------
 
+def stream_json(suite, world):
+    """The SDK checks and OpenClaw's turns against `--claude-mode stream-json`."""
+    for directory in ("workspace", "claude"):
+        (world / directory).mkdir(parents=True)
+    seed_claude_config(world)
+    if not any(suite.selected(name) for name in ("stream-json python sdk", "stream-json node sdk",
+                                                  "stream-json openclaw")):
+        return
+    model = MockModel(world)
+    try:
+        with running(Bridge(world, "--heartbeat", "1s", model=model)) as bridge:
+            sdk_env = {**os.environ, "BRIDGE_URL": bridge.url, "BRIDGE_KEY": KEY, "BRIDGE_AGENT": "claude"}
+            suite.client_script("stream-json python sdk", [sys.executable, str(HERE / "openai_python.py")],
+                                {**sdk_env, "PYTHONPATH": os.environ["SYNTHESIS_OPENAI_PYTHONPATH"]},
+                                prefix="stream-json ")
+            suite.client_script("stream-json node sdk", [str(NODE_BIN / "node"), str(HERE / "openai_node.cjs")],
+                                {**sdk_env, "NODE_PATH": os.environ["SYNTHESIS_OPENAI_NODE_MODULES"]},
+                                prefix="stream-json ")
+            openclaw = OpenClaw(world)
+            config = openclaw.write_config("provider", OpenClaw.config(bridge.url, world / "workspace"))
+            suite.check("stream-json openclaw exec: .final is the streamed reply, byte for byte",
+                        stream_json_exec_final_is_the_reply, openclaw, config)
+            suite.check("stream-json openclaw session key: the history is kept, in one claude process",
+                        stream_json_session_key_keeps_history_in_one_process, openclaw, config)
+    finally:
+        model.stop()
+
+
 def main(only):
     suite = Suite(only)
     with tempfile.TemporaryDirectory(prefix="synthesis-conformance-") as tmp:
@@ -502,8 +602,10 @@ def main(only):
             # Last, so that the minute it waits for has mostly gone by in the checks above.
             suite.check("openclaw new sessionId in a session: a new agent conversation",
                         new_conversation_starts_a_new_agent_conversation, openclaw, config)
+        stream_json(suite, world / "stream-json")
         if suite.failed:
-            for log in sorted([*world.rglob("bridge.log"), *world.rglob("gateway.log")]):
+            for log in sorted([*world.rglob("bridge.log"), *world.rglob("gateway.log"),
+                               *world.rglob("mock-anthropic.log")]):
                 tail = log.read_text(errors="replace").splitlines()[-80:]
                 print(f"--- {log.relative_to(world)} (last {len(tail)} lines) ---", *tail, sep="\n")
 

@@ -86,6 +86,8 @@ pub fn delay(body: &Value) -> Duration {
 /// - `TOOL COMMAND…`: a call of the built-in `Bash` tool with COMMAND, then the reply;
 /// - `PARTS A B C`: a reply in parts, one call per word (`partial: true` but the last);
 /// - `LONG BYTES`: a plain-text answer of about BYTES bytes ([`long_text`]);
+/// - a prompt that holds `HISTORY`: `history: A | B | …`, every prompt of the conversation as the model
+///   saw it, oldest first;
 /// - anything else (`STALL MS …` and `SLOWCLOSE MS …` too): the reply, [`reply_text`].
 ///
 /// A prompt is the newest `<channel>` message when Claude Code offers the bridge's `mcp__…__reply` tool
@@ -102,6 +104,13 @@ pub fn answer(body: &Value) -> Vec<Block> {
             .filter_map(|tool| tool["name"].as_str())
             .find(|name| name.starts_with("mcp__") && name.ends_with("__reply"))
     });
+    if message.content.contains("HISTORY") && step == 0 {
+        let seen: Vec<String> = prompts(body)
+            .into_iter()
+            .map(|prompt| prompt.content)
+            .collect();
+        return vec![Block::Text(format!("history: {}", seen.join(" | ")))];
+    }
     let Some(step) = plan(&message).into_iter().nth(step) else {
         return vec![Block::Text(CLOSING_TEXT.to_owned())];
     };
@@ -519,6 +528,20 @@ mod tests {
         assert_eq!(
             newest_prompt(&interrupted).map(|prompt| prompt.content),
             Some("next one".to_owned())
+        );
+    }
+
+    #[test]
+    fn history_lists_every_prompt_the_model_saw() {
+        let mut body = plain("first", 0);
+        let messages = body["messages"].as_array_mut().unwrap();
+        messages.push(json!({"role": "assistant", "content": "reply to: first"}));
+        messages.push(json!({"role": "user", "content": "[Sun 12:00] HISTORY please"}));
+        assert_eq!(
+            answer(&body),
+            vec![Block::Text(
+                "history: first | [Sun 12:00] HISTORY please".to_owned()
+            )]
         );
     }
 
