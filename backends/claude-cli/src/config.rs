@@ -72,10 +72,10 @@ impl FromStr for PermissionMode {
 
 /// How [`ClaudeCliBackend`](crate::ClaudeCliBackend) launches and manages `claude` processes.
 ///
-/// The one command it needs besides `claude` itself is the channel plugin (the MCP server Claude Code
-/// starts inside each session): the `bridge` binary serves it as `bridge channel`, and
+/// The one command the channel mode needs besides `claude` itself is the channel plugin (the MCP server
+/// Claude Code starts inside each session): the `bridge` binary serves it as `bridge channel`, and
 /// [`ClaudeCliConfig::new`] takes the binary's path. Claude Code's hooks report to the transport over
-/// HTTP, so they need no command.
+/// HTTP, so they need no command. The stream-json mode needs nothing but `claude`.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ClaudeCliConfig {
@@ -93,7 +93,7 @@ pub struct ClaudeCliConfig {
     pub extra_args: Vec<OsString>,
     /// Variables set for every process, on top of the bridge's own environment.
     pub env: Vec<(OsString, OsString)>,
-    /// How long a new process has to get its plugin connected.
+    /// How long a new process has to get its plugin connected (channel mode).
     pub ready_timeout: Duration,
     /// A process idle this long is stopped (its conversation resumes on the next turn).
     pub process_idle: Duration,
@@ -101,11 +101,11 @@ pub struct ClaudeCliConfig {
     pub max_processes: usize,
     /// The `Retry-After` of a turn refused because every process is busy.
     pub busy_retry_after: Duration,
-    /// How long a cancelled turn waits for Claude Code to show it stopped after ESC, before typing ESC
-    /// again (an ESC typed before Claude Code picked the message up is lost). After five, the process is
-    /// stopped.
+    /// How long a cancelled turn waits for Claude Code to show it stopped after ESC (channel mode) or to end
+    /// the prompt after an `interrupt` request (stream-json mode), before trying again (an ESC typed before
+    /// Claude Code picked the message up is lost). After five, the process is stopped.
     pub cancel_settle: Duration,
-    /// How long a pushed message may take to start a prompt (Claude Code's `UserPromptSubmit` hook)
+    /// How long a pushed message may take to start a prompt (channel mode) (Claude Code's `UserPromptSubmit` hook)
     /// before it is pushed again; the wait doubles with each attempt. An idle Claude Code confirms within
     /// 40 to 150 ms; a push it drops (the first one after start-up can be) is never confirmed
     /// (`docs/claude-cli-measurements.md`, section L).
@@ -113,19 +113,28 @@ pub struct ClaudeCliConfig {
     /// How many times a message is pushed before the turn fails and the process is restarted: by default
     /// 5, over 1 + 2 + 4 + 8 + 16 = 31 s.
     pub delivery_attempts: u32,
-    /// How long after a message was pushed the next one waits for Claude to finish it (its `Stop` report):
+    /// How long after a message was pushed (channel mode) the next one waits for Claude to finish it (its `Stop` report):
     /// Claude may go on working after it answered. Past that the report is taken as lost and the next
     /// message is pushed anyway; delivery is still confirmed, and a push that would join a prompt still
     /// running is kept out of it.
     pub prompt_end_wait: Duration,
     /// How long after a turn whose message reached Claude ended without an answer the same text, sent
-    /// again for the same session, is taken as the client's retry: Claude then carries on with the
+    /// again for the same session, is taken as the client's retry (channel mode): Claude then carries on with the
     /// earlier message rather than get it twice. `None`: every turn is a new message.
     pub retry_window: Option<Duration>,
 }
 
+impl Default for ClaudeCliConfig {
+    /// A configuration whose channel plugin is `bridge channel` found on `PATH`; the stream-json mode
+    /// does not use it.
+    fn default() -> Self {
+        Self::new("bridge")
+    }
+}
+
 impl ClaudeCliConfig {
-    /// A configuration whose channel plugin and `Stop` hook are served by the `bridge` binary at `bridge`.
+    /// A configuration whose channel plugin is served by the `bridge` binary at `bridge` (the channel mode
+    /// starts it as `bridge channel`).
     pub fn new(bridge: impl Into<String>) -> Self {
         let bridge = bridge.into();
         Self {

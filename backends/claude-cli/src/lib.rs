@@ -1,12 +1,21 @@
-//! [`ClaudeCliBackend`]: one long-lived interactive Claude Code process per session.
+//! [`ClaudeCliBackend`]: one long-lived Claude Code process per session, in one of two modes.
 //!
-//! For each session key the backend keeps a `claude` process running in the session's workspace, under a
-//! pseudo-terminal (interactive mode needs one; on pipes the CLI falls back to one-shot print mode). The
-//! process loads the bridge's channel plugin as its only MCP server; the plugin connects back over the
-//! [`ChannelTransport`] and turns each pushed message into a `notifications/claude/channel` notification.
-//! Claude answers by calling the plugin's `reply` tool, and the text streams back.
+//! For each session key the backend keeps a `claude` process running in the session's workspace. What
+//! both modes share: the pool (one process per session, [`ClaudeCliConfig::max_processes`], idle
+//! processes stopped), the [`SessionStore`] that keeps each session's conversation id, the choice between
+//! `--session-id` (a conversation Claude Code has no transcript of) and `--resume`, and failing a turn at
+//! once when its process dies.
 //!
-//! How a process is launched (see `docs/protocol.md` and the facts it cites):
+//! - **Stream-json** ([`ClaudeCliBackend::stream_json`]): `claude -p` on pipes, speaking stream-json. A
+//!   message is a line on its standard input; text deltas, permission requests and the prompt's `result`
+//!   come back on its standard output. Works with every login; every token streams.
+//! - **Channel** ([`ClaudeCliBackend::new`]): the interactive TUI under a pseudo-terminal (on pipes the
+//!   CLI falls back to one-shot print mode). The process loads the bridge's channel plugin as its only MCP
+//!   server; the plugin connects back over the [`ChannelTransport`] and turns each pushed message into a
+//!   `notifications/claude/channel` notification. Claude answers by calling the plugin's `reply` tool,
+//!   and the text streams back. Needs a login with Claude Code's channels feature.
+//!
+//! How a channel-mode process is launched (see `docs/protocol.md` and the facts it cites):
 //! - `--mcp-config` with the plugin and `--strict-mcp-config`;
 //!   `--dangerously-load-development-channels server:NAME` (never also `--channels`, which makes the CLI
 //!   skip the server); the development-channels dialog is confirmed once it is drawn on the terminal;
@@ -27,11 +36,12 @@
 //! A conversation whose transcript holds no conversation (Claude Code was killed before writing it) is
 //! replaced by a new one rather than resumed.
 //!
-//! A process is ready when its plugin has said hello with the right token. A process idle for
+//! A channel-mode process is ready when its plugin has said hello with the right token; a stream-json one
+//! as soon as it runs. A process idle for
 //! [`ClaudeCliConfig::process_idle`] is stopped; at [`ClaudeCliConfig::max_processes`] the longest-idle one
 //! makes room, never one in a turn (when all are busy the turn gets 503 with `Retry-After`). A process that
 //! dies mid-turn fails that turn at once; the next turn resumes the conversation in a new one. Cancelling a
-//! turn types ESC into the terminal.
+//! turn types ESC into the terminal, or sends stream-json's `interrupt` request.
 //!
 //! # Example
 //!
@@ -50,6 +60,14 @@
 //!     ClaudeCliConfig::new("/usr/local/bin/bridge"),
 //!     Arc::new(ProcessSpawner::default()),
 //!     Arc::new(transport),
+//!     Arc::new(MemoryStore::new()),
+//! );
+//! # drop(backend);
+//!
+//! // The stream-json mode needs no plugin and no transport.
+//! let backend = ClaudeCliBackend::stream_json(
+//!     ClaudeCliConfig::default(),
+//!     Arc::new(ProcessSpawner::default()),
 //!     Arc::new(MemoryStore::new()),
 //! );
 //! # drop(backend);
