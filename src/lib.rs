@@ -11,9 +11,11 @@
 //! - [`AgentBackend`]: runs turns (the default runs one `claude` process per session);
 //! - [`ChannelTransport`]: connects the bridge to the plugin inside each agent process;
 //! - [`SessionStore`]: remembers each session's agent conversation across restarts;
-//! - [`Spawner`]: starts agent processes, so tests can swap in mocks.
+//! - [`Spawner`]: starts agent processes, so tests can swap in fakes.
 //!
-//! With the `mock` feature, `mockall` mocks of each (`MockAgentBackend`, …) are exported for test suites.
+//! For test suites: [`spawner::fake::FakeSpawner`] starts processes that are scripts (alive until told,
+//! their output scripted, exiting on demand), and with the `mock` feature `mockall` mocks of each trait
+//! (`MockAgentBackend`, …) are exported.
 #![forbid(unsafe_code)]
 
 pub mod backend;

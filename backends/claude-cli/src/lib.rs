@@ -74,6 +74,44 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Testing with a fake `claude`
+//!
+//! A test suite swaps the spawner for a [`FakeSpawner`](synthesis_bridge::spawner::fake::FakeSpawner)
+//! whose script plays `claude -p`: it reads each message line and prints stream-json records.
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use futures::StreamExt;
+//! use synthesis_backend_claude_cli::{ClaudeCliBackend, ClaudeCliConfig};
+//! use synthesis_bridge::spawner::fake::FakeSpawner;
+//! use synthesis_bridge::{AgentBackend, MemoryStore, ReplyEvent, SessionKey, Turn, Usage};
+//!
+//! const DELTA: &str = r#"{"type":"stream_event","parent_tool_use_id":null,"event":{"type":"content_block_delta","delta":{"type":"text_delta","text":"hi!"}}}"#;
+//! const RESULT: &str = r#"{"type":"result","subtype":"success","is_error":false,"result":"hi!","usage":{"input_tokens":3,"output_tokens":1}}"#;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let claude = FakeSpawner::new(|_spec, mut claude| async move {
+//!     while let Some(_message) = claude.read_line().await {
+//!         claude.print(&format!("{DELTA}\n{RESULT}\n")).await;
+//!     }
+//! });
+//! let backend = ClaudeCliBackend::stream_json(
+//!     ClaudeCliConfig::default(),
+//!     Arc::new(claude.clone()),
+//!     Arc::new(MemoryStore::new()),
+//! );
+//! let turn = Turn::new(SessionKey::new("test")?, std::env::temp_dir(), "hello");
+//! let events: Vec<ReplyEvent> = backend.run_turn(turn).await?.collect().await;
+//! let usage = ReplyEvent::Usage(Usage::new(3, 1));
+//! assert_eq!(events, [ReplyEvent::text("hi!"), usage, ReplyEvent::end()]);
+//! assert!(claude.spawned()[0].args.iter().any(|arg| arg == "stream-json"));
+//! backend.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 
 mod agent;

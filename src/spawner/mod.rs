@@ -15,6 +15,8 @@
 //! assert_eq!(spec.args.len(), 2);
 //! ```
 
+pub mod fake;
+
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fmt;
