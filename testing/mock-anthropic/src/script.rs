@@ -281,7 +281,7 @@ fn prompts_in(blocks: &[Value], plain: bool) -> Vec<ChannelMessage> {
         return channel_messages(&texts.collect::<Vec<_>>().join("\n"));
     }
     texts
-        .map(str::trim)
+        .map(|text| without_stamp(text.trim()))
         .rfind(|text| {
             !text.is_empty()
                 && !text.starts_with("<system-reminder>")
@@ -293,6 +293,29 @@ fn prompts_in(blocks: &[Value], plain: bool) -> Vec<ChannelMessage> {
         })
         .into_iter()
         .collect()
+}
+
+/// `text` without the time OpenClaw puts before every prompt (`[Sun 2026-12-06 07:03 UTC] `), which a
+/// model reads past: the commands of the script come after it.
+fn without_stamp(text: &str) -> &str {
+    let Some((stamp, rest)) = text
+        .strip_prefix('[')
+        .and_then(|text| text.split_once("] "))
+    else {
+        return text;
+    };
+    let mut words = stamp.split(' ');
+    let weekday = words
+        .next()
+        .is_some_and(|day| day.len() == 3 && day.chars().all(char::is_alphabetic));
+    let date = words
+        .next()
+        .is_some_and(|date| date.len() == 10 && date.as_bytes()[4] == b'-');
+    if weekday && date {
+        rest.trim_start()
+    } else {
+        text
+    }
 }
 
 /// The newest prompt in a request's history: what [`answer`] answers, unless the model is past it.
@@ -543,6 +566,15 @@ mod tests {
                 "history: first | [Sun 12:00] HISTORY please".to_owned()
             )]
         );
+    }
+
+    #[test]
+    fn a_model_reads_past_openclaws_time_stamp() {
+        assert_eq!(
+            answer(&plain("[Sun 2026-12-06 07:03 UTC] LONG 20", 0)),
+            vec![Block::Text(long_text(20))]
+        );
+        assert_eq!(without_stamp("[not a stamp] x"), "[not a stamp] x");
     }
 
     #[test]
