@@ -27,7 +27,7 @@ use synthesis_backend_claude_cli::{ClaudeCliBackend, ClaudeCliConfig, Permission
 use synthesis_backend_command::CommandBackend;
 use synthesis_bridge::http::{Bridge, BridgeConfig, WorkspacePolicy};
 use synthesis_bridge::{AgentBackend, SessionKey};
-use synthesis_spawn::ProcessSpawner;
+use synthesis_spawner_process::ProcessSpawner;
 use synthesis_store_json::JsonFileStore;
 use synthesis_transport_ws::{WsConfig, WsTransport};
 use tokio::signal::unix::{SignalKind, signal};
@@ -361,8 +361,8 @@ fn channel() -> ExitCode {
         }
     };
     let outcome = runtime.block_on(async {
-        let config = synthesis_claude_channel::ChannelConfig::from_env()?;
-        synthesis_claude_channel::serve_stdio(config).await
+        let config = synthesis_plugin_claude_channel::ChannelConfig::from_env()?;
+        synthesis_plugin_claude_channel::serve_stdio(config).await
     });
     // A read of standard input may still be parked on a blocking thread; do not wait for it.
     runtime.shutdown_background();

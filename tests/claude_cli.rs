@@ -17,7 +17,7 @@ use support::{
 };
 use synthesis_backend_claude_cli::{ClaudeCliBackend, ClaudeCliConfig};
 use synthesis_bridge::{AgentBackend, ReplyEvent, SessionKey, SessionStore, Turn, TurnMeta};
-use synthesis_spawn::ProcessSpawner;
+use synthesis_spawner_process::ProcessSpawner;
 use synthesis_store_json::JsonFileStore;
 use synthesis_transport_ws::{WsConfig, WsTransport};
 use tempfile::TempDir;

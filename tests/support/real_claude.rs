@@ -105,7 +105,10 @@ impl World {
                 .env("CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL", "1")
                 .env("DISABLE_AUTOUPDATER", "1")
                 .env("ENABLE_TOOL_SEARCH", "false")
-                .env("SYNTHESIS_LOG", "info,synthesis_claude_channel=debug");
+                .env(
+                    "SYNTHESIS_LOG",
+                    "info,synthesis_plugin_claude_channel=debug",
+                );
         });
         bridge.wait_ready().await;
         bridge

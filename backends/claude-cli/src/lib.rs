@@ -50,7 +50,7 @@
 //!
 //! use synthesis_backend_claude_cli::{ClaudeCliBackend, ClaudeCliConfig};
 //! use synthesis_bridge::MemoryStore;
-//! use synthesis_spawn::ProcessSpawner;
+//! use synthesis_spawner_process::ProcessSpawner;
 //! use synthesis_transport_ws::{WsConfig, WsTransport};
 //!
 //! # #[tokio::main(flavor = "current_thread")]

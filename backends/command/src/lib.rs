@@ -65,7 +65,7 @@ use synthesis_bridge::spawner::{ProcessSpec, SpawnError, Stdio};
 use synthesis_bridge::{
     AgentBackend, BackendError, BackendStatus, ReplyStream, SessionKey, Spawner, Turn,
 };
-use synthesis_spawn::ProcessSpawner;
+use synthesis_spawner_process::ProcessSpawner;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};

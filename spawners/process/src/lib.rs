@@ -23,7 +23,7 @@
 //!
 //! ```
 //! use synthesis_bridge::spawner::{ProcessSpec, Spawner, Stdio};
-//! use synthesis_spawn::ProcessSpawner;
+//! use synthesis_spawner_process::ProcessSpawner;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -19,10 +19,10 @@
 //! # Example
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), synthesis_claude_channel::ChannelError> {
+//! # async fn run() -> Result<(), synthesis_plugin_claude_channel::ChannelError> {
 //! // What `bridge channel` does: read the bridge's variables, serve MCP on stdin/stdout until it closes.
-//! let config = synthesis_claude_channel::ChannelConfig::from_env()?;
-//! synthesis_claude_channel::serve_stdio(config).await
+//! let config = synthesis_plugin_claude_channel::ChannelConfig::from_env()?;
+//! synthesis_plugin_claude_channel::serve_stdio(config).await
 //! # }
 //! ```
 

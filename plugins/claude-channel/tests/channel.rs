@@ -11,7 +11,7 @@ use synthesis_bridge::SessionKey;
 use synthesis_bridge::transport::{
     ChannelEvent, ChannelLink, ChannelTransport, InboundMessage, ReplyFrame,
 };
-use synthesis_claude_channel::{ChannelConfig, serve};
+use synthesis_plugin_claude_channel::{ChannelConfig, serve};
 use synthesis_transport_ws::protocol::close;
 use synthesis_transport_ws::{WsConfig, WsTransport};
 use tokio::io::{
@@ -31,7 +31,7 @@ struct ClaudeCode {
     writer: WriteHalf<DuplexStream>,
     lines: Lines<BufReader<ReadHalf<DuplexStream>>>,
     notifications: VecDeque<Value>,
-    server: JoinHandle<Result<(), synthesis_claude_channel::ChannelError>>,
+    server: JoinHandle<Result<(), synthesis_plugin_claude_channel::ChannelError>>,
 }
 
 impl ClaudeCode {
@@ -139,7 +139,7 @@ impl ClaudeCode {
     }
 
     /// Closes standard input and returns how the server ended.
-    async fn close(mut self) -> Result<(), synthesis_claude_channel::ChannelError> {
+    async fn close(mut self) -> Result<(), synthesis_plugin_claude_channel::ChannelError> {
         self.writer.shutdown().await.unwrap();
         drop(self.writer);
         tokio::time::timeout(PATIENCE, self.server)

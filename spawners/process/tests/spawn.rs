@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use synthesis_bridge::spawner::{ProcessHandle, ProcessSpec, SpawnError, Spawner, Stdio};
-use synthesis_spawn::ProcessSpawner;
+use synthesis_spawner_process::ProcessSpawner;
 use tokio::io::AsyncReadExt;
 
 const PATIENCE: Duration = Duration::from_secs(10);
