@@ -572,3 +572,132 @@ async fn a_request_naming_no_model_works_even_with_no_configured_models() {
     sse.chunk().await;
     assert_eq!(sse.rest().await, ["[DONE]"]);
 }
+
+/// A route layer that wants `x-tenant` on every chat turn: what a library user's own authentication looks
+/// like.
+#[derive(Clone)]
+struct RequireTenant<S>(S);
+
+impl<S> tower::Service<Request<synthesis_bridge::http::RequestBody>> for RequireTenant<S>
+where
+    S: tower::Service<
+            Request<synthesis_bridge::http::RequestBody>,
+            Response = http::Response<synthesis_bridge::http::ResponseBody>,
+            Error = std::convert::Infallible,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<synthesis_bridge::http::ResponseBody>;
+    type Error = tower::BoxError;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, tower::BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), tower::BoxError>> {
+        self.0.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<synthesis_bridge::http::RequestBody>) -> Self::Future {
+        use futures::FutureExt;
+        match request.headers().get("x-tenant").map(|v| v.as_bytes()) {
+            None => {
+                use http_body_util::BodyExt;
+                let body = Full::new(Bytes::from_static(b"tenant required"))
+                    .map_err(|never| match never {})
+                    .boxed_unsync();
+                let mut response = http::Response::new(body);
+                *response.status_mut() = StatusCode::FORBIDDEN;
+                std::future::ready(Ok(response)).boxed()
+            }
+            Some(b"broken") => std::future::ready(Err("the tenant service is down".into())).boxed(),
+            Some(_) => self
+                .0
+                .call(request)
+                .map(|answered| answered.map_err(Into::into))
+                .boxed(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_route_layer_wraps_chat_turns_and_leaves_the_other_endpoints_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, mut turns) = ScriptedBackend::new();
+    let bridge = synthesis_bridge::http::Bridge::builder(backend, config_in(dir.path()))
+        .route_layer(tower::layer::layer_fn(RequireTenant))
+        .build();
+    let server = TestServer::serve(bridge).await;
+
+    let refused = server.chat(simple_body("alice", "hello", false)).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    for path in ["/health", "/v1/models", "/metrics"] {
+        let request = Request::get(path).body(Full::<Bytes>::default()).unwrap();
+        assert_eq!(
+            server.send(request).await.status(),
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    // An error out of the layer is answered in OpenAI's shape.
+    let request = chat_request_builder()
+        .header("x-tenant", "broken")
+        .body(Full::new(Bytes::from(
+            simple_body("alice", "hi", false).to_string(),
+        )))
+        .unwrap();
+    let message = expect_error(
+        server.send(request).await,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+    )
+    .await;
+    assert!(message.contains("the tenant service is down"), "{message}");
+
+    let request = chat_request_builder()
+        .header("x-tenant", "acme")
+        .body(Full::new(Bytes::from(
+            simple_body("alice", "hi", false).to_string(),
+        )))
+        .unwrap();
+    let (completion, ()) = tokio::join!(
+        async { body_json(server.send(request).await).await },
+        async {
+            let turn = turns.recv().await.unwrap();
+            turn.events
+                .send(ReplyEvent::text("hello acme"))
+                .await
+                .unwrap();
+            turn.events.send(ReplyEvent::end()).await.unwrap();
+        }
+    );
+    assert_eq!(completion["choices"][0]["message"]["content"], "hello acme");
+}
+
+#[tokio::test]
+async fn a_session_rule_of_ones_own_comes_before_the_built_in_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, mut turns) = ScriptedBackend::new();
+    let config = config_in(dir.path()).session_key(|parts, _request| {
+        let tenant = parts.headers.get("x-tenant")?.to_str().ok()?;
+        SessionKey::new(format!("tenant::{tenant}")).ok()
+    });
+    let server = TestServer::start(backend, config).await;
+    for (tenant, expected) in [(Some("acme"), "tenant::acme"), (None, "alice")] {
+        let mut request = chat_request_builder();
+        if let Some(tenant) = tenant {
+            request = request.header("x-tenant", tenant);
+        }
+        let body = simple_body("alice", "hi", false).to_string();
+        let request = request.body(Full::new(Bytes::from(body))).unwrap();
+        let (completion, ()) = tokio::join!(
+            async { body_json(server.send(request).await).await },
+            async {
+                let turn = turns.recv().await.unwrap();
+                assert_eq!(turn.turn.session.as_str(), expected);
+                turn.events.send(ReplyEvent::end()).await.unwrap();
+            }
+        );
+        assert_eq!(completion["choices"][0]["finish_reason"], "stop");
+    }
+}

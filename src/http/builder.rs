@@ -10,7 +10,9 @@ use http_body::Body;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, Service, ServiceBuilder};
 
+use super::chat::ChatRoute;
 use super::front::Front;
+use super::layer_errors::AnswerErrors;
 use super::prepare::ChatTurn;
 use super::turns::TurnService;
 use super::{Bridge, BridgeConfig, KeyOf, RequestBody, Shared};
@@ -24,17 +26,20 @@ use crate::metrics::Metrics;
 ///
 /// The stack, outermost first:
 ///
-/// 1. your layers ([`layer`](Self::layer)), in the order added: authentication, tracing, body limits…;
-/// 2. the front: routing, the API key, `/v1/models`, `/health`, `/metrics`, reading the chat request and
-///    working out its session. It is also the one place where errors from the layers below become OpenAI
-///    errors: a status and error JSON before the head, a final error chunk and `[DONE]` after it;
-/// 3. [`heartbeat`](crate::layers::heartbeat): an empty chunk whenever the stream is quiet. It sits
+/// 1. your layers around everything ([`layer`](Self::layer)), in the order added: tracing, body limits…;
+/// 2. the front: routing, the API key, `/v1/models`, `/health`, `/metrics`;
+/// 3. on the chat route only, your route layers ([`route_layer`](Self::route_layer)): authentication of
+///    your own, quotas, request logging: whatever should wrap turns and leave health checks alone;
+/// 4. the [`ChatRoute`]: reading the chat request and working out its session. It is also the one place
+///    where errors from the layers below become OpenAI errors: a status and error JSON before the head, a
+///    final error chunk and `[DONE]` after it;
+/// 5. [`heartbeat`](crate::layers::heartbeat): an empty chunk whenever the stream is quiet. It sits
 ///    outside the timeouts, so heartbeats never count as the agent's output;
-/// 4. [`concurrency`](crate::layers::concurrency) per session: one turn at a time (by default), the others
+/// 6. [`concurrency`](crate::layers::concurrency) per session: one turn at a time (by default), the others
 ///    waiting in FIFO order, a bounded queue (429 when full) and the admission timeout (504);
-/// 5. [`timeout`](crate::layers::timeout): the turn deadline and the idle timeout. Inside the queue, so
+/// 7. [`timeout`](crate::layers::timeout): the turn deadline and the idle timeout. Inside the queue, so
 ///    time spent waiting is not taken from the turn's deadline;
-/// 6. the turn service, which runs the turn on the [`AgentBackend`].
+/// 8. the turn service, which runs the turn on the [`AgentBackend`].
 ///
 /// # Example
 ///
@@ -64,6 +69,7 @@ pub struct BridgeBuilder {
     metrics: Metrics,
     limits: Limits,
     layers: Vec<Box<dyn FnOnce(Bridge) -> Bridge + Send>>,
+    route_layers: Vec<Box<dyn FnOnce(ChatRoute) -> ChatRoute + Send>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -95,6 +101,7 @@ impl BridgeBuilder {
                 heartbeat: Some(Duration::from_secs(15)),
             },
             layers: Vec::new(),
+            route_layers: Vec::new(),
         }
     }
 
@@ -167,6 +174,30 @@ impl BridgeBuilder {
         self
     }
 
+    /// Adds a layer around the chat route only, inside the routing and the bridge's API key, outside the
+    /// reading of the request: like axum's `route_layer`, it sees every chat turn and nothing else, so an
+    /// authentication layer of your own leaves `/health` and `/metrics` to the machine's probes. The
+    /// first added is outermost. An error from the layer is answered as an OpenAI error (500, or 504 for a
+    /// timeout).
+    pub fn route_layer<L, B, E>(mut self, layer: L) -> Self
+    where
+        L: Layer<ChatRoute> + Send + 'static,
+        L::Service: Service<Request<RequestBody>, Response = Response<B>, Error = E>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as Service<Request<RequestBody>>>::Future: Send + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+        E: Into<BoxError>,
+    {
+        self.route_layers.push(Box::new(move |route| {
+            ChatRoute::boxed(AnswerErrors::new(layer.layer(route)))
+        }));
+        self
+    }
+
     /// Assembles the stack.
     pub fn build(self) -> Bridge {
         let limits = self.limits;
@@ -196,9 +227,14 @@ impl BridgeBuilder {
                     .idle(limits.idle_timeout),
             )
             .service(TurnService::new(shared.clone()));
+        let mut chat = ChatRoute::new(shared.clone(), turns);
+        // Applied innermost first, so that the first added ends up outermost.
+        for wrap in self.route_layers.into_iter().rev() {
+            chat = wrap(chat);
+        }
         let mut bridge = Bridge {
             shared: shared.clone(),
-            service: BoxCloneSyncService::new(Front::new(shared, turns)),
+            service: BoxCloneSyncService::new(Front::new(shared, chat)),
         };
         // Applied innermost first, so that the first added ends up outermost.
         for wrap in self.layers.into_iter().rev() {
@@ -214,6 +250,7 @@ impl fmt::Debug for BridgeBuilder {
             .field("config", &self.config)
             .field("limits", &self.limits)
             .field("layers", &self.layers.len())
+            .field("route_layers", &self.route_layers.len())
             .finish_non_exhaustive()
     }
 }

@@ -1,9 +1,17 @@
 //! [`BridgeConfig`]: what the HTTP front accepts and answers.
 
 use std::fmt;
+use std::sync::Arc;
+
+use http::request::Parts;
 
 use super::WorkspacePolicy;
+use crate::openai::ChatRequest;
 use crate::session::SessionKey;
+
+/// Finds a chat request's session the library user's own way; see [`BridgeConfig::session_key`].
+pub type SessionKeyRule =
+    Arc<dyn Fn(&Parts, &ChatRequest<'_>) -> Option<SessionKey> + Send + Sync + 'static>;
 
 /// The default request body limit: OpenClaw resends 50–100 KB of history per turn, so leave ample room.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -22,6 +30,8 @@ pub struct BridgeConfig {
     pub workspaces: WorkspacePolicy,
     /// The session for requests that name none; without it they are refused (400).
     pub fallback_session: Option<SessionKey>,
+    /// A rule of your own that finds a request's session before the built-in ones.
+    pub session_key: Option<SessionKeyRule>,
 }
 
 impl BridgeConfig {
@@ -33,6 +43,7 @@ impl BridgeConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             workspaces,
             fallback_session: None,
+            session_key: None,
         }
     }
 
@@ -62,6 +73,29 @@ impl BridgeConfig {
         self.fallback_session = key;
         self
     }
+
+    /// Finds each chat request's session with `rule` first: a header of your own, a tenant in the body's
+    /// metadata, a token's subject. A request it returns `None` for goes to the built-in rules (OpenClaw's
+    /// headers, `x-session-affinity`, OpenClaw's runtime line, the `user` field, the fallback session).
+    ///
+    /// ```
+    /// use synthesis_bridge::SessionKey;
+    /// use synthesis_bridge::http::{BridgeConfig, WorkspacePolicy};
+    ///
+    /// let config = BridgeConfig::new(WorkspacePolicy::single(std::env::temp_dir()).unwrap())
+    ///     .session_key(|parts, _request| {
+    ///         let tenant = parts.headers.get("x-tenant")?.to_str().ok()?;
+    ///         SessionKey::new(format!("tenant::{tenant}")).ok()
+    ///     });
+    /// # let _ = config;
+    /// ```
+    pub fn session_key<F>(mut self, rule: F) -> Self
+    where
+        F: Fn(&Parts, &ChatRequest<'_>) -> Option<SessionKey> + Send + Sync + 'static,
+    {
+        self.session_key = Some(Arc::new(rule));
+        self
+    }
 }
 
 impl fmt::Debug for BridgeConfig {
@@ -72,6 +106,7 @@ impl fmt::Debug for BridgeConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("workspaces", &self.workspaces)
             .field("fallback_session", &self.fallback_session)
+            .field("session_key", &self.session_key.as_ref().map(|_| "<rule>"))
             .finish()
     }
 }

@@ -35,12 +35,16 @@
 //! # }
 //! ```
 
+mod auth;
 mod builder;
+mod chat;
 mod config;
+mod endpoints;
 mod front;
 mod layer_errors;
 mod prepare;
 mod record;
+mod routes;
 mod sse;
 mod turn_stream;
 mod turns;
@@ -61,7 +65,8 @@ use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, Service};
 
 pub use builder::BridgeBuilder;
-pub use config::{BridgeConfig, DEFAULT_MAX_BODY_BYTES};
+pub use chat::ChatRoute;
+pub use config::{BridgeConfig, DEFAULT_MAX_BODY_BYTES, SessionKeyRule};
 pub use workspace::WorkspacePolicy;
 
 use crate::backend::{AgentBackend, BackendError};
@@ -96,7 +101,7 @@ pub struct Bridge {
     service: BoxedService,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     config: BridgeConfig,
     backend: Arc<dyn AgentBackend>,
     metrics: Metrics,

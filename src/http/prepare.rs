@@ -12,7 +12,7 @@ use super::record::TurnRecord;
 use super::{BridgeConfig, RequestBody};
 use crate::backend::TurnMeta;
 use crate::metrics::Metrics;
-use crate::openai::extract::extract;
+use crate::openai::extract::extract_with;
 use crate::openai::{ApiError, ChatRequest};
 use crate::session::{SessionKey, TurnId};
 
@@ -39,7 +39,16 @@ pub(crate) async fn prepare(
     // Everything needed from the borrowed request is taken before the next await.
     let (extracted, model, stream, include_usage) = {
         let chat = parse(&bytes)?;
-        let extracted = extract(&chat, &parts.headers, config.fallback_session.as_ref())?;
+        let chosen = config
+            .session_key
+            .as_ref()
+            .and_then(|rule| rule(parts, &chat));
+        let extracted = extract_with(
+            &chat,
+            &parts.headers,
+            chosen,
+            config.fallback_session.as_ref(),
+        )?;
         let model = chat
             .model
             .as_deref()

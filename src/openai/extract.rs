@@ -117,6 +117,8 @@ pub enum KeySource {
     User,
     /// The configured fallback.
     Fallback,
+    /// The library user's own rule ([`BridgeConfig::session_key`](crate::http::BridgeConfig::session_key)).
+    Custom,
 }
 
 /// Why a request cannot be turned into a turn. Each is the client's mistake (HTTP 400).
@@ -152,6 +154,17 @@ pub fn extract(
     headers: &HeaderMap,
     fallback_session: Option<&SessionKey>,
 ) -> Result<ExtractedTurn, ExtractError> {
+    extract_with(request, headers, None, fallback_session)
+}
+
+/// [`extract`] with the session already `chosen` by a rule of the caller's, which then wins over the
+/// built-in ones.
+pub fn extract_with(
+    request: &ChatRequest<'_>,
+    headers: &HeaderMap,
+    chosen: Option<SessionKey>,
+    fallback_session: Option<&SessionKey>,
+) -> Result<ExtractedTurn, ExtractError> {
     let text = latest_user_text(&request.messages).ok_or(ExtractError::NoUserText)?;
     let runtime = request
         .messages
@@ -160,7 +173,10 @@ pub fn extract(
         .find_map(|message| {
             RuntimeLine::find(&message.content.as_ref()?.text()).map(RuntimeLine::into_owned)
         });
-    let (session, key_source) = session_key(request, headers, runtime.as_ref(), fallback_session)?;
+    let (session, key_source) = match chosen {
+        Some(session) => (session, KeySource::Custom),
+        None => session_key(request, headers, runtime.as_ref(), fallback_session)?,
+    };
     let workspace = match header(headers, WORKSPACE_HEADER)? {
         Some(path) => Some(PathBuf::from(path)),
         None => runtime
