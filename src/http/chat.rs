@@ -12,9 +12,9 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 use super::layer_errors::{FinalChunkBody, classify};
+use super::outcome::{TurnRecord, observe};
 use super::prepare::prepare;
 use super::{RequestBody, ResponseBody, Shared, TurnStack, respond, shutting_down};
-use crate::metrics::TurnOutcome;
 use crate::openai::ChunkEncoder;
 
 /// `POST /v1/chat/completions` once routed and past the bridge's API key: what
@@ -88,41 +88,43 @@ impl Service<Request<RequestBody>> for Chat {
 }
 
 impl Chat {
+    /// Answers the request, watching how its turn ends (the one place outcomes are recorded).
     async fn answer(self, request: Request<RequestBody>) -> Response<ResponseBody> {
+        let span = tracing::info_span!(
+            "turn",
+            session = tracing::field::Empty,
+            turn_id = tracing::field::Empty
+        );
+        let record = TurnRecord::start(self.shared.metrics.clone(), span);
+        let response = self.turn(request, record.clone()).await;
+        observe(response, record).map(|body| body.boxed_unsync())
+    }
+
+    async fn turn(
+        self,
+        request: Request<RequestBody>,
+        record: TurnRecord,
+    ) -> Response<ResponseBody> {
         let shared = self.shared;
         let (parts, body) = request.into_parts();
-        let chat = match prepare(&shared.config, &shared.metrics, &parts, body).await {
+        let chat = match prepare(&shared.config, record.clone(), &parts, body).await {
             Ok(chat) => chat,
-            Err(error) => {
-                shared
-                    .metrics
-                    .record_turn(TurnOutcome::Rejected, Default::default());
-                return respond(error);
-            }
+            Err(error) => return respond(error),
         };
         if shared.shutdown.is_cancelled() {
-            chat.record.finish(TurnOutcome::Shutdown);
             return respond(shutting_down());
         }
-        let record = chat.record.clone();
         let answered = tokio::select! {
             answered = self.turns.oneshot(Request::from_parts(parts, chat)) => answered,
             // Dropping the turn stack's future gives up a queue place, or cancels a turn still starting.
-            () = shared.shutdown.cancelled() => {
-                record.finish(TurnOutcome::Shutdown);
-                return respond(shutting_down());
-            }
+            () = shared.shutdown.cancelled() => return respond(shutting_down()),
         };
         match answered {
             Ok(response) => {
                 let encoder = response.extensions().get::<ChunkEncoder>().cloned();
                 response.map(|body| FinalChunkBody::new(body, encoder, record).boxed_unsync())
             }
-            Err(error) => {
-                let (api_error, outcome) = classify(&error);
-                record.finish(outcome);
-                respond(api_error)
-            }
+            Err(error) => respond(classify(&error)),
         }
     }
 }

@@ -13,22 +13,20 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tower::{BoxError, Service, ServiceExt};
 
-use super::record::TurnRecord;
+use super::outcome::TurnRecord;
 use super::{RequestBody, ResponseBody, respond};
 use crate::layers::concurrency::{AdmissionElapsed, QueueFull};
 use crate::layers::timeout::{DeadlineElapsed, IdleElapsed};
-use crate::metrics::TurnOutcome;
 use crate::openai::ApiError;
 use crate::openai::chunk::{self, ChunkEncoder, DONE};
 
-/// The client's view of an error from the layers, and the turn outcome it stands for.
-pub(crate) fn classify(error: &BoxError) -> (ApiError, TurnOutcome) {
+/// The client's view of an error from the layers.
+pub(crate) fn classify(error: &BoxError) -> ApiError {
     let timeout = |code, message: String| {
-        let timeout = ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout_error", code, message);
-        (timeout, TurnOutcome::TimedOut)
+        ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout_error", code, message)
     };
     if let Some(full) = error.downcast_ref::<QueueFull>() {
-        let busy = ApiError::new(
+        ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit_error",
             "session_busy",
@@ -37,8 +35,7 @@ pub(crate) fn classify(error: &BoxError) -> (ApiError, TurnOutcome) {
                 full.queue_depth()
             ),
         )
-        .with_retry_after(Some(full.retry_after()));
-        (busy, TurnOutcome::Rejected)
+        .with_retry_after(Some(full.retry_after()))
     } else if let Some(elapsed) = error.downcast_ref::<AdmissionElapsed>() {
         timeout(
             "admission_timeout",
@@ -64,19 +61,18 @@ pub(crate) fn classify(error: &BoxError) -> (ApiError, TurnOutcome) {
         // From a user's `tower::timeout::TimeoutLayer` around the bridge.
         timeout("timeout", format!("no answer in time: {error}"))
     } else {
-        let internal = ApiError::new(
+        ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
             "internal_error",
             format!("the bridge failed to answer: {error}"),
-        );
-        (internal, TurnOutcome::Failed)
+        )
     }
 }
 
 pin_project_lite::pin_project! {
-    /// Ends a stream that failed in a layer with the final error chunk and `[DONE]`, and records the turn's
-    /// outcome. Without an encoder (a response that is not a stream) the error goes on to hyper.
+    /// Ends a stream that failed in a layer with the final error chunk and `[DONE]`, and says so to the
+    /// turn's record. Without an encoder (a response that is not a stream) the error goes on to hyper.
     pub(crate) struct FinalChunkBody<B> {
         #[pin]
         inner: B,
@@ -121,8 +117,8 @@ where
             frame => return Poll::Ready(frame),
         };
         *this.done = true;
-        let (api_error, outcome) = classify(&error);
-        this.record.finish(outcome);
+        let api_error = classify(&error);
+        this.record.ended(Some(&api_error));
         let Some(encoder) = this.encoder else {
             return Poll::Ready(Some(Err(error)));
         };
@@ -182,7 +178,7 @@ where
             .map(|answered| {
                 Ok(match answered {
                     Ok(response) => response.map(|body| body.map_err(Into::into).boxed_unsync()),
-                    Err(error) => respond(classify(&error.into()).0),
+                    Err(error) => respond(classify(&error.into())),
                 })
             })
             .boxed()

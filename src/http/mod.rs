@@ -42,8 +42,8 @@ mod config;
 mod endpoints;
 mod front;
 mod layer_errors;
+mod outcome;
 mod prepare;
-mod record;
 mod routes;
 mod sse;
 mod turn_stream;
@@ -208,7 +208,15 @@ where
 }
 
 fn respond(error: ApiError) -> Response<ResponseBody> {
-    error.into_response().map(box_body)
+    error_response(error).map(box_body)
+}
+
+/// The response for `error`, tagged with the turn outcome it stands for (see [`outcome`]).
+fn error_response(error: ApiError) -> Response<Full<Bytes>> {
+    let outcome = outcome::outcome_of(&error);
+    let mut response = error.into_response();
+    response.extensions_mut().insert(outcome);
+    response
 }
 
 fn full(body: impl Into<Bytes>) -> ResponseBody {

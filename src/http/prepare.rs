@@ -8,10 +8,9 @@ use http::{StatusCode, header};
 use http_body_util::BodyExt;
 use tower::BoxError;
 
-use super::record::TurnRecord;
+use super::outcome::TurnRecord;
 use super::{BridgeConfig, RequestBody};
 use crate::backend::TurnMeta;
-use crate::metrics::Metrics;
 use crate::openai::extract::extract_with;
 use crate::openai::{ApiError, ChatRequest};
 use crate::session::{SessionKey, TurnId};
@@ -28,10 +27,10 @@ pub(crate) struct ChatTurn {
     pub(crate) record: TurnRecord,
 }
 
-/// Reads the request into a [`ChatTurn`], or says why the bridge cannot use it.
+/// Reads the request into a [`ChatTurn`] kept by `record`, or says why the bridge cannot use it.
 pub(crate) async fn prepare(
     config: &BridgeConfig,
-    metrics: &Metrics,
+    record: TurnRecord,
     parts: &Parts,
     body: RequestBody,
 ) -> Result<ChatTurn, ApiError> {
@@ -72,9 +71,11 @@ pub(crate) async fn prepare(
     }
     .with_model(model)
     .with_conversation(extracted.conversation);
-    let span = tracing::info_span!("turn", session = %extracted.session, turn_id = %meta.turn_id);
+    let span = record.span();
+    span.record("session", tracing::field::display(&extracted.session));
+    span.record("turn_id", tracing::field::display(&meta.turn_id));
     tracing::info!(
-        parent: &span,
+        parent: span,
         key_source = ?extracted.key_source,
         workspace = %workspace.display(),
         chars = extracted.text.len(),
@@ -88,7 +89,7 @@ pub(crate) async fn prepare(
         meta,
         stream,
         include_usage,
-        record: TurnRecord::start(metrics.clone(), span),
+        record,
     })
 }
 

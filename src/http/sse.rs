@@ -10,10 +10,9 @@ use futures::StreamExt;
 use http_body::{Body, Frame};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::record::{TurnRecord, outcome_of};
+use super::outcome::TurnRecord;
 use super::turn_stream::TurnStream;
 use crate::backend::{FinishReason, ReplyEvent, Usage};
-use crate::metrics::TurnOutcome;
 use crate::openai::ApiError;
 use crate::openai::chunk::{self, ChunkEncoder, DONE};
 
@@ -92,7 +91,7 @@ impl Body for SseBody {
                     continue;
                 }
                 Poll::Ready(Some(ReplyEvent::End(reason))) => {
-                    this.record.finish(TurnOutcome::Ok);
+                    this.record.ended(None);
                     let usage = this.include_usage.then_some(&*this.usage);
                     break ending(this.encoder, reason, usage);
                 }
@@ -102,19 +101,15 @@ impl Body for SseBody {
                     if this.shutdown.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
-                    this.record.finish(TurnOutcome::Shutdown);
-                    break chunk::concat(&[
-                        this.encoder.error(&shutting_down()),
-                        Bytes::from_static(DONE),
-                    ]);
+                    let error = shutting_down();
+                    this.record.ended(Some(&error));
+                    break chunk::concat(&[this.encoder.error(&error), Bytes::from_static(DONE)]);
                 }
             };
             tracing::warn!(error = %failure, "turn failed after the response started");
-            this.record.finish(outcome_of(&failure));
-            break chunk::concat(&[
-                this.encoder.error(&ApiError::from(failure)),
-                Bytes::from_static(DONE),
-            ]);
+            let error = ApiError::from(failure);
+            this.record.ended(Some(&error));
+            break chunk::concat(&[this.encoder.error(&error), Bytes::from_static(DONE)]);
         };
         *this.state = State::Done;
         // Answered or not, the client has all it will get: let the agent finish (or stop) in the background.

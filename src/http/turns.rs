@@ -13,11 +13,11 @@ use http_body_util::combinators::UnsyncBoxBody;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
+use super::outcome::TurnRecord;
 use super::prepare::ChatTurn;
-use super::record::{TurnRecord, outcome_of};
 use super::sse::SseBody;
 use super::turn_stream::TurnStream;
-use super::{Shared, broken_off};
+use super::{Shared, broken_off, error_response};
 use crate::backend::{AgentBackend, BackendError, FinishReason, ReplyEvent, Turn, Usage};
 use crate::layers::concurrency::SlotLease;
 use crate::layers::heartbeat::HeartbeatFrame;
@@ -52,9 +52,8 @@ impl tower::Service<Request<ChatTurn>> for TurnService {
         let lease = request.extensions().get::<SlotLease>().cloned();
         let shared = self.shared.clone();
         Box::pin(async move {
-            // Every failure has recorded its outcome where it happened.
             let answered = answer(&shared, request.into_body(), lease).await;
-            Ok(answered.unwrap_or_else(|error| error.into_response().map(UnsyncBoxBody::new)))
+            Ok(answered.unwrap_or_else(|error| error_response(error).map(UnsyncBoxBody::new)))
         })
     }
 }
@@ -105,13 +104,14 @@ async fn answer(
     } else {
         let span = record.span().clone();
         let (text, reason, usage) = collect(turn, &record).instrument(span).await?;
-        record.finish(TurnOutcome::Ok);
         let completion = encoder.completion(&text, reason, &usage);
         let mut response = Response::new(UnsyncBoxBody::new(Full::new(completion)));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        // The whole answer, at once.
+        response.extensions_mut().insert(TurnOutcome::Ok);
         Ok(response)
     }
 }
@@ -150,7 +150,6 @@ async fn start(
     });
     let turn = started.map_err(|error| {
         tracing::warn!(parent: span, %error, "the backend could not start the turn");
-        record.finish(outcome_of(&error));
         ApiError::from(error)
     })?;
     cancel_unless_started.disarm();
@@ -177,6 +176,5 @@ async fn collect(
         }
     };
     tracing::warn!(error = %failure, "turn failed");
-    record.finish(outcome_of(&failure));
     Err(ApiError::from(failure))
 }
