@@ -23,7 +23,14 @@ pub fn binary(name: &str) -> PathBuf {
         root.join("src"),
         root.join("examples").join(format!("{name}.rs")),
     ];
-    for crates in ["backends", "stores", "transports"] {
+    for crates in [
+        "backends",
+        "plugins",
+        "spawners",
+        "stores",
+        "testing",
+        "transports",
+    ] {
         for member in std::fs::read_dir(root.join(crates)).unwrap() {
             sources.push(member.unwrap().path().join("src"));
         }

@@ -41,7 +41,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 pub use server::{ChannelServer, ReplyArgs};
-use synthesis_transport_ws::protocol::{ENV_SESSION, ENV_TOKEN, ENV_WS_URL};
+use synthesis_claude_channel_protocol::{ENV_SESSION, ENV_TOKEN, ENV_WS_URL};
 
 /// How the channel server reaches the bridge and paces its pushes.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use synthesis_bridge::transport::InboundMessage;
-use synthesis_transport_ws::protocol::{BridgeFrame, PluginFrame, close};
+use synthesis_claude_channel_protocol::{BridgeFrame, PluginFrame, close};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::Message;

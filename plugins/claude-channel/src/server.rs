@@ -15,7 +15,7 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use serde::Deserialize;
-use synthesis_transport_ws::protocol::PluginFrame;
+use synthesis_claude_channel_protocol::PluginFrame;
 use tokio::sync::watch;
 use tracing::{info, warn};
 

@@ -11,8 +11,8 @@ use synthesis_bridge::SessionKey;
 use synthesis_bridge::transport::{
     ChannelEvent, ChannelLink, ChannelTransport, InboundMessage, ReplyFrame,
 };
+use synthesis_claude_channel_protocol::close;
 use synthesis_plugin_claude_channel::{ChannelConfig, serve};
-use synthesis_transport_ws::protocol::close;
 use synthesis_transport_ws::{WsConfig, WsTransport};
 use tokio::io::{
     AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, Lines, ReadHalf, WriteHalf,

@@ -13,13 +13,13 @@
 //!   comes from what `UserPromptSubmit` said, so nothing reads the transcript. The `Stop` of a blocked
 //!   prompt, or of a prompt the bridge did not push, is nobody's business.
 //!
-//! [`HOOKS_PATH`]: crate::protocol::HOOKS_PATH
+//! [`HOOKS_PATH`]: synthesis_claude_channel_protocol::HOOKS_PATH
 
 use std::collections::VecDeque;
 
-use serde::Deserialize;
 use serde_json::{Value, json};
 use synthesis_bridge::transport::{ChannelEvent, TurnEnd};
+use synthesis_claude_channel_protocol::hooks::{HookInput, channel_tag_position};
 use tracing::{debug, warn};
 
 use crate::registry::Session;
@@ -27,23 +27,6 @@ use crate::registry::Session;
 /// How many messages and prompts a session remembers of each kind. A session has one or two at a time;
 /// the bound only keeps prompts that never end (an interrupted one gets no `Stop`) from piling up.
 const REMEMBERED: usize = 64;
-
-/// The fields of Claude Code's hook input that the bridge uses.
-#[derive(Debug, Deserialize)]
-struct HookInput {
-    hook_event_name: String,
-    #[serde(default)]
-    prompt_id: Option<String>,
-    /// `UserPromptSubmit`: the prompt as Claude will see it.
-    #[serde(default)]
-    prompt: Option<String>,
-    /// `Stop`, `StopFailure`: what Claude said last (for `StopFailure`, the API error's text).
-    #[serde(default)]
-    last_assistant_message: Option<String>,
-    /// `StopFailure`: the kind of error (`rate_limit`, `server_error`, `unknown`, …).
-    #[serde(default)]
-    error: Option<String>,
-}
 
 /// What one session's plugin was handed and its hooks have said so far.
 #[derive(Debug, Default)]
@@ -94,7 +77,7 @@ impl Prompts {
         let folded = self.open.iter().any(|(open, _)| *open == prompt_id);
         let found = |ids: &VecDeque<String>| {
             ids.iter()
-                .filter_map(|id| tag_position(prompt, id).map(|at| (at, id.clone())))
+                .filter_map(|id| channel_tag_position(prompt, id).map(|at| (at, id.clone())))
                 .max()
                 .map(|(_, id)| id)
         };
@@ -126,19 +109,6 @@ impl Prompts {
         let at = self.open.iter().position(|(p, _)| p == prompt_id);
         Some(at.and_then(|at| self.open.remove(at)).map(|(_, m)| m))
     }
-}
-
-/// Where the opening tag that carries `message_id` is in `prompt`. Claude Code writes a pushed message as
-/// `<channel source="…" chat_id="…" message_id="M" ts="…">`; the content that follows may quote any text.
-fn tag_position(prompt: &str, message_id: &str) -> Option<usize> {
-    let attribute = format!(" message_id=\"{message_id}\"");
-    prompt
-        .match_indices(&attribute)
-        .map(|(at, _)| at)
-        .find(|&at| {
-            let opening = prompt[..at].rfind("<channel ");
-            opening.is_some_and(|open| !prompt[open..at].contains('>'))
-        })
 }
 
 /// Why a report was refused.

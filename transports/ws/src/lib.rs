@@ -45,7 +45,8 @@
 mod connection;
 mod hooks;
 mod listener;
-pub mod protocol;
+/// Claude Code's channel protocol, which this transport speaks (`synthesis-claude-channel-protocol`).
+pub use synthesis_claude_channel_protocol as protocol;
 mod registry;
 mod turn_end_order;
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use serde_json::json;
 use synthesis_bridge::SessionKey;
 use synthesis_bridge::spawner::{ProcessSpec, Stdio};
-use synthesis_transport_ws::protocol::{ENV_SESSION, ENV_TOKEN, ENV_WS_URL};
+use synthesis_claude_channel_protocol::{ENV_SESSION, ENV_TOKEN, ENV_WS_URL};
 
 use crate::agent::Conversation;
 use crate::config::ClaudeCliConfig;

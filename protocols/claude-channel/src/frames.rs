@@ -3,7 +3,7 @@
 //!
 //! It is the seed bridge's protocol, so that seed-era plugins keep working, with three additions: the
 //! `token` of `hello`, the `message_id` of `reply`, and the `error` frame. Beside it, the agent's hooks
-//! report over HTTP to [`HOOKS_PATH`] (see `hooks`).
+//! report over HTTP to [`HOOKS_PATH`] (see [`hooks`](crate::hooks)).
 
 use serde::{Deserialize, Serialize};
 use synthesis_bridge::transport::InboundMessage;
