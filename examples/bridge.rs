@@ -353,26 +353,7 @@ fn channel() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("bridge channel: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let outcome = runtime.block_on(async {
-        let config = synthesis_plugin_claude_channel::ChannelConfig::from_env()?;
-        synthesis_plugin_claude_channel::serve_stdio(config).await
-    });
-    // A read of standard input may still be parked on a blocking thread; do not wait for it.
-    runtime.shutdown_background();
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("bridge channel: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    synthesis_backend_claude_cli::plugin::run()
 }
 
 /// Resolves on the first SIGINT or SIGTERM. Both handlers are installed before this returns, so a signal

@@ -117,6 +117,7 @@
 mod agent;
 mod channel;
 mod config;
+pub mod plugin;
 mod pool;
 mod retry;
 mod screen;
