@@ -7,33 +7,18 @@
 
 mod support;
 
-use bytes::Bytes;
 use http::StatusCode;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use support::bridge_process::BridgeProcess;
-use support::chat_request;
 use support::real_claude::{
-    Mode, TURN_PATIENCE, World, claude_children, kill_claude, post_to, post_turn, turn, wait_until,
+    Mode, TURN_PATIENCE, World, claude_children, kill_claude, post_body, post_to, post_turn, turn,
+    wait_until,
 };
 use synthesis_mock_anthropic::script;
 
 /// Sends `body` and returns the status and the whole response body.
 async fn post_json(bridge: &BridgeProcess, body: Value) -> (StatusCode, String) {
-    let exchange = async {
-        let stream = tokio::net::TcpStream::connect(bridge.addr()).await.unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        let response = sender.send_request(chat_request(body)).await.unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8(bytes.to_vec()).unwrap())
-    };
-    tokio::time::timeout(TURN_PATIENCE, exchange)
+    tokio::time::timeout(TURN_PATIENCE, post_body(bridge.addr(), body))
         .await
         .unwrap_or_else(|_| panic!("no answer in time:\n{}", bridge.stderr()))
 }

@@ -268,9 +268,14 @@ pub async fn post_to(
         "user": user,
         "messages": [{"role": "user", "content": text}],
     });
-    let stream_ = tokio::net::TcpStream::connect(addr).await.unwrap();
+    post_body(addr, body).await
+}
+
+/// Sends the chat request `body` to the bridge at `addr`; returns the status and the whole response body.
+pub async fn post_body(addr: std::net::SocketAddr, body: Value) -> (StatusCode, String) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream_))
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
             .await
             .unwrap();
     tokio::spawn(connection);

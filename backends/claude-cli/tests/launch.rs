@@ -33,13 +33,8 @@ fn settings() -> String {
         .to_string()
 }
 
-/// Runs one turn of `agent::chat` in `workspace` and returns the spec the backend asked to spawn. The
-/// spawn fails, so the turn fails, after the transport registration has been revoked.
-async fn launched(
-    config: ClaudeCliConfig,
-    store: Arc<MemoryStore>,
-    workspace: &Path,
-) -> ProcessSpec {
+/// A spawner that keeps the spec it is asked to start, then fails the spawn.
+fn capturing_spawner() -> (MockSpawner, Arc<Mutex<Option<ProcessSpec>>>) {
     let captured = Arc::new(Mutex::new(None));
     let mut spawner = MockSpawner::new();
     let sink = captured.clone();
@@ -47,6 +42,37 @@ async fn launched(
         *sink.lock().unwrap() = Some(spec);
         Err(SpawnError::Io(std::io::Error::other("stopped by the test")))
     });
+    (spawner, captured)
+}
+
+/// Runs one turn of `agent::chat` in `workspace`, which fails with the spawn, and returns what was to be
+/// spawned.
+async fn spawned_by_one_turn(
+    backend: &ClaudeCliBackend,
+    workspace: &Path,
+    captured: &Mutex<Option<ProcessSpec>>,
+) -> ProcessSpec {
+    let turn = Turn::new(SessionKey::new("agent::chat").unwrap(), workspace, "hello");
+    let err = backend
+        .run_turn(turn)
+        .await
+        .err()
+        .expect("the spawn failed");
+    assert!(
+        matches!(&err, BackendError::Unavailable { message, .. } if message.contains("stopped by the test")),
+        "{err:?}"
+    );
+    captured.lock().unwrap().take().expect("spawn was called")
+}
+
+/// Runs one turn of `agent::chat` in `workspace` and returns the spec the backend asked to spawn. The
+/// spawn fails, so the turn fails, after the transport registration has been revoked.
+async fn launched(
+    config: ClaudeCliConfig,
+    store: Arc<MemoryStore>,
+    workspace: &Path,
+) -> ProcessSpec {
+    let (spawner, captured) = capturing_spawner();
     let mut transport = MockChannelTransport::new();
     transport
         .expect_endpoint()
@@ -67,17 +93,7 @@ async fn launched(
         .withf(|ticket| ticket.token == TOKEN)
         .return_const(());
     let backend = ClaudeCliBackend::new(config, Arc::new(spawner), Arc::new(transport), store);
-    let turn = Turn::new(SessionKey::new("agent::chat").unwrap(), workspace, "hello");
-    let err = backend
-        .run_turn(turn)
-        .await
-        .err()
-        .expect("the spawn failed");
-    assert!(
-        matches!(&err, BackendError::Unavailable { message, .. } if message.contains("stopped by the test")),
-        "{err:?}"
-    );
-    captured.lock().unwrap().take().expect("spawn was called")
+    spawned_by_one_turn(&backend, workspace, &captured).await
 }
 
 fn config() -> ClaudeCliConfig {
@@ -283,25 +299,9 @@ async fn launched_stream_json(
     store: Arc<MemoryStore>,
     workspace: &Path,
 ) -> ProcessSpec {
-    let captured = Arc::new(Mutex::new(None));
-    let mut spawner = MockSpawner::new();
-    let sink = captured.clone();
-    spawner.expect_spawn().times(1).returning(move |spec| {
-        *sink.lock().unwrap() = Some(spec);
-        Err(SpawnError::Io(std::io::Error::other("stopped by the test")))
-    });
+    let (spawner, captured) = capturing_spawner();
     let backend = ClaudeCliBackend::stream_json(config, Arc::new(spawner), store);
-    let turn = Turn::new(SessionKey::new("agent::chat").unwrap(), workspace, "hello");
-    let err = backend
-        .run_turn(turn)
-        .await
-        .err()
-        .expect("the spawn failed");
-    assert!(
-        matches!(&err, BackendError::Unavailable { message, .. } if message.contains("stopped by the test")),
-        "{err:?}"
-    );
-    captured.lock().unwrap().take().expect("spawn was called")
+    spawned_by_one_turn(&backend, workspace, &captured).await
 }
 
 #[tokio::test]
