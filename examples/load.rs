@@ -11,7 +11,7 @@
 //! - errors. Every reply is checked: a fast wrong answer is an error.
 //!
 //! ```sh
-//! cargo build --release --examples
+//! cargo build --release --workspace --examples
 //! target/release/examples/load --sessions 50 --turns 200
 //! ```
 //!

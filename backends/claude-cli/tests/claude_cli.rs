@@ -1,8 +1,8 @@
-//! The claude CLI backend for real, with `fake_claude` standing in for Claude Code: real processes under
+//! The claude CLI backend for real, with `fake_claude` (this crate's example) standing in for Claude Code: real processes under
 //! pseudo-terminals, the real WebSocket transport and its hook endpoint, a real store on disk, and the
 //! bridge over a loopback socket.
 
-mod support;
+use synthesis_test_harness as support;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,8 +41,8 @@ impl Dirs {
     }
 
     fn config(&self) -> ClaudeCliConfig {
-        let bridge = support::examples::binary("bridge");
-        ClaudeCliConfig::new(bridge.to_string_lossy())
+        let plugin = support::examples::binary("channel_plugin");
+        ClaudeCliConfig::new(plugin.to_string_lossy())
             .program(support::examples::binary("fake_claude"))
             .env("CLAUDE_CONFIG_DIR", self.path("claude"))
             .ready_timeout(PATIENCE)

@@ -54,7 +54,7 @@ use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use synthesis_bridge::openai::extract::without_openclaw_timestamp;
-use synthesis_transport_ws::protocol::{BridgeFrame, PluginFrame};
+use synthesis_claude_channel_protocol::{BridgeFrame, PluginFrame};
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
