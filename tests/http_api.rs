@@ -151,15 +151,28 @@ async fn a_client_that_disconnects_mid_stream_cancels_the_turn() {
 async fn a_non_streaming_client_that_disconnects_cancels_the_turn() {
     let dir = tempfile::tempdir().unwrap();
     let (backend, mut turns) = ScriptedBackend::new();
-    let server = TestServer::start(backend, config_in(dir.path())).await;
-    let request = tokio::spawn(async move {
-        let _ = server.chat(simple_body("erin", "x", false)).await;
+    let server = Arc::new(TestServer::start(backend, config_in(dir.path())).await);
+    let request = tokio::spawn({
+        let server = server.clone();
+        async move {
+            let _ = server.chat(simple_body("erin", "x", false)).await;
+        }
     });
     let turn = turns.recv().await.unwrap();
     request.abort();
     tokio::time::timeout(PATIENCE, turn.turn.cancel.cancelled())
         .await
         .expect("the turn was cancelled");
+    // Counted once, as abandoned by the client, though it never had a response.
+    let metrics = server.bridge.metrics();
+    tokio::time::timeout(PATIENCE, async {
+        while metrics.turns(synthesis_bridge::metrics::TurnOutcome::ClientClosed) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the abandoned turn was counted");
+    assert_eq!(metrics.turns(synthesis_bridge::metrics::TurnOutcome::Ok), 0);
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 use super::layer_errors::{FinalChunkBody, classify};
-use super::outcome::{TurnRecord, observe};
+use super::outcome::{TurnRecord, Unanswered, observe};
 use super::prepare::prepare;
 use super::{RequestBody, ResponseBody, Shared, TurnStack, respond, shutting_down};
 use crate::openai::ChunkEncoder;
@@ -96,7 +96,9 @@ impl Chat {
             turn_id = tracing::field::Empty
         );
         let record = TurnRecord::start(self.shared.metrics.clone(), span);
+        let unanswered = Unanswered::new(record.clone());
         let response = self.turn(request, record.clone()).await;
+        unanswered.answered();
         observe(response, record).map(|body| body.boxed_unsync())
     }
 

@@ -1,9 +1,11 @@
-//! How each turn ended, recorded in one place: [`Observed`], around every chat response, records the
-//! outcome once, from what the client got. An error response or chunk stands for the outcome of its
-//! [`ApiError`] ([`outcome_of`], the one mapping); a complete answer is `ok`; a response dropped before its
-//! end was abandoned by the client. A streamed answer says how it ended with [`TurnRecord::ended`] as it
-//! writes its last chunk, and one that ends without saying so is counted as failed, loudly: a new path
-//! that forgets cannot pass for a client that left.
+//! How each turn ended, recorded in one place: [`Observed`], around the chat route's every response,
+//! records the outcome once, from what the client got. An error response or chunk stands for the outcome
+//! of its [`ApiError`] ([`outcome_of`], the one mapping); a complete answer is `ok`; a response dropped
+//! before its last chunk was abandoned by the client. A streamed answer says how it ended with
+//! [`TurnRecord::ended`] as it writes its last chunk, and one that ends without saying so is counted as
+//! failed, loudly: a new path that forgets cannot pass for a client that left. A turn given up before it
+//! had a response (the client left while it queued or ran, a route layer's timeout) is recorded by
+//! [`Unanswered`] as abandoned.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -91,7 +93,7 @@ impl TurnRecord {
     }
 
     /// Records the outcome, once.
-    fn record(&self, outcome: TurnOutcome) {
+    pub(crate) fn record(&self, outcome: TurnOutcome) {
         if std::mem::replace(&mut self.state().recorded, true) {
             return;
         }
@@ -103,6 +105,31 @@ impl TurnRecord {
             TurnOutcome::Ok => tracing::info!(elapsed_ms, "turn answered"),
             TurnOutcome::Rejected => tracing::debug!("request refused"),
             outcome => tracing::warn!(?outcome, elapsed_ms, "turn did not complete"),
+        }
+    }
+}
+
+/// Records a turn that never got as far as a response as abandoned, when dropped armed: the future that was
+/// answering it was dropped.
+#[derive(Debug)]
+pub(crate) struct Unanswered(Option<TurnRecord>);
+
+impl Unanswered {
+    pub(crate) fn new(record: TurnRecord) -> Self {
+        Self(Some(record))
+    }
+
+    /// The turn has its response: [`Observed`] takes over.
+    pub(crate) fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(record) = self.0.take() {
+            let ended = record.state().ended;
+            record.record(ended.unwrap_or(TurnOutcome::ClientClosed));
         }
     }
 }
@@ -153,9 +180,16 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        let frame = std::task::ready!(this.inner.poll_frame(cx));
-        if frame.is_none() && !*this.finished {
+        let mut this = self.project();
+        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        // hyper drops a body that says it has ended without polling it again, so the last frame counts as
+        // the end.
+        let ended = match &frame {
+            None => true,
+            Some(Ok(_)) => this.inner.is_end_stream(),
+            Some(Err(_)) => false,
+        };
+        if ended && !*this.finished {
             *this.finished = true;
             let record = this.record;
             let ended = record.state().ended;
@@ -220,9 +254,24 @@ mod tests {
     async fn a_response_that_ends_without_saying_how_counts_as_failed() {
         let metrics = Metrics::new();
         let (response, _) = watched(&metrics, None);
-        response.into_body().collect().await.unwrap();
+        // As hyper reads a body: it stops at the frame after which the body says it has ended.
+        let mut body = std::pin::pin!(response.into_body());
+        let frame = body.frame().await.unwrap().unwrap();
+        assert!(frame.is_data() && body.is_end_stream());
         assert_eq!(metrics.turns(TurnOutcome::Failed), 1);
         assert_eq!(metrics.turns(TurnOutcome::ClientClosed), 0);
+    }
+
+    #[test]
+    fn a_turn_given_up_before_its_response_was_abandoned() {
+        let metrics = Metrics::new();
+        let record = TurnRecord::start(metrics.clone(), Span::none());
+        drop(Unanswered::new(record));
+        assert_eq!(metrics.turns(TurnOutcome::ClientClosed), 1);
+        let record = TurnRecord::start(metrics.clone(), Span::none());
+        Unanswered::new(record.clone()).answered();
+        drop(record);
+        assert_eq!(metrics.turns(TurnOutcome::ClientClosed), 1);
     }
 
     #[test]
