@@ -53,8 +53,8 @@ use super::{
 const STDOUT_BUFFER: usize = 64 << 10;
 /// How much of its latest terminal or standard-error text a fake process keeps.
 const OUTPUT_BYTES: usize = 16 << 10;
-/// Fake pids start high, clear of real ones in a test's logs.
-static NEXT_PID: AtomicU32 = AtomicU32::new(4_000_000);
+/// Fake pids start above the largest pid Linux hands out (2^22), clear of real ones in a test's logs.
+static NEXT_PID: AtomicU32 = AtomicU32::new(1 << 30);
 
 type Script = dyn Fn(ProcessSpec, FakeProcess) -> BoxFuture<'static, ()> + Send + Sync;
 
@@ -122,9 +122,8 @@ impl Spawner for FakeSpawner {
         };
         let script = (self.script)(spec, process);
         let task = tokio::spawn(async move {
+            let _ends = EndsWithScript(exited);
             script.await;
-            // A script that returns without saying how it ends exits 0.
-            end(&exited, Some(0), None);
         });
         Ok(Box::new(FakeHandle {
             pid: NEXT_PID.fetch_add(1, Ordering::Relaxed),
@@ -209,6 +208,17 @@ fn end(exited: &watch::Sender<Option<ProcessExit>>, code: Option<i32>, signal: O
     });
 }
 
+/// Ends the process when its script does: with code 0 when it returns without saying how it ends, 101
+/// (Rust's code for a panic) when it panics. A kill has said so first.
+struct EndsWithScript(watch::Sender<Option<ProcessExit>>);
+
+impl Drop for EndsWithScript {
+    fn drop(&mut self) {
+        let code = if std::thread::panicking() { 101 } else { 0 };
+        end(&self.0, Some(code), None);
+    }
+}
+
 /// The caller's side of a fake process.
 struct FakeHandle {
     pid: u32,
@@ -271,8 +281,9 @@ impl ProcessHandle for FakeHandle {
     }
 
     async fn kill(&self) -> io::Result<()> {
-        self.task.abort();
+        // Said before the script is stopped, whose end would otherwise say code 0.
         end(&self.exited, None, Some(15));
+        self.task.abort();
         Ok(())
     }
 }
@@ -327,6 +338,14 @@ mod tests {
         process.output().wait_for("drawn").await;
         process.kill().await.unwrap();
         assert_eq!(process.wait().await.signal, Some(15));
+    }
+
+    #[tokio::test]
+    async fn a_script_that_panics_exits_with_101() {
+        let spawner = FakeSpawner::new(|_, _| async { panic!("the script broke") });
+        let process = spawner.spawn(spec(Stdio::Pipes)).await.unwrap();
+        let exit = tokio::time::timeout(Duration::from_secs(5), process.wait()).await;
+        assert_eq!(exit.expect("it ended").code, Some(101));
     }
 
     #[tokio::test]

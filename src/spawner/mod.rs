@@ -179,7 +179,8 @@ pub trait ProcessHandle: Send + Sync + fmt::Debug + 'static {
     /// Writes to the process's input (typing, on a terminal). One call's bytes are written together,
     /// whoever else writes at the same time.
     async fn write(&self, bytes: &[u8]) -> std::io::Result<()>;
-    /// Ends the process's input, as a program reading it to its end needs. Writing afterwards fails.
+    /// Ends the process's input: on pipes the program reads end of file, as one reading its input to the end
+    /// needs. Writing afterwards fails. A terminal has no end of input: there the program sees nothing.
     async fn close_input(&self) -> std::io::Result<()>;
     /// The standard output of a process on [`Stdio::Pipes`], for the one caller that reads it: `None` for a
     /// terminal, whose output is [`ProcessHandle::output`], and once taken.

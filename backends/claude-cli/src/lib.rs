@@ -265,7 +265,9 @@ impl Inner {
         }
         slot.touch();
         let (stored, mut record) = self.record(&turn).await;
-        if slot.take_new_conversation() {
+        // Kept until the new conversation is saved: a launch that fails must not forget it.
+        let fresh = slot.new_conversation_wanted();
+        if fresh {
             record.start_new_conversation(record.client_conversation.clone());
         }
         let conversation = claude_conversation(&mut record);
@@ -295,6 +297,9 @@ impl Inner {
             if let Err(err) = self.store.put(record).await {
                 warn!(session = %turn.session, %err, "cannot save the session; a restarted bridge will start a new conversation");
             }
+        }
+        if fresh {
+            slot.new_conversation_started();
         }
 
         let continuing = self.continuing(&slot, &turn.text, conversation).await;

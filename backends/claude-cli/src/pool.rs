@@ -21,7 +21,7 @@ pub(crate) struct Slot {
     /// The session's last message that reached Claude and got no complete answer, for a retry to carry on.
     unanswered: Mutex<Option<Unanswered>>,
     /// Set when Claude Code turned out unable to resume the session's conversation: the next turn starts
-    /// a new one.
+    /// a new one. Cleared once the new conversation is saved; a slot that has it is kept.
     new_conversation: AtomicBool,
 }
 
@@ -53,9 +53,14 @@ impl Slot {
         self.new_conversation.store(true, Ordering::Relaxed);
     }
 
-    /// Whether a new conversation was asked for, forgetting the request.
-    pub(crate) fn take_new_conversation(&self) -> bool {
-        self.new_conversation.swap(false, Ordering::Relaxed)
+    /// Whether a new conversation was asked for and not yet started.
+    pub(crate) fn new_conversation_wanted(&self) -> bool {
+        self.new_conversation.load(Ordering::Relaxed)
+    }
+
+    /// The new conversation was started and saved.
+    pub(crate) fn new_conversation_started(&self) {
+        self.new_conversation.store(false, Ordering::Relaxed);
     }
 }
 
@@ -201,7 +206,9 @@ impl Pool {
                 let retry_may_come = slot.unanswered().is_some_and(|unanswered| {
                     retry_window.is_some_and(|window| unanswered.at.elapsed() <= window)
                 });
-                return Arc::strong_count(slot) > 1 || retry_may_come;
+                return Arc::strong_count(slot) > 1
+                    || retry_may_come
+                    || slot.new_conversation_wanted();
             }
             if slot.last_used().elapsed() >= idle {
                 idle_slots.push(guard);

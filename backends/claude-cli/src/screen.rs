@@ -3,6 +3,14 @@
 
 use synthesis_bridge::spawner::ProcessExit;
 
+/// What `claude --resume U` says, in either mode, when it has no conversation `U` to resume.
+pub(crate) const NO_CONVERSATION: &str = "No conversation found with session ID";
+
+/// `text` without white space: a terminal program may draw a space as a cursor move, or wrap anywhere.
+pub(crate) fn flat(text: &str) -> String {
+    text.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
 /// Phrases of the TUI's frame rather than of a message: a line holding one says nothing about a cause.
 const CHROME: &[&str] = &[
     "esc to interrupt",

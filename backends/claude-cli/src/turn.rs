@@ -2,6 +2,7 @@
 //! relays the mode's exchange with Claude, and leaves the slot ready for the next turn.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use synthesis_bridge::spawner::{ProcessExit, ProcessHandle};
 use synthesis_bridge::transport::InboundMessage;
@@ -23,6 +24,9 @@ pub(crate) fn exited_mid_turn(process: &dyn ProcessHandle, exit: ProcessExit) ->
         screen::exit_reason(exit, &process.output().text()),
     ))
 }
+
+/// A time far enough away to stand for "never" in a `sleep` that is armed later.
+pub(crate) const FAR: Duration = Duration::from_secs(86_400 * 365);
 
 /// What a turn left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -57,7 +57,7 @@ async fn events(backend: &ClaudeCliBackend, turn: Turn) -> Vec<ReplyEvent> {
 }
 
 #[tokio::test]
-async fn permission_requests_are_answered_by_the_policy_and_other_requests_refused() {
+async fn permission_requests_are_denied_by_the_policy_and_other_requests_refused() {
     let answers = Arc::new(Mutex::new(Vec::new()));
     let seen = answers.clone();
     let spawner = FakeSpawner::new(move |_, mut claude| {
@@ -90,12 +90,11 @@ async fn permission_requests_are_answered_by_the_policy_and_other_requests_refus
         events(&backend, turn("edit a")).await,
         [ReplyEvent::text("done"), ReplyEvent::end()]
     );
+    // Claude Code asks only about calls its own rules did not allow, even for `Read`, which the policy
+    // allows by name (a path outside the workspace): the answer never widens the policy.
     let answers = answers.lock().unwrap().clone();
-    assert_eq!(
-        answers[0]["response"],
-        json!({"subtype": "success", "request_id": "r1",
-               "response": {"behavior": "allow", "updatedInput": {"file_path": "a"}}})
-    );
+    assert_eq!(answers[0]["response"]["request_id"], "r1");
+    assert_eq!(answers[0]["response"]["response"]["behavior"], "deny");
     assert_eq!(answers[1]["response"]["request_id"], "r2");
     assert_eq!(answers[1]["response"]["response"]["behavior"], "deny");
     assert_eq!(answers[2]["response"]["subtype"], "error");
@@ -167,13 +166,15 @@ async fn text_blocks_are_paragraphs_and_a_subagents_stream_is_not_the_answer() {
 async fn a_cancelled_turn_is_interrupted_and_a_claude_that_ignores_it_is_stopped() {
     let interrupts = Arc::new(Mutex::new(0));
     let counted = interrupts.clone();
+    let (prompted, mut prompts) = tokio::sync::mpsc::unbounded_channel();
     // Claude honours the first interrupt and ignores every later one.
     let spawner = FakeSpawner::new(move |_, mut claude| {
-        let counted = counted.clone();
+        let (counted, prompted) = (counted.clone(), prompted.clone());
         async move {
             while let Some(line) = claude.read_line().await {
                 let line: Value = serde_json::from_str(&line).unwrap();
                 if line["type"] != "control_request" {
+                    let _ = prompted.send(());
                     continue;
                 }
                 let count = {
@@ -194,6 +195,8 @@ async fn a_cancelled_turn_is_interrupted_and_a_claude_that_ignores_it_is_stopped
         let turn = turn("stall");
         let cancel = turn.cancel.clone();
         let reply = backend.run_turn(turn).await.unwrap();
+        // Claude is on the message when the client leaves.
+        prompts.recv().await.unwrap();
         cancel.cancel();
         let events: Vec<ReplyEvent> = tokio::time::timeout(PATIENCE, reply.collect())
             .await
@@ -281,4 +284,21 @@ async fn a_conversation_claude_cannot_resume_is_replaced_on_the_next_turn() {
     assert_ne!(third, first, "a new conversation");
     let args = &spawner.spawned()[2].args;
     assert!(args.iter().any(|arg| arg == "--session-id"), "{args:?}");
+}
+
+#[tokio::test]
+async fn a_claude_that_cannot_start_is_unavailable_with_its_words() {
+    let spawner = FakeSpawner::new(|_, claude| async move {
+        claude.show("error: unknown option '--verbos'\n");
+        claude.exit(1);
+    });
+    let backend = backend(&spawner, Arc::new(MemoryStore::new()));
+    let events = events(&backend, turn("hello")).await;
+    let [ReplyEvent::Error(BackendError::Unavailable { message, .. })] = &events[..] else {
+        panic!("{events:?}");
+    };
+    assert!(
+        message.contains("claude exited with code 1 (its last words: \"error: unknown option '--verbos'\") before it took the message"),
+        "{message}"
+    );
 }

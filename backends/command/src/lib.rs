@@ -257,6 +257,7 @@ impl CommandBackend {
             program: self.program_name(),
             input: turn.text,
             stderr_tail_bytes: self.stderr_tail_bytes,
+            kill_grace: self.kill_grace,
             cancel: turn.cancel,
             shutdown: self.shutdown.clone(),
             registration,

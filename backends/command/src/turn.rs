@@ -2,6 +2,7 @@
 
 use std::pin::pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use synthesis_bridge::spawner::{ProcessExit, ProcessHandle, ProcessStdout};
 use synthesis_bridge::{BackendError, ReplyEvent};
@@ -25,6 +26,9 @@ pub(crate) struct TurnTask {
     pub(crate) program: Arc<str>,
     pub(crate) input: String,
     pub(crate) stderr_tail_bytes: usize,
+    /// How long after the command exited its output may stay open (held by something it started outside
+    /// its process group, which the spawner's stop does not reach) before the turn ends without it.
+    pub(crate) kill_grace: Duration,
     pub(crate) cancel: CancellationToken,
     pub(crate) shutdown: CancellationToken,
     /// Counts this turn in the backend's status until the process is reaped.
@@ -50,24 +54,41 @@ impl TurnTask {
             program,
             input,
             stderr_tail_bytes,
+            kill_grace,
             cancel,
             shutdown,
             registration,
             events,
         } = self;
-        let stdout = process.take_stdout();
+        let Some(stdout) = process.take_stdout() else {
+            let _ = process.kill().await;
+            drop(registration);
+            let error = BackendError::failed(format!(
+                "`{program}` was started without a standard output to read: the spawner must honour Stdio::Pipes"
+            ));
+            let _ = events.send(ReplyEvent::Error(error)).await;
+            return;
+        };
         let outcome = {
-            // The spawner stops what the command left behind as soon as the command is reaped, so its
-            // output ends then at the latest.
+            // The spawner stops the command's process group as soon as the command is reaped, so its
+            // output ends then, unless something that left the group holds it: that gets `kill_grace`.
             let mut io = pin!(async {
                 tokio::join!(feed_stdin(&*process, &input), pump_stdout(stdout, &events))
             });
             let mut io_done = false;
             let mut exit = None;
+            let mut stragglers = pin!(tokio::time::sleep(Duration::MAX));
             loop {
                 tokio::select! {
                     _ = &mut io, if !io_done => io_done = true,
-                    status = process.wait(), if exit.is_none() => exit = Some(status),
+                    status = process.wait(), if exit.is_none() => {
+                        exit = Some(status);
+                        stragglers.as_mut().reset(tokio::time::Instant::now() + kill_grace);
+                    }
+                    () = &mut stragglers, if exit.is_some() && !io_done => {
+                        warn!("the command exited but something it started outside its process group holds its output; ending the turn without it");
+                        io_done = true;
+                    }
                     () = cancel.cancelled() => break Outcome::Cancelled,
                     () = shutdown.cancelled() => break Outcome::Cancelled,
                     () = events.closed() => break Outcome::Abandoned,
@@ -131,8 +152,7 @@ async fn feed_stdin(process: &dyn ProcessHandle, input: &str) {
 }
 
 /// Sends standard output as text deltas, each as soon as it is read.
-async fn pump_stdout(stdout: Option<ProcessStdout>, events: &mpsc::Sender<ReplyEvent>) {
-    let Some(mut stdout) = stdout else { return };
+async fn pump_stdout(mut stdout: ProcessStdout, events: &mpsc::Sender<ReplyEvent>) {
     let mut buffer = vec![0; READ_BUFFER];
     let mut decoder = Utf8Decoder::default();
     loop {

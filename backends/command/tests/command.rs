@@ -368,6 +368,27 @@ async fn leftovers_holding_the_output_open_are_killed_after_the_command_exits() 
 }
 
 #[tokio::test]
+async fn a_leftover_outside_the_process_group_does_not_hold_the_turn_open() {
+    let ws = Workspace::new();
+    // `setsid` takes the sleep out of the command's group, where stopping the group cannot reach it; it
+    // still holds standard output.
+    let backend = sh("setsid sleep 100 & echo $!").kill_grace(Duration::from_millis(200));
+    let events = tokio::time::timeout(
+        Duration::from_secs(10),
+        collect(backend.run_turn(turn(&ws, "s", "")).await.unwrap()),
+    )
+    .await
+    .expect("the turn ended");
+    let (text, last) = text_and_last(&events);
+    assert_eq!(last, &ReplyEvent::end());
+    let escaped = pids(&text)[0];
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(escaped as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+#[tokio::test]
 async fn shutdown_stops_running_turns_and_refuses_new_ones() {
     let ws = Workspace::new();
     let backend = sh("sleep 100 & echo $$ $!; wait");

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use self::launch::Launch;
 use crate::agent::{self, Conversation, LaunchError, Services};
 use crate::pool::ConnectedGuard;
-use crate::screen;
+use crate::screen::{self, NO_CONVERSATION, flat};
 
 /// What Claude Code draws for `--dangerously-load-development-channels`; typing `1` confirms it. Keys
 /// typed before it is drawn are lost, so the backend waits for it rather than for a fixed delay.
@@ -44,9 +44,6 @@ const KNOWN_SCREENS: &[(&str, &str)] = &[
         "Claude Code is not logged in: run `claude` once by hand and log in",
     ),
 ];
-
-/// What `claude --resume U` says when it has no conversation `U` (a transcript it cannot resume).
-const NO_CONVERSATION: &str = "No conversation found with session ID";
 
 /// The channel of a `claude` process whose plugin is connected.
 pub(crate) struct ChannelIo {
@@ -219,11 +216,6 @@ impl Drop for ChannelIo {
         // Idempotent: `stop` may have done it. The process handle kills its group when dropped.
         self.transport.revoke(&self.ticket);
     }
-}
-
-/// `text` without white space: a terminal program may draw a space as a cursor move, or wrap anywhere.
-fn flat(text: &str) -> String {
-    text.chars().filter(|c| !c.is_whitespace()).collect()
 }
 
 /// The error a client sees when a process did not come up: what happened, a hint when the screen is a

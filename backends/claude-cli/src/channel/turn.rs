@@ -28,7 +28,7 @@ use crate::agent::{Agent, Io};
 use crate::channel::ChannelIo;
 use crate::config::ClaudeCliConfig;
 use crate::pool::SlotGuard;
-use crate::turn::{Aftermath, TurnRun, exited_mid_turn};
+use crate::turn::{Aftermath, FAR, TurnRun, exited_mid_turn};
 
 /// ESC interrupts Claude Code's running prompt.
 const ESC: &[u8] = b"\x1b";
@@ -39,9 +39,6 @@ const ESC_ATTEMPTS: u32 = 5;
 
 /// How long after its plugin's connection drops a process that is exiting has to be seen exiting.
 const EXIT_AFTER_DISCONNECT: Duration = Duration::from_millis(250);
-
-/// A time far enough away to stand for "never" in a `sleep` that is armed later.
-const FAR: Duration = Duration::from_secs(86_400 * 365);
 
 /// How long push number `attempt` (from 1) waits to be confirmed: the wait doubles each time, so that a
 /// Claude Code that is only slow gets time while a dropped push is repeated soon.

@@ -1,14 +1,16 @@
 //! The stream-json mode: one `claude -p --input-format stream-json --output-format stream-json --verbose
 //! --include-partial-messages` per session, on pipes. A user message is a line on its standard input; the
 //! answer comes back as records on its standard output, each text delta as the model writes it, then a
-//! `result` with the prompt's usage. No terminal, plugin, dialog or hook is involved, so every login
-//! Claude Code supports works, the channels feature included or not.
+//! `result` with the prompt's usage. The bridge installs no plugin or hook and answers no dialog (the
+//! user's own Claude Code settings still apply), so every login Claude Code supports works, the channels
+//! feature included or not.
 //!
 //! Why each choice (`docs/claude-cli-measurements.md`, section N):
 //! - the process prints nothing before its first user line, so it can take a turn as soon as it runs;
 //! - `--permission-prompt-tool stdio` makes Claude Code ask the bridge, on standard output, before a tool
-//!   the permission policy did not allow runs. Unanswered, it would wait for ever; the bridge answers by
-//!   the same policy (`--permission-mode`, `--allowedTools`) at once;
+//!   call that the permission policy (`--permission-mode`, `--allowedTools`) did not allow. Unanswered, it
+//!   would wait for ever; the bridge denies it at once, with the reason, which keeps the policy what the
+//!   flags say;
 //! - a turn is cancelled with the `interrupt` control request: Claude Code ends the prompt with an error
 //!   `result` within milliseconds, and the next line starts a clean prompt in the same process.
 
@@ -31,15 +33,21 @@ use crate::config::ClaudeCliConfig;
 /// How many records wait for a turn to take them before the reader holds back.
 const RECORD_BUFFER: usize = 256;
 
-/// The output of a `claude` process in the stream-json mode, as records.
+/// The output of a `claude` process in the stream-json mode, as records, and what the turns need to know
+/// about the process.
 pub(crate) struct StreamJsonIo {
     pub(crate) records: mpsc::Receiver<Record>,
+    /// Whether it was started with `--resume`.
+    pub(crate) resumed: bool,
+    /// How many messages it was given.
+    pub(crate) prompts: u32,
 }
 
 impl StreamJsonIo {
-    /// Whether the output has ended: the process is gone, or going.
+    /// Whether the output has ended: the process is gone, or going. Records left over do not matter: a
+    /// turn drops them.
     pub(crate) fn is_closed(&self) -> bool {
-        self.records.is_closed() && self.records.is_empty()
+        self.records.is_closed()
     }
 }
 
@@ -67,7 +75,12 @@ pub(crate) async fn launch(
     let (sender, records) = mpsc::channel(RECORD_BUFFER);
     tokio::spawn(read_records(stdout, sender, session.clone()));
     info!(%session, pid = process.pid(), "claude is ready");
-    Ok((process, StreamJsonIo { records }))
+    let io = StreamJsonIo {
+        records,
+        resumed: matches!(conversation, Conversation::Resume(_)),
+        prompts: 0,
+    };
+    Ok((process, io))
 }
 
 /// The command line of a stream-json process.
@@ -103,17 +116,21 @@ fn spec(config: &ClaudeCliConfig, conversation: Conversation, workspace: &Path) 
 
 /// Reads `stdout` line by line into records until it ends or nobody takes them any more.
 async fn read_records(stdout: ProcessStdout, records: mpsc::Sender<Record>, session: SessionKey) {
-    let mut lines = BufReader::new(stdout).lines();
+    let mut stdout = BufReader::new(stdout);
+    let mut bytes = Vec::new();
     loop {
-        let line = match lines.next_line().await {
-            Ok(Some(line)) => line,
-            Ok(None) => break,
+        bytes.clear();
+        match stdout.read_until(b'\n', &mut bytes).await {
+            Ok(0) => break,
+            Ok(_) => {}
             Err(err) => {
                 debug!(%session, %err, "cannot read claude's output");
                 break;
             }
-        };
-        let Some(record) = Record::parse(&line) else {
+        }
+        // A tool's output may hold invalid UTF-8; a line is still a record.
+        let line = String::from_utf8_lossy(&bytes);
+        let Some(record) = Record::parse(line.trim_end()) else {
             debug!(%session, line = %line.chars().take(200).collect::<String>(), "not a stream-json record");
             continue;
         };
@@ -154,17 +171,15 @@ pub(crate) fn error_line(request_id: &str, error: &str) -> Vec<u8> {
     }))
 }
 
-/// The answer to a tool's permission request, by the configured policy: a tool the policy allows by name
-/// runs; anything else Claude Code asks about is outside the policy (it asks only about tools that
-/// `--permission-mode` and `--allowedTools` did not allow), and is denied with the reason.
-pub(crate) fn permission(config: &ClaudeCliConfig, tool_name: &str, input: &Value) -> Value {
-    if config.allowed_tools.iter().any(|tool| tool == tool_name) {
-        return json!({"behavior": "allow", "updatedInput": input});
-    }
+/// The answer to a tool's permission request: no. Claude Code asks only about calls that its permission
+/// mode and `--allowedTools` did not allow, even for a tool allowed by name (a path outside the workspace,
+/// a command its rule does not cover); allowing one here would widen the policy beyond the flags, and
+/// there is nobody to ask. The reason goes to the model.
+pub(crate) fn permission(config: &ClaudeCliConfig, tool_name: &str) -> Value {
     json!({
         "behavior": "deny",
         "message": format!(
-            "The bridge's permission policy does not allow {tool_name}: its permission mode is {} and {tool_name} is not among its allowed tools (--allowed-tool).",
+            "The bridge's permission policy does not allow this {tool_name} call: its permission mode is {} and the call is not covered by its allowed tools (--allowed-tool).",
             config.permission_mode
         ),
     })
@@ -181,20 +196,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn permission_requests_are_answered_by_the_policy() {
-        let config = ClaudeCliConfig::new("bridge").allow_tool("Bash");
-        let input = json!({"command": "touch a1.txt"});
-        assert_eq!(
-            permission(&config, "Bash", &input),
-            json!({"behavior": "allow", "updatedInput": input})
-        );
-        let denied = permission(&config, "Write", &input);
+    fn permission_requests_are_denied_with_the_policy_as_the_reason() {
+        let config = ClaudeCliConfig::new("bridge").allow_tool("Bash(git diff:*)");
+        let denied = permission(&config, "Bash");
         assert_eq!(denied["behavior"], "deny");
         assert!(
             denied["message"]
                 .as_str()
                 .unwrap()
-                .contains("does not allow Write: its permission mode is dontAsk"),
+                .contains("does not allow this Bash call: its permission mode is dontAsk"),
             "{denied}"
         );
     }

@@ -15,7 +15,6 @@ pub(crate) enum Record {
     ToolPermission {
         request_id: String,
         tool_name: String,
-        input: Value,
     },
     /// Another request Claude Code waits on an answer to.
     ControlRequest { request_id: String, subtype: String },
@@ -90,7 +89,6 @@ impl Record {
                     Some("can_use_tool") => Self::ToolPermission {
                         request_id,
                         tool_name: str_of(&request["tool_name"]),
-                        input: request["input"].clone(),
                     },
                     subtype => Self::ControlRequest {
                         request_id,
@@ -181,7 +179,6 @@ mod tests {
             Some(Record::ToolPermission {
                 request_id: "9b83".into(),
                 tool_name: "Bash".into(),
-                input: json!({"command": "touch a1.txt"}),
             })
         );
         let answer = r#"{"type":"control_response","response":{"subtype":"success","request_id":"int-1","response":{"still_queued":[]}}}"#;

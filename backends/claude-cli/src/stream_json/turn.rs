@@ -1,5 +1,5 @@
-//! One turn in the stream-json mode: write the message, relay each text delta as it comes, answer
-//! permission requests by the policy, and end with the prompt's `result`.
+//! One turn in the stream-json mode: write the message, relay each text delta as it comes, deny the tool
+//! calls Claude Code asks about, and end with the prompt's `result`.
 
 use std::time::Duration;
 
@@ -10,20 +10,18 @@ use tracing::{debug, info, warn};
 
 use super::{Record, StreamJsonIo};
 use crate::agent::{Agent, Io};
+use crate::config::ClaudeCliConfig;
 use crate::pool::SlotGuard;
-use crate::turn::{Aftermath, TurnRun, exited_mid_turn};
+use crate::screen::{self, NO_CONVERSATION, flat};
+use crate::turn::{Aftermath, FAR, TurnRun, exited_mid_turn};
 
 /// How many times the interrupt is sent before a process that will not stop is stopped for good.
 const INTERRUPT_ATTEMPTS: u32 = 5;
 
-/// How long after its output ended a process has to be seen exiting.
-const EXIT_AFTER_OUTPUT: Duration = Duration::from_millis(500);
-
-/// What `claude --resume U` says when it has no conversation `U`.
-const NO_CONVERSATION: &str = "No conversation found with session ID";
-
-/// A time far enough away to stand for "never" in a `sleep` that is armed later.
-const FAR: Duration = Duration::from_secs(86_400 * 365);
+/// How long a process that exited has to finish writing its output, or one whose output ended to be seen
+/// exiting; and how long a failed resume has to say why on standard error, which is read apart from the
+/// output.
+const SETTLE: Duration = Duration::from_millis(500);
 
 impl TurnRun {
     /// The turn over stream-json; see the [module docs](self).
@@ -31,25 +29,37 @@ impl TurnRun {
         let config = self.config.clone();
         let turn_id = self.message.meta.message_id.clone();
         let (process, session, io) = parts(&mut self.slot);
-        // A turn always reads through its own `result` (or breaks the agent), so whatever is left came
-        // after it: nothing that belongs to this turn.
+        // A turn reads through its own `result` (or breaks the agent), so whatever is left came after it.
+        // A request among it still waits for an answer.
         while let Ok(record) = io.records.try_recv() {
-            debug!(%session, ?record, "dropped a record from between turns");
+            debug!(%session, ?record, "a record from between turns");
+            answer_request(process, session, &config, record).await;
         }
+        // Given up already (its client left while it queued): nothing was said, nothing to undo.
+        if self.cancel.is_cancelled() || self.shutdown.is_cancelled() {
+            return self.fail(BackendError::Cancelled, Aftermath::Healthy).await;
+        }
+        io.prompts += 1;
+        let first_prompt = io.prompts == 1;
         if let Err(err) = process.write(&super::user_line(&self.text)).await {
-            let error = match tokio::time::timeout(EXIT_AFTER_OUTPUT, process.wait()).await {
-                Ok(exit) => exited_mid_turn(process, exit),
+            let error = match tokio::time::timeout(SETTLE, process.wait()).await {
+                Ok(exit) => died(process, exit, first_prompt),
                 Err(_) => BackendError::failed(format!("cannot write to claude: {err}")),
             };
             return self.fail(error, Aftermath::Broken).await;
         }
         debug!(%session, "wrote the message");
+        let mut heard_anything = false;
         let mut said_anything = false;
         let mut paragraph_break = false;
         // Once cancelled, how many interrupts went out.
         let mut interrupts = 0;
         let settle = tokio::time::sleep(FAR);
         tokio::pin!(settle);
+        // Once the process exited: how, and until when its last records are awaited.
+        let mut exited = None;
+        let last_records = tokio::time::sleep(FAR);
+        tokio::pin!(last_records);
         loop {
             let (process, session, io) = parts(&mut self.slot);
             let record = tokio::select! {
@@ -60,6 +70,13 @@ impl TurnRun {
                 () = self.cancel.cancelled(), if interrupts == 0 => None,
                 () = &mut settle, if interrupts > 0 => None,
                 record = io.records.recv() => Some(record),
+                exit = process.wait(), if exited.is_none() => {
+                    exited = Some(exit);
+                    last_records.as_mut().reset(Instant::now() + SETTLE);
+                    continue;
+                }
+                // Something outside claude's process group holds its output open.
+                () = &mut last_records, if exited.is_some() => Some(None),
             };
             let Some(record) = record else {
                 // Cancelled, or an interrupt went unanswered.
@@ -77,14 +94,19 @@ impl TurnRun {
                 continue;
             };
             let Some(record) = record else {
-                let error = match tokio::time::timeout(EXIT_AFTER_OUTPUT, process.wait()).await {
-                    Ok(exit) => exited_mid_turn(process, exit),
-                    Err(_) => BackendError::failed(
+                let exit = match exited {
+                    Some(exit) => Some(exit),
+                    None => tokio::time::timeout(SETTLE, process.wait()).await.ok(),
+                };
+                let error = match exit {
+                    Some(exit) => died(process, exit, first_prompt && !heard_anything),
+                    None => BackendError::failed(
                         "claude closed its output in the middle of the turn; the next turn starts it again",
                     ),
                 };
                 return self.fail(error, Aftermath::Broken).await;
             };
+            heard_anything = true;
             match record {
                 Record::TextStart => paragraph_break = said_anything,
                 Record::TextDelta(text) if !text.is_empty() => {
@@ -99,44 +121,18 @@ impl TurnRun {
                     };
                     self.emit(ReplyEvent::TextDelta(text)).await;
                 }
-                Record::ToolPermission {
-                    request_id,
-                    tool_name,
-                    input,
-                } => {
-                    let answer = super::permission(&config, &tool_name, &input);
-                    info!(%session, tool = %tool_name, behavior = %answer["behavior"], "claude asked to use a tool");
-                    if let Err(err) = process
-                        .write(&super::response_line(&request_id, answer))
-                        .await
-                    {
-                        warn!(%session, %err, "cannot answer the permission request");
-                    }
-                }
-                Record::ControlRequest {
-                    request_id,
-                    subtype,
-                } => {
-                    debug!(%session, %subtype, "refused a request the bridge does not serve");
-                    let refusal = super::error_line(
-                        &request_id,
-                        &format!("the bridge does not serve {subtype:?} requests"),
-                    );
-                    if let Err(err) = process.write(&refusal).await {
-                        warn!(%session, %err, "cannot answer claude's request");
-                    }
-                }
-                Record::ControlResponse { request_id, error } => {
-                    debug!(%session, %request_id, ?error, "claude answered a request");
-                }
                 Record::Result(result) => {
                     debug!(%session, subtype = %result.subtype, "the prompt is over");
                     if interrupts > 0 {
                         return self.fail(BackendError::Cancelled, Aftermath::Healthy).await;
                     }
                     if result.is_error {
+                        // A resume that failed: the first prompt of a resumed process ends before any
+                        // model request, and standard error (read apart) says why.
                         if result.num_turns == 0
-                            && flat(&process.output().text()).contains(&flat(NO_CONVERSATION))
+                            && io.resumed
+                            && first_prompt
+                            && said_no_conversation(process).await
                         {
                             warn!(%session, "claude cannot resume the conversation (\"No conversation found\"); the next turn starts a new one");
                             self.session.want_new_conversation();
@@ -166,10 +162,75 @@ impl TurnRun {
                     self.emit(ReplyEvent::end()).await;
                     return Aftermath::Healthy;
                 }
-                Record::TextDelta(_) | Record::Other => {}
+                other => answer_request(process, session, &config, other).await,
             }
         }
     }
+}
+
+/// The error of a turn whose claude ended with `exit`. One that `never_spoke` in its first prompt cannot
+/// start at all (a bad flag, no login, …): that is the agent being unavailable, not a turn that failed.
+fn died(
+    process: &dyn ProcessHandle,
+    exit: synthesis_bridge::spawner::ProcessExit,
+    never_spoke: bool,
+) -> BackendError {
+    if !never_spoke {
+        return exited_mid_turn(process, exit);
+    }
+    BackendError::unavailable(format!(
+        "claude {} before it took the message. The next turn starts it again",
+        screen::exit_reason(exit, &process.output().text()),
+    ))
+}
+
+/// Answers a request Claude Code waits on, if `record` is one: a tool's permission is denied by the policy,
+/// anything else is refused. Other records need no answer.
+async fn answer_request(
+    process: &dyn ProcessHandle,
+    session: &SessionKey,
+    config: &ClaudeCliConfig,
+    record: Record,
+) {
+    let answer = match record {
+        Record::ToolPermission {
+            request_id,
+            tool_name,
+        } => {
+            info!(%session, tool = %tool_name, "claude asked to use a tool outside the permission policy; denied");
+            super::response_line(&request_id, super::permission(config, &tool_name))
+        }
+        Record::ControlRequest {
+            request_id,
+            subtype,
+        } => {
+            debug!(%session, %subtype, "refused a request the bridge does not serve");
+            super::error_line(
+                &request_id,
+                &format!("the bridge does not serve {subtype:?} requests"),
+            )
+        }
+        Record::ControlResponse { request_id, error } => {
+            debug!(%session, %request_id, ?error, "claude answered a request");
+            return;
+        }
+        _ => return,
+    };
+    if let Err(err) = process.write(&answer).await {
+        warn!(%session, %err, "cannot answer claude's request");
+    }
+}
+
+/// Whether claude's standard error says it has no conversation to resume, giving the reader of standard
+/// error a moment to catch up with the output.
+async fn said_no_conversation(process: &dyn ProcessHandle) -> bool {
+    let output = process.output();
+    if flat(&output.text()).contains(&flat(NO_CONVERSATION)) {
+        return true;
+    }
+    tokio::time::timeout(SETTLE, output.wait_for(NO_CONVERSATION))
+        .await
+        .is_ok()
 }
 
 /// The agent's process, session and output: a stream-json turn runs on a launched stream-json agent.
@@ -184,9 +245,4 @@ fn parts(slot: &mut SlotGuard) -> (&dyn ProcessHandle, &SessionKey, &mut StreamJ
         unreachable!("a stream-json turn runs on a launched stream-json agent");
     };
     (&**process, session, io)
-}
-
-/// `text` without white space, to find a message however it was wrapped.
-fn flat(text: &str) -> String {
-    text.chars().filter(|c| !c.is_whitespace()).collect()
 }
