@@ -176,7 +176,7 @@ async fn stream_json_streams_every_delta_reports_usage_keeps_history_and_resumes
 
 #[tokio::test]
 #[ignore = "needs the pinned claude CLI: run scripts/e2e-claude"]
-async fn stream_json_runs_tools_and_answers_permission_requests_by_the_policy() {
+async fn stream_json_runs_tools_and_denies_what_the_permission_policy_did_not_allow() {
     let world = World::new().await;
     // `default` asks before a tool that changes anything: the bridge answers over stdio, by the policy.
     let bridge = world
@@ -215,7 +215,7 @@ async fn stream_json_runs_tools_and_answers_permission_requests_by_the_policy() 
     let result = last_tool_result(&after_denial[1].body);
     assert_eq!(result["is_error"], true, "{result}");
     assert!(
-        result.to_string().contains("does not allow Bash"),
+        result.to_string().contains("does not allow this Bash call"),
         "{result}"
     );
 }
