@@ -11,8 +11,8 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use support::bridge_process::BridgeProcess;
 use support::real_claude::{
-    Mode, TURN_PATIENCE, World, claude_children, kill_claude, post_body, post_to, post_turn, turn,
-    wait_until,
+    Mode, TURN_PATIENCE, World, claude_children, kill_claude, post_body, post_to, post_turn,
+    transcripts, turn, wait_until,
 };
 use synthesis_mock_anthropic::script;
 
@@ -309,4 +309,61 @@ async fn stream_json_fails_a_turn_at_once_when_claude_dies_and_the_next_turn_res
             );
         }
     }
+}
+
+#[tokio::test]
+#[ignore = "needs the pinned claude CLI: run scripts/e2e-claude"]
+async fn stream_json_a_retry_after_claude_died_mid_answer_asks_the_question_once() {
+    let world = World::new().await;
+    let bridge = world.start_bridge_in(Mode::StreamJson).await;
+    let user = "agent::sj-retry";
+    assert_eq!(
+        turn(&bridge, user, "before", true).await,
+        script::reply_text("before")
+    );
+    let doomed = "STALL 30000 the doomed question";
+    let pending = {
+        let addr = bridge.addr();
+        tokio::spawn(async move { post_to(addr, user, doomed, true).await })
+    };
+    // Killed once Claude Code has written the question down (about 0.2 s after it took it, N5).
+    wait_until("the question in the transcript", || {
+        transcripts(&world).iter().any(|path| {
+            std::fs::read_to_string(path).is_ok_and(|text| {
+                text.lines()
+                    .any(|line| line.contains("\"type\":\"user\"") && line.contains(doomed))
+            })
+        })
+    })
+    .await;
+    assert_eq!(kill_claude(&bridge, &world.claude_bin, &[]), 1);
+    let (_, body) = tokio::time::timeout(TURN_PATIENCE, pending)
+        .await
+        .expect("the turn ended at once")
+        .unwrap();
+    assert!(body.contains("killed by signal 9"), "{body}");
+
+    // The client asks again: Claude carries on with the question its conversation holds.
+    let answer = turn(&bridge, user, doomed, false).await;
+    assert!(
+        answer.starts_with("reply to: The person's connection broke"),
+        "{answer}"
+    );
+    let retried = world
+        .api
+        .requests()
+        .into_iter()
+        .rfind(|request| {
+            request
+                .prompt()
+                .is_some_and(|prompt| prompt.content.contains("connection broke"))
+        })
+        .expect("the model saw the note");
+    let asked: Vec<String> = retried
+        .prompts()
+        .into_iter()
+        .map(|prompt| prompt.content)
+        .filter(|prompt| prompt == doomed)
+        .collect();
+    assert_eq!(asked.len(), 1, "the question is in the conversation once");
 }

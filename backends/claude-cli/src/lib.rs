@@ -303,8 +303,12 @@ impl Inner {
         }
 
         let continuing = self.continuing(&slot, &turn.text, conversation).await;
-        let (message, original) =
-            retry::message_for(turn.session.as_str(), turn.text.clone(), continuing);
+        let (message, original) = retry::message_for(
+            turn.session.as_str(),
+            turn.text.clone(),
+            continuing,
+            self.wording(),
+        );
         if let Some(retry_of) = &message.meta.retry_of {
             info!(session = %turn.session, %retry_of, "the client asked again for an answer claude did not finish; it carries on with the same message");
         }
@@ -379,23 +383,31 @@ impl Inner {
         text: &str,
         conversation: Uuid,
     ) -> Option<retry::Unanswered> {
-        // Only the channel's messages carry the ids a transcript can be searched for.
-        if !matches!(self.services.mode, Mode::Channel(_)) {
-            return None;
-        }
         let unanswered = slot.unanswered();
         let retried = retry::retried(text, unanswered.as_ref(), self.services.config.retry_window)?;
-        let (dir, id) = (
-            self.services.config.claude_config_dir(),
-            retried.message_id.clone(),
-        );
+        let dir = self.services.config.claude_config_dir();
+        // A channel message is found by its id; a stream-json prompt is the text as it was sent.
+        let held = match self.services.mode {
+            Mode::Channel(_) => {
+                let id = retried.message_id.clone();
+                transcript::Held::Message(id)
+            }
+            Mode::StreamJson => transcript::Held::Prompt(retried.text.clone()),
+        };
         // Transcripts can be megabytes: read off the runtime's threads.
-        let held = tokio::task::spawn_blocking(move || {
-            transcript::holds_message(dir.as_deref(), conversation, &id)
-        })
-        .await
-        .unwrap_or(false);
+        let held =
+            tokio::task::spawn_blocking(move || held.in_conversation(dir.as_deref(), conversation))
+                .await
+                .unwrap_or(false);
         held.then(|| retried.clone())
+    }
+
+    /// How a note to Claude names the message it is about.
+    fn wording(&self) -> retry::Wording {
+        match self.services.mode {
+            Mode::Channel(_) => retry::Wording::Channel,
+            Mode::StreamJson => retry::Wording::StreamJson,
+        }
     }
 
     /// Starts a process for `record`'s conversation: resumed when Claude Code can resume it, else new

@@ -42,13 +42,29 @@ fn retries(text: &str, earlier: &str) -> bool {
     text == earlier || (text.starts_with(OPENCLAW_QUEUED) && text.contains(earlier))
 }
 
+/// How a note names the message it is about: in the channel mode by its id, with the reply tool to
+/// answer it; in the stream-json mode, where a message is plain text, as the last one above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wording {
+    Channel,
+    StreamJson,
+}
+
 /// What Claude is told when the client asks again for an answer to `original`.
-fn continuation_note(original: &str) -> String {
-    format!(
-        "The person's connection broke before your answer to message {original} (above) reached them, and \
-         they asked again. Do not start over: carry on from where you stopped, without redoing work that \
-         is already done, and send your whole answer to that message with the reply tool."
-    )
+fn continuation_note(original: &Unanswered, wording: Wording) -> String {
+    match wording {
+        Wording::Channel => format!(
+            "The person's connection broke before your answer to message {} (above) reached them, and \
+             they asked again. Do not start over: carry on from where you stopped, without redoing work \
+             that is already done, and send your whole answer to that message with the reply tool.",
+            original.message_id
+        ),
+        Wording::StreamJson => "The person's connection broke before your answer to their last message \
+             (above) reached them, and they asked again. Do not start over: carry on from where you \
+             stopped, without redoing work that is already done, and give your whole answer to that \
+             message."
+            .to_owned(),
+    }
 }
 
 /// The unanswered message that a turn of `text` retries, if it does within `window`.
@@ -70,10 +86,11 @@ pub(crate) fn message_for(
     chat_id: &str,
     text: String,
     continuing: Option<Unanswered>,
+    wording: Wording,
 ) -> (InboundMessage, Option<Unanswered>) {
     match continuing {
         Some(original) => {
-            let mut message = InboundMessage::new(chat_id, continuation_note(&original.message_id));
+            let mut message = InboundMessage::new(chat_id, continuation_note(&original, wording));
             message.meta.retry_of = Some(original.message_id.clone());
             (message, Some(original))
         }
@@ -129,12 +146,14 @@ mod tests {
     #[test]
     fn a_retry_carries_on_with_the_message_the_conversation_holds() {
         let earlier = unanswered("run the tests");
-        let (message, original) = message_for("a", "run the tests".into(), Some(earlier));
+        let (message, original) =
+            message_for("a", "run the tests".into(), Some(earlier), Wording::Channel);
         assert_eq!(message.meta.retry_of.as_deref(), Some("m-1"));
         assert!(message.content.contains("m-1"), "{}", message.content);
         assert_eq!(original.unwrap().message_id, "m-1");
         // Not held (claude died before it wrote it down): the text itself, once.
-        let (message, original) = message_for("a", "run the tests".into(), None);
+        let (message, original) =
+            message_for("a", "run the tests".into(), None, Wording::StreamJson);
         assert_eq!(
             (message.content.as_str(), message.meta.retry_of),
             ("run the tests", None)

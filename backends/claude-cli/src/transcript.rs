@@ -42,29 +42,45 @@ pub(crate) fn state(config_dir: Option<&Path>, id: Uuid) -> Transcript {
     found
 }
 
-/// Whether conversation `id` holds channel message `message_id` (a `user` record with its tag). Claude
-/// Code writes a prompt 0.2 to 0.5 s after it started it: a process killed in between leaves the
-/// conversation without it, though it was delivered.
-pub(crate) fn holds_message(config_dir: Option<&Path>, id: Uuid, message_id: &str) -> bool {
-    let Some(projects) = config_dir.map(|dir| dir.join("projects")) else {
-        return false;
-    };
-    let Ok(projects) = std::fs::read_dir(projects) else {
-        return false;
-    };
-    let (file, tag) = (
-        format!("{id}.jsonl"),
-        format!("message_id=\\\"{message_id}\\\""),
-    );
-    projects
-        .filter_map(Result::ok)
-        .filter_map(|project| std::fs::File::open(project.path().join(&file)).ok())
-        .any(|transcript| {
-            std::io::BufReader::new(transcript)
-                .lines()
-                .map_while(Result::ok)
-                .any(|line| line.contains(&tag) && line.contains("\"type\":\"user\""))
-        })
+/// A message a conversation may hold.
+#[derive(Debug, Clone)]
+pub(crate) enum Held {
+    /// A channel message, by its id (a `user` record with its tag).
+    Message(String),
+    /// A stream-json prompt: a `user` record whose content is this text.
+    Prompt(String),
+}
+
+impl Held {
+    /// Whether conversation `id` holds it. Claude Code writes a prompt down 0.05 to 0.5 s after it took it:
+    /// a process killed in between leaves the conversation without it, though it was delivered.
+    pub(crate) fn in_conversation(&self, config_dir: Option<&Path>, id: Uuid) -> bool {
+        let Some(projects) = config_dir.map(|dir| dir.join("projects")) else {
+            return false;
+        };
+        let Ok(projects) = std::fs::read_dir(projects) else {
+            return false;
+        };
+        let file = format!("{id}.jsonl");
+        let tag = match self {
+            Self::Message(message_id) => format!("message_id=\\\"{message_id}\\\""),
+            Self::Prompt(_) => String::new(),
+        };
+        let held = |line: &str| match self {
+            Self::Message(_) => line.contains(&tag),
+            Self::Prompt(text) => serde_json::from_str::<serde_json::Value>(line)
+                .is_ok_and(|record| record["message"]["content"] == text.as_str()),
+        };
+        projects
+            .filter_map(Result::ok)
+            .filter_map(|project| std::fs::File::open(project.path().join(&file)).ok())
+            .any(|transcript| {
+                std::io::BufReader::new(transcript)
+                    .lines()
+                    .map_while(Result::ok)
+                    .any(|line| line.contains("\"type\":\"user\"") && held(&line))
+            })
+    }
 }
 
 /// Whether the transcript at `path` has a `user` record. Read line by line: the first one comes early,
@@ -109,8 +125,27 @@ mod tests {
         assert_eq!(state(Some(dir.path()), id), Transcript::Conversation);
         assert_eq!(state(Some(dir.path()), Uuid::new_v4()), Transcript::Missing);
         assert_eq!(state(None, id), Transcript::Missing);
-        assert!(holds_message(Some(dir.path()), id, "m-1"));
-        assert!(!holds_message(Some(dir.path()), id, "m-2"));
-        assert!(!holds_message(Some(dir.path()), Uuid::new_v4(), "m-1"));
+        let message = |id: &str| Held::Message(id.to_owned());
+        assert!(message("m-1").in_conversation(Some(dir.path()), id));
+        assert!(!message("m-2").in_conversation(Some(dir.path()), id));
+        assert!(!message("m-1").in_conversation(Some(dir.path()), Uuid::new_v4()));
+    }
+
+    #[test]
+    fn a_stream_json_prompt_is_found_by_its_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        let project = dir.path().join("projects").join("-w");
+        std::fs::create_dir_all(&project).unwrap();
+        let record =
+            r#"{"type":"user","message":{"role":"user","content":"run the \"tests\""},"uuid":"u"}"#;
+        std::fs::write(
+            project.join(format!("{id}.jsonl")),
+            format!("{METADATA}{record}\n"),
+        )
+        .unwrap();
+        let prompt = |text: &str| Held::Prompt(text.to_owned());
+        assert!(prompt("run the \"tests\"").in_conversation(Some(dir.path()), id));
+        assert!(!prompt("run the").in_conversation(Some(dir.path()), id));
     }
 }

@@ -44,10 +44,9 @@ pub(crate) struct TurnRun {
     /// What the client sent.
     pub(crate) text: String,
     /// The message this turn carries on with (a retry), which stays unanswered if this turn fails too.
-    /// Channel mode only, as is `delivered`: a retry is recognised by the message ids the channel writes
-    /// into the transcript.
     pub(crate) original: Option<Unanswered>,
-    /// Whether Claude started a prompt with the message (its `UserPromptSubmit` came).
+    /// Whether the message reached Claude: in the channel mode, its `UserPromptSubmit` came; in the
+    /// stream-json mode, it was written to claude's input.
     pub(crate) delivered: bool,
     /// Whether the whole answer went to the client.
     pub(crate) answered: bool,

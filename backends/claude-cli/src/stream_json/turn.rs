@@ -41,7 +41,11 @@ impl TurnRun {
         }
         io.prompts += 1;
         let first_prompt = io.prompts == 1;
-        if let Err(err) = process.write(&super::user_line(&self.text)).await {
+        // The client's text, or the note that carries on with a message a retry asks again for.
+        if let Err(err) = process
+            .write(&super::user_line(&self.message.content))
+            .await
+        {
             let error = match tokio::time::timeout(SETTLE, process.wait()).await {
                 Ok(exit) => died(process, exit, first_prompt),
                 Err(_) => BackendError::failed(format!("cannot write to claude: {err}")),
@@ -49,6 +53,8 @@ impl TurnRun {
             return self.fail(error, Aftermath::Broken).await;
         }
         debug!(%session, "wrote the message");
+        // It is Claude's now: one that gets no whole answer is what a retry carries on with.
+        self.delivered = true;
         let mut heard_anything = false;
         let mut said_anything = false;
         let mut paragraph_break = false;
