@@ -139,6 +139,25 @@ struct Args {
     #[arg(long, env = "SYNTHESIS_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
 
+    /// A web origin whose pages may use the bridge, e.g. `https://chat.example` (`*`: any). Repeat for
+    /// several. Requests from any other web page (they carry an `Origin`) are refused.
+    #[arg(
+        long = "allow-origin",
+        env = "SYNTHESIS_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
+
+    /// A host name clients may reach the bridge by, besides the loopback names and --listen's address.
+    /// Repeat for several. Requests naming another `Host` are refused (a web page could rebind its own
+    /// name to the bridge). On an unspecified --listen address (0.0.0.0) without this, any host is taken.
+    #[arg(
+        long = "allow-host",
+        env = "SYNTHESIS_ALLOW_HOST",
+        value_delimiter = ','
+    )]
+    allowed_hosts: Vec<String>,
+
     /// The model id clients ask for (and /v1/models lists). Repeat for several.
     #[arg(
         long = "model-id",
@@ -242,11 +261,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(SessionKey::new)
         .transpose()
         .context("invalid --fallback-session")?;
-    let config = BridgeConfig::new(workspaces)
+    let mut config = BridgeConfig::new(workspaces)
+        .allowed_hosts(allowed_hosts(&args))
         .models(args.model_ids.clone())
         .api_key(api_key)
         .max_body_bytes(args.max_body)
         .fallback_session(fallback_session);
+    for origin in &args.allowed_origins {
+        config = config.allow_origin(origin);
+    }
 
     let backend = agent(&args).await?;
     let bridge = Bridge::builder(backend.clone(), config)
@@ -334,6 +357,23 @@ async fn agent(args: &Args) -> anyhow::Result<Arc<dyn AgentBackend>> {
         Arc::new(transport),
         Arc::new(store),
     )))
+}
+
+/// The `Host` names the bridge answers to besides the loopback ones: --listen's address and --allow-host.
+/// On an unspecified address the machine's names are not known: any, unless --allow-host says.
+fn allowed_hosts(args: &Args) -> Option<Vec<String>> {
+    let listen = args.listen.ip();
+    if listen.is_unspecified() && args.allowed_hosts.is_empty() {
+        return None;
+    }
+    let mut hosts = args.allowed_hosts.clone();
+    if !listen.is_unspecified() {
+        hosts.push(match listen {
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        });
+    }
+    Some(hosts)
 }
 
 fn default_state_dir() -> anyhow::Result<PathBuf> {

@@ -5,7 +5,9 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::StatusCode;
+use http_body_util::Full;
 use serde_json::{Value, json};
 use support::bridge_process::{BridgeProcess, completion_text, wait_process_gone};
 use support::fake_claude::history;
@@ -413,4 +415,67 @@ async fn bridge_channel_serves_mcp_on_stdio_and_exits_when_its_input_closes() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     assert!(rest.is_empty(), "only MCP on stdout: {rest:?}");
+}
+
+#[tokio::test]
+async fn a_web_page_cannot_send_the_bridge_prompts() {
+    // The agent leaves a mark in the workspace whenever it runs.
+    let bridge = BridgeProcess::start(&["--agent-command", "touch ran; cat"]).await;
+    let body = r#"{"user":"agent:main:main","messages":[{"role":"user","content":"x"}]}"#;
+    let attempt = |headers: &[(&str, &str)]| {
+        let mut request = http::Request::post("/v1/chat/completions");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap()
+    };
+    let host = format!("{}", bridge.addr());
+    // As the report's repro sent it, and each of its parts alone.
+    type Case<'a> = (Vec<(&'a str, &'a str)>, StatusCode, &'a str);
+    let cases: [Case; 4] = [
+        (
+            vec![
+                ("content-type", "text/plain"),
+                ("origin", "http://evil.example"),
+                ("host", "attacker.example"),
+            ],
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+        ),
+        (
+            vec![
+                ("content-type", "application/json"),
+                ("host", "attacker.example:18790"),
+            ],
+            StatusCode::MISDIRECTED_REQUEST,
+            "host_not_allowed",
+        ),
+        (
+            vec![("content-type", "text/plain"), ("host", &host)],
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            vec![
+                ("content-type", "application/json"),
+                ("origin", "http://evil.example"),
+                ("host", &host),
+            ],
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+        ),
+    ];
+    for (headers, status, code) in cases {
+        expect_error(bridge.send(attempt(&headers)).await, status, code).await;
+    }
+    assert!(
+        !bridge.workspace().join("ran").exists(),
+        "the agent never ran"
+    );
+    // A client that is not a browser, by any loopback name, is answered.
+    let allowed = attempt(&[("content-type", "application/json"), ("host", "localhost")]);
+    assert_eq!(completion_text(bridge.send(allowed).await).await, "x");
+    assert!(bridge.workspace().join("ran").exists());
 }

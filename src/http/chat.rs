@@ -109,6 +109,9 @@ impl Chat {
     ) -> Response<ResponseBody> {
         let shared = self.shared;
         let (parts, body) = request.into_parts();
+        if let Err(refused) = super::browsers::check_json(&parts.headers) {
+            return respond(refused);
+        }
         let chat = match prepare(&shared.config, record.clone(), &parts, body).await {
             Ok(chat) => chat,
             Err(error) => return respond(error),

@@ -32,6 +32,10 @@ pub struct BridgeConfig {
     pub fallback_session: Option<SessionKey>,
     /// A rule of your own that finds a request's session before the built-in ones.
     pub session_key: Option<SessionKeyRule>,
+    /// Web origins whose pages may use the bridge (`*`: any). A request with any other `Origin` is refused.
+    pub allowed_origins: Vec<String>,
+    /// The host names requests may name in `Host`, besides the loopback names; `None`: any.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 impl BridgeConfig {
@@ -44,7 +48,28 @@ impl BridgeConfig {
             workspaces,
             fallback_session: None,
             session_key: None,
+            allowed_origins: Vec::new(),
+            allowed_hosts: None,
         }
+    }
+
+    /// Lets web pages of `origin` (`https://chat.example`, or `*` for any) use the bridge. Without it a
+    /// request that carries an `Origin`, which only browsers send, is refused (403): otherwise any page its
+    /// user opens could send the bridge prompts.
+    pub fn allow_origin(mut self, origin: impl Into<String>) -> Self {
+        self.allowed_origins.push(origin.into());
+        self
+    }
+
+    /// Answers only requests whose `Host` names one of `hosts` or a loopback name (`localhost`,
+    /// `127.0.0.1`, `[::1]`), refusing others with 421: a page that rebinds its own name to the bridge's
+    /// address cannot read the answers. `None` answers any `Host`.
+    pub fn allowed_hosts(mut self, hosts: Option<Vec<String>>) -> Self {
+        self.allowed_hosts = hosts.map(|mut hosts| {
+            hosts.extend(super::browsers::LOOPBACK_HOSTS.map(str::to_owned));
+            hosts
+        });
+        self
     }
 
     /// Sets the model ids (at least one; an empty list keeps the current ones).
@@ -107,6 +132,8 @@ impl fmt::Debug for BridgeConfig {
             .field("workspaces", &self.workspaces)
             .field("fallback_session", &self.fallback_session)
             .field("session_key", &self.session_key.as_ref().map(|_| "<rule>"))
+            .field("allowed_origins", &self.allowed_origins)
+            .field("allowed_hosts", &self.allowed_hosts)
             .finish()
     }
 }

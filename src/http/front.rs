@@ -9,6 +9,7 @@ use http::{Request, Response};
 use tower::{Service, ServiceExt};
 
 use super::auth::authorize;
+use super::browsers;
 use super::chat::ChatRoute;
 use super::endpoints;
 use super::routes::Route;
@@ -38,6 +39,9 @@ impl Service<Request<RequestBody>> for Front {
 
     fn call(&mut self, request: Request<RequestBody>) -> Self::Future {
         let shared = &self.shared;
+        if let Err(refused) = browsers::check(&shared.config, request.headers()) {
+            return answered(respond(refused));
+        }
         let route = match Route::of(request.method(), request.uri().path()) {
             Ok(route) => route,
             Err(refusal) => return answered(refusal.into_response()),

@@ -36,6 +36,7 @@
 //! ```
 
 mod auth;
+mod browsers;
 mod builder;
 mod chat;
 mod config;
