@@ -201,6 +201,15 @@ struct Args {
     #[arg(long, env = "SYNTHESIS_HEARTBEAT", default_value = "15s", value_parser = parse_limit)]
     heartbeat: Limit,
 
+    /// At most this many client connections at once; one more is answered 503 and closed.
+    #[arg(long, env = "SYNTHESIS_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+
+    /// How long a client connection may take to send a request head (its first, or the next on a
+    /// kept-alive connection) before it is closed.
+    #[arg(long, env = "SYNTHESIS_HEADER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
+
     /// How long to wait on shutdown for open responses to finish, e.g. `10s`.
     #[arg(long, env = "SYNTHESIS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
@@ -240,6 +249,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    raise_file_limit();
     let api_key = args.api_key.clone().filter(|key| !key.trim().is_empty());
     if !args.listen.ip().is_loopback() && api_key.is_none() {
         bail!(
@@ -299,7 +309,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             bridge.begin_shutdown();
         }
     };
-    synthesis_bridge::server::serve(listener, bridge, on_signal, args.shutdown_grace).await?;
+    let limits = synthesis_bridge::server::Limits::default()
+        .max_connections(args.max_connections as usize)
+        .header_read_timeout(args.header_timeout);
+    synthesis_bridge::server::serve_with(listener, bridge, on_signal, args.shutdown_grace, limits)
+        .await?;
     backend.shutdown().await;
     tracing::info!("stopped");
     Ok(())
@@ -374,6 +388,21 @@ fn allowed_hosts(args: &Args) -> Option<Vec<String>> {
         });
     }
     Some(hosts)
+}
+
+/// Raises the soft limit on open files to the hard one: every connection, agent and pipe takes one, and the
+/// usual soft limit (1024) is reached long before the hard one.
+fn raise_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(%error, soft, hard, "cannot raise the limit on open files");
+            }
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot read the limit on open files"),
+    }
 }
 
 fn default_state_dir() -> anyhow::Result<PathBuf> {

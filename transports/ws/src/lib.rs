@@ -61,7 +61,7 @@ use synthesis_bridge::transport::{ChannelLink, ChannelTicket, ChannelTransport, 
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tracing::{Instrument, warn};
+use tracing::Instrument;
 
 use crate::registry::Registry;
 
@@ -75,6 +75,9 @@ pub struct WsConfig {
     pub hello_timeout: Duration,
     /// The largest frame (and message) accepted from a plugin, in bytes.
     pub max_frame_bytes: usize,
+    /// Connections served at once (plugins and hook reports); one more is answered 503 and closed, so that
+    /// connections that say nothing cannot use up the process's file descriptors.
+    pub max_connections: usize,
 }
 
 impl Default for WsConfig {
@@ -83,11 +86,18 @@ impl Default for WsConfig {
             ping_interval: Duration::from_secs(15),
             hello_timeout: Duration::from_secs(10),
             max_frame_bytes: 4 << 20,
+            max_connections: 512,
         }
     }
 }
 
 impl WsConfig {
+    /// Sets [`WsConfig::max_connections`] (at least 1).
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
     /// Sets [`WsConfig::ping_interval`].
     pub fn ping_interval(mut self, interval: Duration) -> Self {
         self.ping_interval = interval;
@@ -180,22 +190,24 @@ impl WsTransport {
 }
 
 async fn accept_loop(listener: TcpListener, shared: listener::Shared) {
+    let max = shared.config.max_connections;
+    let refusal = bytes::Bytes::from_static(
+        b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+    );
+    let mut acceptor = synthesis_bridge::server::Acceptor::new(listener, max, refusal);
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let (stream, _, permit) = tokio::select! {
+            accepted = acceptor.accept() => accepted,
             () = shared.shutdown.cancelled() => return,
         };
-        match accepted {
-            Ok((stream, _)) => {
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(listener::serve(stream, shared.clone()).in_current_span());
+        let serving = listener::serve(stream, shared.clone());
+        tokio::spawn(
+            async move {
+                serving.await;
+                drop(permit);
             }
-            Err(err) => {
-                // Out of file descriptors, typically: back off rather than spin.
-                warn!(%err, "cannot accept a plugin connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+            .in_current_span(),
+        );
     }
 }
 

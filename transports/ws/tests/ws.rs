@@ -592,3 +592,37 @@ async fn other_paths_are_not_found() {
     let err = tokio_tungstenite::connect_async(url).await.unwrap_err();
     assert!(err.to_string().contains("405"), "{err}");
 }
+
+#[tokio::test]
+async fn connections_over_the_cap_are_refused_and_silent_ones_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let transport = transport(
+        WsConfig::default()
+            .max_connections(1)
+            .hello_timeout(Duration::from_millis(300)),
+    )
+    .await;
+    let addr = transport.local_addr();
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut over = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut refusal = String::new();
+    tokio::time::timeout(Duration::from_secs(5), over.read_to_string(&mut refusal))
+        .await
+        .expect("refused at once")
+        .unwrap();
+    assert!(refusal.starts_with("HTTP/1.1 503"), "{refusal}");
+    // The silent one is closed when its head does not come; its place serves the next.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut rest))
+        .await
+        .expect("closed")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut next = tokio::net::TcpStream::connect(addr).await.unwrap();
+    next.write_all(b"GET /nowhere HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    next.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+}
