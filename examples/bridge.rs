@@ -139,6 +139,11 @@ struct Args {
     #[arg(long, env = "SYNTHESIS_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
 
+    /// Read the API key from this file (its first line), so that it is not on the command line, where
+    /// every local user can see it.
+    #[arg(long, env = "SYNTHESIS_API_KEY_FILE", conflicts_with = "api_key")]
+    api_key_file: Option<PathBuf>,
+
     /// A web origin whose pages may use the bridge, e.g. `https://chat.example` (`*`: any). Repeat for
     /// several. Requests from any other web page (they carry an `Origin`) are refused.
     #[arg(
@@ -250,7 +255,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     raise_file_limit();
-    let api_key = args.api_key.clone().filter(|key| !key.trim().is_empty());
+    let api_key = match &args.api_key_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --api-key-file {}", path.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        ),
+        None => args.api_key.clone(),
+    }
+    .filter(|key| !key.trim().is_empty());
     if !args.listen.ip().is_loopback() && api_key.is_none() {
         bail!(
             "--listen {} is reachable from other machines: set --api-key (or SYNTHESIS_API_KEY) so that only your clients can use it",

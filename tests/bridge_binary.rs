@@ -164,17 +164,27 @@ async fn a_missing_claude_gets_a_503_with_an_install_hint() {
 
 #[tokio::test]
 async fn an_api_key_is_required_when_set() {
-    let bridge = BridgeProcess::start(&["--agent-command", "cat", "--api-key", "k"]).await;
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key_file.path(), "k\n").unwrap();
+    // On the command line, or from a file (which no other user can read in `ps`).
+    for flags in [
+        ["--api-key", "k"],
+        ["--api-key-file", key_file.path().to_str().unwrap()],
+    ] {
+        let mut args = vec!["--agent-command", "cat"];
+        args.extend(flags);
+        let bridge = BridgeProcess::start(&args).await;
 
-    let anonymous = bridge.chat(simple_body("u", "echo me", false)).await;
-    expect_error(anonymous, StatusCode::UNAUTHORIZED, "invalid_api_key").await;
+        let anonymous = bridge.chat(simple_body("u", "echo me", false)).await;
+        expect_error(anonymous, StatusCode::UNAUTHORIZED, "invalid_api_key").await;
 
-    let mut request = chat_request(simple_body("u", "echo me", false));
-    request
-        .headers_mut()
-        .insert("authorization", "Bearer k".parse().unwrap());
-    let answer = bridge.send(request).await;
-    assert_eq!(completion_text(answer).await, "echo me");
+        let mut request = chat_request(simple_body("u", "echo me", false));
+        request
+            .headers_mut()
+            .insert("authorization", "Bearer k".parse().unwrap());
+        let answer = bridge.send(request).await;
+        assert_eq!(completion_text(answer).await, "echo me");
+    }
 }
 
 #[tokio::test]

@@ -96,6 +96,23 @@ fn the_seed_header_convention_wins() {
 }
 
 #[test]
+fn the_two_parts_of_a_header_key_cannot_be_confused() {
+    let body = openclaw::body(&["hi"], SESSION_ID, "/r", 100);
+    let key = |agent, chat| {
+        let headers = [("x-openclaw-agent-id", agent), ("x-openclaw-chat-id", chat)];
+        run(&body, &headers, None).unwrap().session
+    };
+    assert_ne!(key("a::b", "c"), key("a", "b::c"));
+    assert_ne!(key("a:", ":c"), key("a", "::c"));
+    assert_eq!(key("a::b", "c").as_str(), "a%3A%3Ab::c");
+    assert_eq!(
+        key("a%3A", "c").as_str(),
+        "a%253A::c",
+        "an escape cannot be forged either"
+    );
+}
+
+#[test]
 fn affinity_headers_come_before_the_runtime_line() {
     let body = openclaw::body(&["hi"], SESSION_ID, "/r", 100);
     let affinity = format!("{SESSION_ID}:0");

@@ -99,13 +99,21 @@ impl ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let Some(after) = self.retry_after {
+        // Every 503 says when to come back: a client without a hint retries at once, or never.
+        let retry_after = self.retry_after.or_else(|| {
+            (self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(DEFAULT_RETRY_AFTER)
+        });
+        if let Some(after) = retry_after {
             let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
         response
     }
 }
+
+/// The `Retry-After` of a 503 that names none: an agent that is starting, or a bridge that restarts, is
+/// worth asking again after a few seconds.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 impl From<ExtractError> for ApiError {
     fn from(err: ExtractError) -> Self {
@@ -156,6 +164,19 @@ impl From<BackendError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_503_says_when_to_come_back() {
+        let unavailable = ApiError::from(crate::backend::BackendError::unavailable("starting"));
+        assert_eq!(unavailable.into_response().headers()["retry-after"], "5");
+        let busy = ApiError::from(crate::backend::BackendError::Unavailable {
+            message: "busy".into(),
+            retry_after: Some(Duration::from_millis(1500)),
+        });
+        assert_eq!(busy.into_response().headers()["retry-after"], "2");
+        let bad = ApiError::invalid_request("x", "y");
+        assert!(bad.into_response().headers().get("retry-after").is_none());
+    }
 
     #[tokio::test]
     async fn responses_carry_status_json_and_retry_after() {

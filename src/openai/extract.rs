@@ -234,7 +234,7 @@ fn session_key(
         let session = match header(headers, CHAT_ID_HEADER)? {
             Some(chat) => key(
                 "x-openclaw-chat-id",
-                &format!("{}::{}", agent.trim(), chat.trim()),
+                &format!("{}::{}", key_part(agent), key_part(chat)),
             )?,
             None => key(AGENT_ID_HEADER, agent)?,
         };
@@ -258,6 +258,12 @@ fn session_key(
         Some(fallback) => Ok((fallback.clone(), KeySource::Fallback)),
         None => Err(ExtractError::NoSessionKey),
     }
+}
+
+/// One part of a key joined from two with `::`, its own `:` and `%` escaped: otherwise agent `a::b` with
+/// chat `c` and agent `a` with chat `b::c` would be the same session.
+fn key_part(part: &str) -> String {
+    part.trim().replace('%', "%25").replace(':', "%3A")
 }
 
 /// A header's value, `None` when absent or blank.
