@@ -8,6 +8,7 @@ use futures::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use synthesis_bridge::transport::{ChannelEvent, ReplyFrame};
+use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -239,8 +240,13 @@ async fn handle(
             return Ok(());
         }
     };
-    // A closed link means the bridge stopped the session; the select loop closes the connection next.
-    let _ = session.events.send(event).await;
+    // Never wait for room: a plugin that floods frames no turn reads (between turns, nobody does) must not
+    // stop this connection from being read, or its close from being noticed. A turn reads its frames as
+    // they come, far below the link's capacity. A closed link means the bridge stopped the session; the
+    // select loop closes the connection next.
+    if let Err(mpsc::error::TrySendError::Full(event)) = session.events.try_send(event) {
+        warn!(session = %session.key, ?event, "dropped a frame that no turn is reading");
+    }
     Ok(())
 }
 

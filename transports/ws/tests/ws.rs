@@ -626,3 +626,31 @@ async fn connections_over_the_cap_are_refused_and_silent_ones_are_closed() {
     next.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_flood_of_frames_nobody_reads_neither_stalls_the_connection_nor_hides_its_close() {
+    let transport = transport(WsConfig::default()).await;
+    let (_ticket, mut link, mut socket) = connected(&transport, "agent::flood").await;
+    // Between turns nobody reads the link: far more frames than it holds.
+    for n in 0..300 {
+        let frame = json!({"type": "reply", "content": format!("STALE-{n}")});
+        socket.send(Message::text(frame.to_string())).await.unwrap();
+    }
+    socket.close(None).await.unwrap();
+    // The connection was read to its close, which the link reports though it is full.
+    tokio::time::timeout(PATIENCE, async {
+        while link.is_connected() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the close was noticed");
+    // What was kept is the oldest frames, up to the link's capacity; the rest were dropped.
+    let mut kept = 0;
+    while let Some(event) = link.try_recv() {
+        if matches!(event, ChannelEvent::Reply(_)) {
+            kept += 1;
+        }
+    }
+    assert!(kept < 300, "{kept} frames kept");
+}

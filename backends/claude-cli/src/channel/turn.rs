@@ -86,7 +86,7 @@ impl TurnRun {
                     channel.finished(end.message_id);
                 }
                 other => {
-                    debug!(session = %session, event = ?other, "dropped an event from between turns")
+                    info!(session = %session, event = ?other, "dropped a frame from between turns: it answers no turn")
                 }
             }
         }
