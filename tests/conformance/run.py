@@ -330,10 +330,27 @@ def agents_of(conversation):
     return [argv for argv in processes_of(FAKE_CLAUDE).values() if conversation in argv]
 
 
+def session_records(state):
+    """The session records in the bridge's state directory `state`, as its store left them: the snapshot,
+    then the journal's changes."""
+    snapshot = state / "sessions.json"
+    records = {s["key"]: s for s in json.loads(snapshot.read_text())["sessions"]} if snapshot.exists() else {}
+    journal = state / "sessions.journal"
+    for line in (journal.read_text().splitlines() if journal.exists() else []):
+        try:
+            change = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn line
+        if change["change"] == "put":
+            records[change["record"]["key"]] = change["record"]
+        else:
+            records.pop(change["key"], None)
+    return list(records.values())
+
+
 def conversation_of(world, session_key):
-    """The agent conversation the bridge's state file gives `session_key`."""
-    sessions = json.loads((world / "state" / "sessions.json").read_text())["sessions"]
-    return next(s["conversation_id"] for s in sessions if s["key"] == session_key)
+    """The agent conversation the bridge's state gives `session_key`."""
+    return next(s["conversation_id"] for s in session_records(world / "state") if s["key"] == session_key)
 
 
 def agents_configured_in(claude_dir):
@@ -481,7 +498,7 @@ def local_service_starts_and_stops_the_bridge(openclaw, world):
         assert out["final"] == "echo: hello from a local service", out["final"]
         # The bridge OpenClaw started served the turn: its state file names the session, and its agent
         # wrote its transcript under the config directory given to it.
-        sessions = json.loads((own / "state" / "sessions.json").read_text())["sessions"]
+        sessions = session_records(own / "state")
         assert [s["key"].split(":")[:3] for s in sessions] == [["agent", "main", "explicit"]], sessions
         assert list((own / "claude").rglob("*.jsonl")), "no transcript from the bridge's agent"
         # OpenClaw stopped it when it exited, and the bridge stopped its agent.

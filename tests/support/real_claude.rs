@@ -145,21 +145,37 @@ impl World {
             .collect()
     }
 
-    /// The conversation id the bridge keeps for `session`.
+    /// The conversation id the bridge keeps for `session`, read from its state directory as the store
+    /// left it: the snapshot, then the journal's changes.
     pub fn claude_session(&self, session: &str) -> String {
-        let state: Value =
-            serde_json::from_slice(&std::fs::read(self.state_dir().join("sessions.json")).unwrap())
-                .unwrap();
-        let record = state["sessions"]
-            .as_array()
-            .unwrap()
+        let state = self.state_dir();
+        let mut records: Vec<Value> = std::fs::read(state.join("sessions.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+            .and_then(|snapshot| snapshot["sessions"].as_array().cloned())
+            .unwrap_or_default();
+        let journal = std::fs::read_to_string(state.join("sessions.journal")).unwrap_or_default();
+        for change in journal
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        {
+            let key = match change["change"].as_str() {
+                Some("put") => change["record"]["key"].clone(),
+                _ => change["key"].clone(),
+            };
+            records.retain(|record| record["key"] != key);
+            if change["change"] == "put" {
+                records.push(change["record"].clone());
+            }
+        }
+        let record = records
             .iter()
             .find(|record| {
                 record["key"]
                     .as_str()
                     .is_some_and(|key| key.contains(session))
             })
-            .unwrap_or_else(|| panic!("no record of {session} in {state}"));
+            .unwrap_or_else(|| panic!("no record of {session} in {records:?}"));
         record["conversation_id"].as_str().unwrap().to_owned()
     }
 }

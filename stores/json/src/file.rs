@@ -1,9 +1,10 @@
-//! Reading and atomically replacing the store's file.
+//! Reading and atomically replacing the store's snapshot, and appending to and replaying its journal.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, Write};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -91,4 +92,78 @@ pub(crate) fn save(
 
 fn temporary(path: &Path) -> std::path::PathBuf {
     path.with_file_name(format!(".{}.tmp", super::FILE_NAME))
+}
+
+/// One line of the journal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub(crate) enum Change {
+    Put { record: SessionRecord },
+    Remove { key: SessionKey },
+}
+
+/// The journal file, open for appending, and how many lines it has.
+#[derive(Debug, Clone)]
+pub(crate) struct Journal {
+    file: Arc<File>,
+    pub(crate) lines: usize,
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal at `path` and applies its changes to `records`. A line that
+    /// does not parse is a write a crash tore (only the last can be): it was never acknowledged, and is
+    /// skipped.
+    pub(crate) fn open(
+        path: &Path,
+        records: &mut BTreeMap<SessionKey, SessionRecord>,
+    ) -> Result<Self, StoreError> {
+        let mut lines = 0;
+        if let Ok(existing) = File::open(path) {
+            for line in io::BufReader::new(existing).split(b'\n') {
+                let line = line?;
+                if line.is_empty() {
+                    continue;
+                }
+                match serde_json::from_slice::<Change>(&line) {
+                    Ok(Change::Put { record }) => {
+                        records.insert(record.key.clone(), record);
+                    }
+                    Ok(Change::Remove { key }) => {
+                        records.remove(&key);
+                    }
+                    Err(err) => {
+                        warn!(%err, "skipped a torn line of the session journal");
+                        continue;
+                    }
+                }
+                lines += 1;
+            }
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        // A torn last line must not swallow the next change: start it on a line of its own.
+        if file.metadata()?.len() > 0 {
+            (&file).write_all(b"\n")?;
+        }
+        Ok(Self {
+            file: Arc::new(file),
+            lines,
+        })
+    }
+
+    /// Appends `change` and flushes it to disk.
+    pub(crate) fn append(&self, change: &Change) -> Result<(), StoreError> {
+        let mut line =
+            serde_json::to_vec(change).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        line.push(b'\n');
+        (&*self.file).write_all(&line)?;
+        self.file.sync_data()?;
+        Ok(())
+    }
+
+    /// Empties the journal, once the snapshot holds all it said.
+    pub(crate) fn clear(&self) -> Result<(), StoreError> {
+        self.file.set_len(0)?;
+        self.file.sync_data()?;
+        Ok(())
+    }
 }

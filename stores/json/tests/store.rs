@@ -1,19 +1,13 @@
 //! The JSON file store on a real disk: persistence, corrupt files, concurrent writers and `kill -9`.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
 use synthesis_bridge::{SessionKey, SessionRecord, SessionStore};
-use synthesis_store_json::{FILE_NAME, JsonFileStore};
+use synthesis_store_json::{FILE_NAME, JOURNAL_NAME, JsonFileStore};
 
 fn record(key: &str) -> SessionRecord {
     SessionRecord::new(SessionKey::new(key).unwrap(), "/work/repo")
-}
-
-fn parse(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
 #[tokio::test]
@@ -43,11 +37,6 @@ async fn records_survive_a_reopen_and_removals_too() {
         None
     );
 
-    let json = parse(&state.join(FILE_NAME));
-    assert_eq!(json["version"], 1);
-    assert_eq!(json["sessions"].as_array().unwrap().len(), 1);
-    assert_eq!(json["sessions"][0]["key"], "agent::one");
-
     let reopened = JsonFileStore::open(&state).await.unwrap();
     assert_eq!(reopened.list().await.unwrap(), vec![first.clone()]);
     assert_eq!(reopened.get(&first.key).await.unwrap(), Some(first));
@@ -76,10 +65,15 @@ async fn a_corrupt_file_is_moved_aside_and_the_store_starts_empty() {
     );
     // And the store works.
     store.put(record("k")).await.unwrap();
-    assert_eq!(
-        parse(&dir.path().join(FILE_NAME))["sessions"][0]["key"],
-        "k"
-    );
+    let reopened = JsonFileStore::open(dir.path()).await.unwrap();
+    let keys: Vec<String> = reopened
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|record| record.key.as_str().to_owned())
+        .collect();
+    assert_eq!(keys, ["k"]);
 }
 
 #[tokio::test]
@@ -124,7 +118,6 @@ async fn crash_writer() {
 #[test]
 fn a_writer_killed_at_any_moment_leaves_a_whole_file() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(FILE_NAME);
     let mut previous_len = 0;
     for round in 0..25u64 {
         let mut writer = Command::new(std::env::current_exe().unwrap())
@@ -134,7 +127,7 @@ fn a_writer_killed_at_any_moment_leaves_a_whole_file() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        while !path.exists() {
+        while !dir.path().join(JOURNAL_NAME).exists() {
             std::thread::sleep(Duration::from_millis(5));
         }
         // Kill it at a different point of its write loop each round.
@@ -142,8 +135,14 @@ fn a_writer_killed_at_any_moment_leaves_a_whole_file() {
         writer.kill().unwrap(); // SIGKILL
         writer.wait().unwrap();
 
-        let json = parse(&path);
-        let sessions = json["sessions"].as_array().unwrap();
+        let sessions = tokio::runtime::Runtime::new().unwrap().block_on(async {
+            JsonFileStore::open(dir.path())
+                .await
+                .unwrap()
+                .list()
+                .await
+                .unwrap()
+        });
         assert!(!sessions.is_empty());
         assert!(sessions.len() >= previous_len.min(200));
         previous_len = sessions.len();
@@ -156,4 +155,56 @@ fn a_writer_killed_at_any_moment_leaves_a_whole_file() {
             "round {round}: the file was found corrupt"
         );
     }
+}
+
+#[tokio::test]
+async fn a_change_costs_one_journal_line_however_many_sessions_there_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = JsonFileStore::open(dir.path()).await.unwrap();
+    let journal = dir.path().join(JOURNAL_NAME);
+    let size = || std::fs::metadata(&journal).map_or(0, |meta| meta.len());
+    let mut largest = 0;
+    for n in 0..2000 {
+        let before = size();
+        store.put(record(&format!("agent::s{n:05}"))).await.unwrap();
+        largest = largest.max(size().saturating_sub(before));
+    }
+    assert!(largest < 1024, "a change wrote {largest} bytes");
+    // Changes to the same records make the journal longer than twice their number: it is compacted into
+    // the snapshot, and starts again.
+    let mut busy = record("agent::s00000");
+    for turn in 0..2500 {
+        busy.turns = turn;
+        store.put(busy.clone()).await.unwrap();
+    }
+    assert!(dir.path().join(FILE_NAME).exists(), "compacted");
+    assert!(size() < 2000 * 1024, "the journal started again");
+    let reopened = JsonFileStore::open(dir.path()).await.unwrap();
+    assert_eq!(reopened.list().await.unwrap().len(), 2000);
+    assert_eq!(reopened.get(&busy.key).await.unwrap().unwrap().turns, 2499);
+}
+
+#[tokio::test]
+async fn a_torn_last_line_is_skipped_and_later_changes_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = JsonFileStore::open(dir.path()).await.unwrap();
+    store.put(record("agent::kept")).await.unwrap();
+    drop(store);
+    // A crash in the middle of appending a change.
+    let journal = dir.path().join(JOURNAL_NAME);
+    let mut text = std::fs::read_to_string(&journal).unwrap();
+    text.push_str(r#"{"change":"put","record":{"key":"agent::torn","#);
+    std::fs::write(&journal, text).unwrap();
+
+    let store = JsonFileStore::open(dir.path()).await.unwrap();
+    store.put(record("agent::after")).await.unwrap();
+    let reopened = JsonFileStore::open(dir.path()).await.unwrap();
+    let keys: Vec<String> = reopened
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|record| record.key.as_str().to_owned())
+        .collect();
+    assert_eq!(keys, ["agent::after", "agent::kept"]);
 }
