@@ -6,6 +6,15 @@ use std::time::Duration;
 use synthesis_bridge::{SessionKey, SessionRecord, SessionStore};
 use synthesis_store_json::{FILE_NAME, JOURNAL_NAME, JsonFileStore};
 
+/// The keys of the store's records, in order.
+async fn keys(store: &JsonFileStore) -> Vec<String> {
+    let records = store.list().await.unwrap();
+    records
+        .into_iter()
+        .map(|record| record.key.as_str().to_owned())
+        .collect()
+}
+
 fn record(key: &str) -> SessionRecord {
     SessionRecord::new(SessionKey::new(key).unwrap(), "/work/repo")
 }
@@ -66,13 +75,7 @@ async fn a_corrupt_file_is_moved_aside_and_the_store_starts_empty() {
     // And the store works.
     store.put(record("k")).await.unwrap();
     let reopened = JsonFileStore::open(dir.path()).await.unwrap();
-    let keys: Vec<String> = reopened
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|record| record.key.as_str().to_owned())
-        .collect();
+    let keys = keys(&reopened).await;
     assert_eq!(keys, ["k"]);
 }
 
@@ -199,12 +202,6 @@ async fn a_torn_last_line_is_skipped_and_later_changes_are_kept() {
     let store = JsonFileStore::open(dir.path()).await.unwrap();
     store.put(record("agent::after")).await.unwrap();
     let reopened = JsonFileStore::open(dir.path()).await.unwrap();
-    let keys: Vec<String> = reopened
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|record| record.key.as_str().to_owned())
-        .collect();
+    let keys = keys(&reopened).await;
     assert_eq!(keys, ["agent::after", "agent::kept"]);
 }
