@@ -290,8 +290,9 @@ impl Inner {
         // The launch may have had to start a new conversation.
         let conversation = claude_conversation(&mut record);
         // Saved only when a restart would need it: a new session, conversation or workspace. Saving on
-        // every turn (a file rewrite and two disk flushes, under the store's lock) cost a few milliseconds
-        // per turn and serialized all sessions (examples/load.rs).
+        // every turn (then a file rewrite and two disk flushes, under the store's lock) cost a few
+        // milliseconds per turn and serialized all sessions (examples/load.rs); the journal now makes a
+        // save one flushed line, still a disk flush a turn would wait for.
         if stored.as_ref() != Some(&record) {
             record.last_used_at = now_in_millis();
             if let Err(err) = self.store.put(record).await {
