@@ -91,6 +91,11 @@ struct Args {
     #[arg(long, env = "SYNTHESIS_PROCESS_IDLE", default_value = "30m", value_parser = parse_limit)]
     process_idle: Limit,
 
+    /// A session unused this long is forgotten: its record leaves --state-dir and its process stops (its
+    /// next turn starts a new conversation). `off` keeps sessions for ever.
+    #[arg(long, env = "SYNTHESIS_SESSION_TTL", default_value = "30d", value_parser = parse_limit)]
+    session_ttl: Limit,
+
     /// After a turn whose message reached Claude got no whole answer, the same message again (the client's
     /// retry, OpenClaw's continuation prompt included) within this long has Claude carry on with it rather
     /// than be asked twice; `off`: every turn is a new message.
@@ -355,6 +360,7 @@ async fn agent(args: &Args) -> anyhow::Result<Arc<dyn AgentBackend>> {
         .ready_timeout(args.ready_timeout)
         .max_processes(args.max_processes as usize)
         .retry_window(args.retry_window.0)
+        .session_ttl(args.session_ttl.0)
         .prompt_end_wait(args.prompt_end_wait);
     if let Some(idle) = args.process_idle.0 {
         config = config.process_idle(idle);

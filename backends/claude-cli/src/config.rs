@@ -118,6 +118,9 @@ pub struct ClaudeCliConfig {
     /// message is pushed anyway; delivery is still confirmed, and a push that would join a prompt still
     /// running is kept out of it.
     pub prompt_end_wait: Duration,
+    /// A session unused this long is forgotten: its record is removed from the store and its process
+    /// stopped, so that the store does not grow for ever. `None`: sessions are kept for ever.
+    pub session_ttl: Option<Duration>,
     /// How long after a turn whose message reached Claude ended without an answer the same text, sent
     /// again for the same session, is taken as the client's retry (channel mode): Claude then carries on with the
     /// earlier message rather than get it twice. `None`: every turn is a new message.
@@ -154,6 +157,7 @@ impl ClaudeCliConfig {
             delivery_attempts: 5,
             prompt_end_wait: Duration::from_secs(5 * 60),
             retry_window: Some(Duration::from_secs(3 * 60)),
+            session_ttl: None,
         }
     }
 
@@ -233,6 +237,12 @@ impl ClaudeCliConfig {
     /// Sets [`ClaudeCliConfig::prompt_end_wait`].
     pub fn prompt_end_wait(mut self, wait: Duration) -> Self {
         self.prompt_end_wait = wait;
+        self
+    }
+
+    /// Sets [`ClaudeCliConfig::session_ttl`].
+    pub fn session_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.session_ttl = ttl;
         self
     }
 

@@ -223,18 +223,23 @@ impl ClaudeCliBackend {
     }
 }
 
-/// Stops processes that have been idle too long, checking a few times per idle period.
+/// Stops processes that have been idle too long, checking a few times per idle period, and forgets
+/// sessions unused for [`ClaudeCliConfig::session_ttl`], checking a few times per that.
 async fn sweep_idle(inner: std::sync::Weak<Inner>, stop: CancellationToken) {
-    let Some(idle) = inner
-        .upgrade()
-        .map(|inner| inner.services.config.process_idle)
-    else {
+    let Some((idle, ttl)) = inner.upgrade().map(|inner| {
+        let config = &inner.services.config;
+        (config.process_idle, config.session_ttl)
+    }) else {
         return;
     };
     let every = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
+    let forget_every =
+        ttl.map(|ttl| (ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(3600)));
+    let mut last_forgetting = tokio::time::Instant::now();
+    let wake_every = forget_every.map_or(every, |forget_every| every.min(forget_every));
     loop {
         tokio::select! {
-            () = tokio::time::sleep(every) => {}
+            () = tokio::time::sleep(wake_every) => {}
             () = stop.cancelled() => return,
         }
         let Some(inner) = inner.upgrade() else { return };
@@ -247,10 +252,55 @@ async fn sweep_idle(inner: std::sync::Weak<Inner>, stop: CancellationToken) {
                 agent.stop().await;
             }
         }
+        if let (Some(ttl), Some(forget_every)) = (ttl, forget_every)
+            && last_forgetting.elapsed() >= forget_every
+        {
+            last_forgetting = tokio::time::Instant::now();
+            inner.forget_unused(ttl).await;
+        }
     }
 }
 
 impl Inner {
+    /// Forgets the sessions unused for `ttl`: their records leave the store, their processes stop. A
+    /// session in a turn is never forgotten; one used since its record was saved counts from that use.
+    async fn forget_unused(&self, ttl: Duration) {
+        let records = match self.store.list().await {
+            Ok(records) => records,
+            Err(err) => {
+                warn!(%err, "cannot list the sessions to forget unused ones");
+                return;
+            }
+        };
+        let now = std::time::SystemTime::now();
+        for record in records {
+            let unused = now.duration_since(record.last_used_at).unwrap_or_default();
+            if unused < ttl {
+                continue;
+            }
+            let pool = &self.services.pool;
+            if let Some(slot) = pool.existing_slot(&record.key) {
+                if Pool::idle_for(&slot) < ttl {
+                    continue;
+                }
+                let Ok(mut guard) = slot.agent.clone().try_lock_owned() else {
+                    continue; // in a turn
+                };
+                // Held, so no turn starts meanwhile; one waiting for it keeps the session.
+                if !pool.forget(&record.key, &slot) {
+                    continue;
+                }
+                if let Some(agent) = guard.take() {
+                    agent.stop().await;
+                }
+            }
+            info!(session = %record.key, unused = %humantime::format_duration(unused), "forgetting an unused session");
+            if let Err(err) = self.store.remove(&record.key).await {
+                warn!(session = %record.key, %err, "cannot remove an unused session's record");
+            }
+        }
+    }
+
     async fn run_turn(&self, turn: Turn) -> Result<ReplyStream, BackendError> {
         if self.shutdown.is_cancelled() {
             return Err(BackendError::unavailable("the bridge is shutting down"));
@@ -293,7 +343,13 @@ impl Inner {
         // every turn (then a file rewrite and two disk flushes, under the store's lock) cost a few
         // milliseconds per turn and serialized all sessions (examples/load.rs); the journal now makes a
         // save one flushed line, still a disk flush a turn would wait for.
-        if stored.as_ref() != Some(&record) {
+        // With sessions forgotten after a while, a session in use says so now and then.
+        let stale = self.services.config.session_ttl.is_some_and(|ttl| {
+            now_in_millis()
+                .duration_since(record.last_used_at)
+                .is_ok_and(|unused| unused > ttl / 4)
+        });
+        if stored.as_ref() != Some(&record) || stale {
             record.last_used_at = now_in_millis();
             if let Err(err) = self.store.put(record).await {
                 warn!(session = %turn.session, %err, "cannot save the session; a restarted bridge will start a new conversation");

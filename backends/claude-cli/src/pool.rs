@@ -218,6 +218,28 @@ impl Pool {
         idle_slots
     }
 
+    /// The slot of `key`, if it has one.
+    pub(crate) fn existing_slot(&self, key: &SessionKey) -> Option<Arc<Slot>> {
+        self.shared.lock().slots.get(key).cloned()
+    }
+
+    /// Forgets `slot`, the slot of `key`, unless someone besides the caller holds it (a turn is about to
+    /// take it). Says whether it did.
+    pub(crate) fn forget(&self, key: &SessionKey, slot: &Arc<Slot>) -> bool {
+        let mut state = self.shared.lock();
+        // The map's and the caller's.
+        let alone = Arc::strong_count(slot) == 2;
+        if alone {
+            state.slots.remove(key);
+        }
+        alone
+    }
+
+    /// How long ago the slot was last used.
+    pub(crate) fn idle_for(slot: &Slot) -> Duration {
+        slot.last_used().elapsed()
+    }
+
     /// Every slot, for shutdown.
     pub(crate) fn slots(&self) -> Vec<Arc<Slot>> {
         self.shared.lock().slots.values().cloned().collect()

@@ -302,3 +302,39 @@ async fn a_claude_that_cannot_start_is_unavailable_with_its_words() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_session_unused_for_its_ttl_is_forgotten_and_its_process_stopped() {
+    let spawner = FakeSpawner::new(|_, mut claude| async move {
+        while claude.read_line().await.is_some() {
+            say(&mut claude, &[delta("hi"), result("hi")]).await;
+        }
+    });
+    let store = Arc::new(MemoryStore::new());
+    let config = ClaudeCliConfig::default().session_ttl(Some(Duration::from_millis(300)));
+    let backend = ClaudeCliBackend::stream_json(config, Arc::new(spawner.clone()), store.clone());
+    let key = SessionKey::new("agent::test").unwrap();
+    assert_eq!(
+        events(&backend, turn("hello")).await,
+        [ReplyEvent::text("hi"), ReplyEvent::end()]
+    );
+    let first = store.get(&key).await.unwrap().unwrap().conversation_id;
+    assert_eq!(backend.status().processes, 1);
+    tokio::time::timeout(PATIENCE, async {
+        while store.get(&key).await.unwrap().is_some() || backend.status().processes > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the unused session was forgotten");
+    assert_eq!(backend.status().sessions, 0);
+    // Used again, it is a new session with a new conversation.
+    assert_eq!(
+        events(&backend, turn("again")).await,
+        [ReplyEvent::text("hi"), ReplyEvent::end()]
+    );
+    assert_ne!(
+        store.get(&key).await.unwrap().unwrap().conversation_id,
+        first
+    );
+}
