@@ -620,3 +620,50 @@ async fn over_a_socket_the_deadline_ends_a_stream_and_a_slow_non_streaming_turn(
     // The cancelled turns acknowledged: nothing is left in the table.
     wait_until(|| server.bridge.active_sessions() == 0).await;
 }
+
+#[tokio::test]
+async fn the_deadline_cuts_a_turn_whose_client_stopped_reading_and_frees_the_session() {
+    use tokio::io::AsyncWriteExt;
+    let (server, mut turns, _dir) = serve(|b| b.turn_timeout(Some(Duration::from_secs(1)))).await;
+    // A client that sends its request and never reads a byte of the answer.
+    let mut stalled = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let body = simple_body("reader", "a big answer", true).to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    let turn = turns.recv().await.unwrap();
+    // 12 MB of answer, as in the report: more than the sockets and channels hold, so the agent blocks.
+    let chunk = "x".repeat(8 << 10);
+    let cancel = turn.turn.cancel.clone();
+    let producer = tokio::spawn(async move {
+        for _ in 0..1536 {
+            if turn
+                .events
+                .send(ReplyEvent::text(chunk.clone()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    tokio::time::timeout(PATIENCE, cancel.cancelled())
+        .await
+        .expect("the turn was cut at its deadline");
+    producer.abort();
+    // The session takes its next turn while the stalled client is still connected.
+    let next = tokio::spawn({
+        let addr = server.addr;
+        async move { support::send_to(addr, chat_request(simple_body("reader", "next", false))).await }
+    });
+    let second = tokio::time::timeout(PATIENCE, turns.recv())
+        .await
+        .expect("the session is free")
+        .unwrap();
+    assert_eq!(second.turn.text, "next");
+    second.events.send(ReplyEvent::end()).await.unwrap();
+    next.await.unwrap();
+    drop(stalled);
+}

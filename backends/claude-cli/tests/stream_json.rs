@@ -338,3 +338,30 @@ async fn a_session_unused_for_its_ttl_is_forgotten_and_its_process_stopped() {
         first
     );
 }
+
+#[tokio::test]
+async fn a_full_disk_does_not_cost_the_turn() {
+    let spawner = FakeSpawner::new(|_, mut claude| async move {
+        while claude.read_line().await.is_some() {
+            say(&mut claude, &[delta("still here"), result("still here")]).await;
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    // Every write of the session store fails as on a full disk.
+    std::os::unix::fs::symlink(
+        "/dev/full",
+        dir.path().join(synthesis_store_json::JOURNAL_NAME),
+    )
+    .unwrap();
+    let store = synthesis_store_json::JsonFileStore::open(dir.path())
+        .await
+        .unwrap();
+    let config = ClaudeCliConfig::default();
+    let backend = ClaudeCliBackend::stream_json(config, Arc::new(spawner), Arc::new(store));
+    for _ in 0..2 {
+        assert_eq!(
+            events(&backend, turn("hello")).await,
+            [ReplyEvent::text("still here"), ReplyEvent::end()]
+        );
+    }
+}

@@ -118,7 +118,9 @@ impl Journal {
         records: &mut BTreeMap<SessionKey, SessionRecord>,
     ) -> Result<Self, StoreError> {
         let mut lines = 0;
-        if let Ok(existing) = File::open(path) {
+        // Only a file is replayed: a device (a test's /dev/full) has no end to read to.
+        let replayable = fs::metadata(path).is_ok_and(|meta| meta.is_file());
+        if let Some(existing) = replayable.then(|| File::open(path)).transpose()? {
             for line in io::BufReader::new(existing).split(b'\n') {
                 let line = line?;
                 if line.is_empty() {

@@ -205,3 +205,25 @@ async fn a_torn_last_line_is_skipped_and_later_changes_are_kept() {
     let keys = keys(&reopened).await;
     assert_eq!(keys, ["agent::after", "agent::kept"]);
 }
+
+#[tokio::test]
+async fn a_full_disk_fails_the_change_and_keeps_what_is_known() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = JsonFileStore::open(dir.path()).await.unwrap();
+    store.put(record("agent::before")).await.unwrap();
+    drop(store);
+    // Every write to the journal now fails as on a full disk.
+    let journal = dir.path().join(JOURNAL_NAME);
+    std::fs::remove_file(&journal).unwrap();
+    std::os::unix::fs::symlink("/dev/full", &journal).unwrap();
+    let store = JsonFileStore::open(dir.path())
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    let err = store.put(record("agent::lost")).await.unwrap_err();
+    assert!(err.to_string().contains("No space left"), "{err}");
+    assert_eq!(
+        keys(&store).await,
+        Vec::<String>::new(),
+        "a change that failed is not kept"
+    );
+}
