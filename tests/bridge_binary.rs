@@ -365,6 +365,55 @@ async fn long_lived_claude_sessions_survive_a_bridge_restart() {
 }
 
 #[tokio::test]
+async fn a_bridge_killed_at_any_moment_keeps_its_sessions() {
+    let shared = tempfile::tempdir().unwrap();
+    let (state, claude) = (shared.path().join("state"), shared.path().join("claude"));
+    let start = |state: PathBuf, claude: PathBuf| {
+        BridgeProcess::spawn(move |command, workspace| {
+            command
+                .args(["--listen", "127.0.0.1:0", "--workspace-root"])
+                .arg(workspace)
+                .arg("--claude-bin")
+                .arg(support::examples::binary("fake_claude"))
+                .arg("--state-dir")
+                .arg(state)
+                .env("CLAUDE_CONFIG_DIR", claude);
+        })
+    };
+    let ask = |user: &str, text: &str| json!({"user": user, "stream": false, "messages": [{"role": "user", "content": text}]});
+    let reply = |json: Value| {
+        json["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no answer: {json}"))
+            .to_owned()
+    };
+    let mut known = None;
+    let mut turns = 0;
+    for round in 0..6u64 {
+        let mut bridge = start(state.clone(), claude.clone());
+        bridge.wait_ready().await;
+        // The session and its conversation outlive every kill, and so does what it was told.
+        let (turn, conversation) = history(&reply(
+            body_json(bridge.chat(ask("agent::kept", "history")).await).await,
+        ));
+        assert_eq!(
+            conversation,
+            *known.get_or_insert(conversation.clone()),
+            "round {round}"
+        );
+        assert!(turn > turns, "round {round}: turn {turn} after {turns}");
+        turns = turn;
+        // A new session each round, and a turn in flight when the kill lands, at a different moment.
+        let user = format!("agent::new-{round}");
+        let in_flight = bridge.chat(ask(&user, "slow 400 midway"));
+        let _ =
+            tokio::time::timeout(Duration::from_millis(50 + (round * 97) % 500), in_flight).await;
+        bridge.signal("-KILL");
+        bridge.wait_exit().await;
+    }
+}
+
+#[tokio::test]
 async fn bridge_channel_serves_mcp_on_stdio_and_exits_when_its_input_closes() {
     use std::io::{BufRead, BufReader, Write};
     use std::process::{Command, Stdio};

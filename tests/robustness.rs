@@ -1,6 +1,7 @@
 //! Inputs no test author would think of: property tests of what reads untrusted input (the chat request
 //! and its session key, the agent's frames) and of what writes the stream (the SSE encoder). Bounded: a
-//! fixed number of cases each, no time limit to race.
+//! fixed number of cases each (`PROPTEST_CASES`, 300 by default), no time limit to race. Part of
+//! `scripts/robustness`.
 
 mod support;
 
@@ -69,7 +70,11 @@ fn chat_body() -> impl Strategy<Value = serde_json::Value> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    // 300 cases each by default; scripts/robustness asks for more (PROPTEST_CASES).
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|cases| cases.parse().ok()).unwrap_or(300),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn any_json_body_is_parsed_or_refused_never_a_panic(body in json_value()) {
