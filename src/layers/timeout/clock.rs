@@ -17,15 +17,16 @@ pub(super) struct Clock {
 }
 
 impl Clock {
+    /// When it runs out.
+    pub(super) fn ends_at(&self) -> tokio::time::Instant {
+        self.sleep.deadline()
+    }
+
     pub(super) fn start(limit: Duration) -> Self {
         Self {
             limit,
             sleep: Box::pin(sleep_until(instant_after(limit))),
         }
-    }
-
-    pub(super) fn restart(&mut self) {
-        self.sleep.as_mut().reset(instant_after(self.limit));
     }
 
     /// The limit if the time is up; if not, the task is woken when it is.

@@ -35,6 +35,8 @@ impl<F> ResponseFuture<F> {
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    // The body's clocks are kept by a task of their own.
+    B: Send + 'static,
     E: Into<BoxError>,
 {
     type Output = Result<Response<TimeoutBody<B>>, BoxError>;
@@ -50,7 +52,7 @@ where
             this.inner.set(None);
             let response = result.map_err(Into::into)?;
             let deadline = this.deadline.take();
-            let idle = this.idle.map(Clock::start);
+            let idle = *this.idle;
             return Poll::Ready(Ok(
                 response.map(|body| TimeoutBody::new(body, deadline, idle))
             ));

@@ -6,6 +6,8 @@
 //! - The idle clock starts with the response head and restarts with every data frame; when it runs out the
 //!   body ends with [`IdleElapsed`]. Frames added by layers outside this one (heartbeats) are not seen here,
 //!   so they do not count as activity.
+//! - The clocks run whether or not the body is polled (a client that stops reading stops the server from
+//!   polling it): a watchdog task ends the body when one runs out.
 //! - Either way the inner future or body is dropped at once, which is how the handler learns to stop its
 //!   work. Turning the error into something a client understands (a final event of a stream) is left to an
 //!   outer layer.

@@ -24,6 +24,8 @@ impl<S, B, ResBody> Service<Request<B>> for StreamTimeout<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,
+    // The body's clocks are kept by a task of their own.
+    ResBody: Send + 'static,
 {
     type Response = Response<TimeoutBody<ResBody>>;
     type Error = BoxError;
