@@ -143,6 +143,24 @@ impl Acceptor {
     }
 }
 
+/// Waits until `stream` has sent enough for hyper to tell HTTP/1.1 from HTTP/2: a byte that is not the
+/// HTTP/2 preface's, or the whole preface. False if it closed first.
+async fn version_known(stream: &TcpStream) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut seen = [0u8; PREFACE.len()];
+    loop {
+        let n = match stream.peek(&mut seen).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        if seen[..n] != PREFACE[..n] || n == PREFACE.len() {
+            return true;
+        }
+        // Part of the preface: peeking again returns at once, so look again a little later.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The HTTP answer to a connection over the cap: 503, OpenAI's error shape, `Retry-After`.
 fn too_many_connections(max: usize) -> Bytes {
     let body = format!(
@@ -221,12 +239,10 @@ where
         let header_read_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             let _permit = permit;
-            // Until its first byte, hyper cannot tell HTTP/1.1 from HTTP/2, and has no timer running.
-            let mut first = [0u8; 1];
-            let first_byte =
-                tokio::time::timeout(header_read_timeout, stream.peek(&mut first)).await;
-            if !matches!(first_byte, Ok(Ok(1..))) {
-                tracing::debug!(%peer, "a connection sent nothing in time; closed");
+            // Until it can tell HTTP/1.1 from HTTP/2, hyper has no timer running.
+            let known = tokio::time::timeout(header_read_timeout, version_known(&stream)).await;
+            if !matches!(known, Ok(true)) {
+                tracing::debug!(%peer, "a connection did not say what it speaks in time; closed");
                 return;
             }
             let connection = builder.serve_connection_with_upgrades(

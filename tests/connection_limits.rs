@@ -88,3 +88,12 @@ async fn over_the_cap_a_connection_is_refused_and_a_freed_place_is_served() {
     let answer = read_to_close(&mut next).await;
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_connection_that_stops_inside_the_http2_preface_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = serve(8, dir.path()).await;
+    let mut partial = TcpStream::connect(addr).await.unwrap();
+    partial.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    assert_eq!(read_to_close(&mut partial).await, "");
+}

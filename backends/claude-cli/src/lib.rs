@@ -162,6 +162,8 @@ struct Inner {
     services: Services,
     store: Arc<dyn SessionStore>,
     shutdown: CancellationToken,
+    /// When this backend started, the earliest a stored session's disuse counts from.
+    started_at: std::time::SystemTime,
 }
 
 impl std::fmt::Debug for Inner {
@@ -213,6 +215,7 @@ impl ClaudeCliBackend {
             },
             store,
             shutdown: CancellationToken::new(),
+            started_at: now_in_millis(),
         });
         let stop_sweeping = CancellationToken::new();
         tokio::spawn(sweep_idle(Arc::downgrade(&inner), stop_sweeping.clone()).in_current_span());
@@ -274,7 +277,10 @@ impl Inner {
         };
         let now = std::time::SystemTime::now();
         for record in records {
-            let unused = now.duration_since(record.last_used_at).unwrap_or_default();
+            // Records are not saved on every turn (older bridges saved them only when the conversation
+            // changed): unused counts from this backend's start at the earliest.
+            let last_used = record.last_used_at.max(self.started_at);
+            let unused = now.duration_since(last_used).unwrap_or_default();
             if unused < ttl {
                 continue;
             }
@@ -290,14 +296,22 @@ impl Inner {
                 if !pool.forget(&record.key, &slot) {
                     continue;
                 }
+                // The record goes while the slot is still held: a turn that comes after finds none.
+                self.remove_unused(&record.key, unused).await;
                 if let Some(agent) = guard.take() {
                     agent.stop().await;
                 }
+                continue;
             }
-            info!(session = %record.key, unused = %humantime::format_duration(unused), "forgetting an unused session");
-            if let Err(err) = self.store.remove(&record.key).await {
-                warn!(session = %record.key, %err, "cannot remove an unused session's record");
-            }
+            self.remove_unused(&record.key, unused).await;
+        }
+    }
+
+    /// Removes the record of a session unused for `unused`.
+    async fn remove_unused(&self, key: &SessionKey, unused: Duration) {
+        info!(session = %key, unused = %humantime::format_duration(unused), "forgetting an unused session");
+        if let Err(err) = self.store.remove(key).await {
+            warn!(session = %key, %err, "cannot remove an unused session's record");
         }
     }
 

@@ -157,8 +157,15 @@ impl Journal {
         let mut line =
             serde_json::to_vec(change).map_err(|err| StoreError::Corrupt(err.to_string()))?;
         line.push(b'\n');
-        (&*self.file).write_all(&line)?;
-        self.file.sync_data()?;
+        let end = self.file.metadata()?.len();
+        let written = (&*self.file)
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data());
+        if let Err(err) = written {
+            // A part of the line left behind would glue the next change to it: take it back.
+            let _ = self.file.set_len(end);
+            return Err(err.into());
+        }
         Ok(())
     }
 

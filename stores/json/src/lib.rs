@@ -101,7 +101,20 @@ impl JsonFileStore {
     /// Writes `change` to the journal, then applies it, all under the lock that serialises writers; the
     /// journal is compacted into the snapshot when it has grown enough. Returns the record it replaced.
     async fn change(&self, change: file::Change) -> Result<Option<SessionRecord>, StoreError> {
-        let mut state = self.state.lock().await;
+        // In a task of its own, which owns the lock: a caller that stops waiting stops neither the write
+        // nor its taking effect in memory, and the next change waits for both.
+        let state = self.state.clone().lock_owned().await;
+        let path = self.path.to_path_buf();
+        tokio::spawn(Self::apply(state, path, change))
+            .await
+            .map_err(|err| StoreError::Io(std::io::Error::other(err)))?
+    }
+
+    async fn apply(
+        mut state: tokio::sync::OwnedMutexGuard<State>,
+        path: std::path::PathBuf,
+        change: file::Change,
+    ) -> Result<Option<SessionRecord>, StoreError> {
         let journal = state.journal.clone();
         let written = change.clone();
         blocking(move || journal.append(&written)).await?;
@@ -111,11 +124,7 @@ impl JsonFileStore {
         };
         state.journal.lines += 1;
         if state.journal.lines >= COMPACT_AFTER.max(2 * state.records.len()) {
-            let (path, records, journal) = (
-                self.path.to_path_buf(),
-                state.records.clone(),
-                state.journal.clone(),
-            );
+            let (records, journal) = (state.records.clone(), state.journal.clone());
             // The change is on disk already: a failed compaction only leaves the journal longer.
             match blocking(move || {
                 file::save(&path, &records)?;

@@ -240,11 +240,21 @@ async fn handle(
             return Ok(());
         }
     };
-    // Never wait for room: a plugin that floods frames no turn reads (between turns, nobody does) must not
-    // stop this connection from being read, or its close from being noticed. A turn reads its frames as
-    // they come, far below the link's capacity. A closed link means the bridge stopped the session; the
+    // The answer to a message being answered waits for room, so that none of it is lost to a turn that
+    // relays it to a slow client. Anything else (no message named, or one that is not being answered)
+    // never waits: a plugin flooding frames that no turn reads must not stop this connection from being
+    // read, or its close from being noticed. A closed link means the bridge stopped the session; the
     // select loop closes the connection next.
-    if let Err(mpsc::error::TrySendError::Full(event)) = session.events.try_send(event) {
+    let live = match &event {
+        ChannelEvent::Reply(frame) => frame
+            .message_id
+            .as_deref()
+            .is_some_and(|id| session.prompts().is_live(id)),
+        _ => false,
+    };
+    if live {
+        let _ = session.events.send(event).await;
+    } else if let Err(mpsc::error::TrySendError::Full(event)) = session.events.try_send(event) {
         warn!(session = %session.key, ?event, "dropped a frame that no turn is reading");
     }
     Ok(())

@@ -72,6 +72,12 @@ impl Prompts {
         }
     }
 
+    /// Whether `message_id` is being answered: handed to the plugin, and its prompt not over.
+    pub(crate) fn is_live(&self, message_id: &str) -> bool {
+        self.pushed.iter().any(|pushed| pushed == message_id)
+            || self.open.iter().any(|(_, open)| open == message_id)
+    }
+
     /// A `UserPromptSubmit` for `prompt_id` with `prompt`.
     fn start(&mut self, prompt_id: String, prompt: &str) -> Start {
         let folded = self.open.iter().any(|(open, _)| *open == prompt_id);
