@@ -315,29 +315,39 @@ async fn a_zero_timeout_is_refused_with_a_hint() {
     assert!(stderr.contains("`off`"), "{stderr}");
 }
 
+/// The bridge with `fake_claude` for its agent, its state and the agent's config in directories that
+/// outlive it.
+fn start(state: PathBuf, claude: PathBuf) -> BridgeProcess {
+    BridgeProcess::spawn(move |command, workspace| {
+        command
+            .args(["--listen", "127.0.0.1:0", "--workspace-root"])
+            .arg(workspace)
+            .arg("--claude-bin")
+            .arg(support::examples::binary("fake_claude"))
+            .arg("--state-dir")
+            .arg(state)
+            .env("CLAUDE_CONFIG_DIR", claude);
+    })
+}
+
+/// A non-streaming chat body of `text` for `user`.
+fn non_streaming(user: &str, text: &str) -> Value {
+    json!({"user": user, "stream": false, "messages": [{"role": "user", "content": text}]})
+}
+
+/// The text of a non-streaming completion.
+fn reply(json: Value) -> String {
+    json["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no answer: {json}"))
+        .to_owned()
+}
+
 #[tokio::test]
 async fn long_lived_claude_sessions_survive_a_bridge_restart() {
     let shared = tempfile::tempdir().unwrap();
     let (state, claude) = (shared.path().join("state"), shared.path().join("claude"));
-    let start = |state: PathBuf, claude: PathBuf| {
-        BridgeProcess::spawn(move |command, workspace| {
-            command
-                .args(["--listen", "127.0.0.1:0", "--workspace-root"])
-                .arg(workspace)
-                .arg("--claude-bin")
-                .arg(support::examples::binary("fake_claude"))
-                .arg("--state-dir")
-                .arg(state)
-                .env("CLAUDE_CONFIG_DIR", claude);
-        })
-    };
-    let ask = |text: &str| json!({"user": "agent::a", "stream": false, "messages": [{"role": "user", "content": text}]});
-    let reply = |json: Value| {
-        json["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let ask = |text: &str| non_streaming("agent::a", text);
 
     let mut first = start(state.clone(), claude.clone());
     first.wait_ready().await;
@@ -368,25 +378,7 @@ async fn long_lived_claude_sessions_survive_a_bridge_restart() {
 async fn a_bridge_killed_at_any_moment_keeps_its_sessions() {
     let shared = tempfile::tempdir().unwrap();
     let (state, claude) = (shared.path().join("state"), shared.path().join("claude"));
-    let start = |state: PathBuf, claude: PathBuf| {
-        BridgeProcess::spawn(move |command, workspace| {
-            command
-                .args(["--listen", "127.0.0.1:0", "--workspace-root"])
-                .arg(workspace)
-                .arg("--claude-bin")
-                .arg(support::examples::binary("fake_claude"))
-                .arg("--state-dir")
-                .arg(state)
-                .env("CLAUDE_CONFIG_DIR", claude);
-        })
-    };
-    let ask = |user: &str, text: &str| json!({"user": user, "stream": false, "messages": [{"role": "user", "content": text}]});
-    let reply = |json: Value| {
-        json["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no answer: {json}"))
-            .to_owned()
-    };
+    let ask = non_streaming;
     let mut known = None;
     let mut turns = 0;
     for round in 0..6u64 {
