@@ -9,8 +9,8 @@ mod support;
 use http::StatusCode;
 use serde_json::Value;
 use support::real_claude::{
-    TURN_PATIENCE, World, claude_children, kill_claude, post_to, post_turn, transcripts, turn,
-    wait_until,
+    TURN_PATIENCE, World, claude_children, kill_claude, post_to, post_turn,
+    post_until_the_model_has_it, transcripts, turn, wait_until,
 };
 use synthesis_mock_anthropic::script;
 
@@ -246,14 +246,7 @@ async fn a_cancelled_turn_is_followed_by_a_clean_next_turn() {
     );
     for round in 0..3 {
         let slow = format!("STALL 20000 cancel me {round}");
-        let pending = {
-            let (addr, slow) = (bridge.addr(), slow.clone());
-            tokio::spawn(async move { post_to(addr, user, &slow, true).await })
-        };
-        wait_until("the model's request", || {
-            !world.requests_for(&slow).is_empty()
-        })
-        .await;
+        let pending = post_until_the_model_has_it(&world, &bridge, user, &slow).await;
         // The client goes away: the bridge interrupts claude (ESC) before the next turn.
         pending.abort();
         let next = format!("after the cancel {round}");

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use support::bridge_process::BridgeProcess;
 use support::real_claude::{
     Mode, TURN_PATIENCE, World, claude_children, kill_claude, post_body, post_to, post_turn,
-    transcripts, turn, wait_until,
+    post_until_the_model_has_it, transcripts, turn, wait_until,
 };
 use synthesis_mock_anthropic::script;
 
@@ -233,14 +233,7 @@ async fn stream_json_cancels_by_interrupt_and_the_next_turn_is_clean() {
     let pid = claude_children(&bridge, &world.claude_bin)[0].0;
     for round in 0..5 {
         let slow = format!("STALL 20000 cancel me {round}");
-        let pending = {
-            let (addr, slow) = (bridge.addr(), slow.clone());
-            tokio::spawn(async move { post_to(addr, user, &slow, true).await })
-        };
-        wait_until("the model's request", || {
-            !world.requests_for(&slow).is_empty()
-        })
-        .await;
+        let pending = post_until_the_model_has_it(&world, &bridge, user, &slow).await;
         // The client goes away: the bridge interrupts the prompt over stdin.
         pending.abort();
         let next = format!("after the cancel {round}");
@@ -278,14 +271,7 @@ async fn stream_json_fails_a_turn_at_once_when_claude_dies_and_the_next_turn_res
             );
         }
         let doomed = format!("STALL 30000 doomed turn of {user}");
-        let pending = {
-            let (addr, doomed) = (bridge.addr(), doomed.clone());
-            tokio::spawn(async move { post_to(addr, user, &doomed, true).await })
-        };
-        wait_until("the model's request", || {
-            !world.requests_for(&doomed).is_empty()
-        })
-        .await;
+        let pending = post_until_the_model_has_it(&world, &bridge, user, &doomed).await;
         assert_eq!(kill_claude(&bridge, &world.claude_bin, &others), 1);
         let (status, body) = tokio::time::timeout(TURN_PATIENCE, pending)
             .await

@@ -301,6 +301,25 @@ pub async fn post_body(addr: std::net::SocketAddr, body: Value) -> (StatusCode, 
     (status, String::from_utf8(bytes.to_vec()).unwrap())
 }
 
+/// Sends `text` for `user` in a task of its own and returns once the model has its request: the turn is in
+/// the model's hands (a `STALL` prompt keeps it there).
+pub async fn post_until_the_model_has_it(
+    world: &World,
+    bridge: &BridgeProcess,
+    user: &str,
+    text: &str,
+) -> tokio::task::JoinHandle<(StatusCode, String)> {
+    let pending = {
+        let (addr, user, text) = (bridge.addr(), user.to_owned(), text.to_owned());
+        tokio::spawn(async move { post_to(addr, &user, &text, true).await })
+    };
+    wait_until("the model's request", || {
+        !world.requests_for(text).is_empty()
+    })
+    .await;
+    pending
+}
+
 /// SIGKILLs every `claude` the bridge runs but those in `spared`; returns how many.
 pub fn kill_claude(bridge: &BridgeProcess, claude_bin: &Path, spared: &[u32]) -> usize {
     let children: Vec<_> = claude_children(bridge, claude_bin)
