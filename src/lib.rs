@@ -82,6 +82,7 @@ pub mod http;
 pub mod layers;
 pub mod metrics;
 pub mod openai;
+pub mod pool;
 pub mod server;
 pub mod session;
 pub mod spawner;

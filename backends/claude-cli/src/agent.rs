@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use synthesis_bridge::pool::Pooled;
 use synthesis_bridge::spawner::{ProcessHandle, SpawnError, Spawner};
 use synthesis_bridge::transport::ChannelTransport;
 use synthesis_bridge::{BackendError, SessionKey};
@@ -13,7 +14,7 @@ use uuid::Uuid;
 
 use crate::channel::{self, ChannelIo};
 use crate::config::ClaudeCliConfig;
-use crate::pool::{Permit, Pool};
+use crate::pool::{Connected, Permit, Pool};
 use crate::stream_json::{self, StreamJsonIo};
 
 /// Whether a process starts a conversation or continues one. Claude Code refuses `--session-id` for an id
@@ -82,6 +83,8 @@ pub(crate) struct Services {
     pub(crate) spawner: Arc<dyn Spawner>,
     pub(crate) mode: Mode,
     pub(crate) pool: Pool,
+    /// How many processes have their plugin connected.
+    pub(crate) connected: Connected,
 }
 
 /// How the bridge talks to one process: the mode's own state.
@@ -171,13 +174,22 @@ impl Agent {
         }
     }
 
-    /// Hands this agent's place in the pool to a new process (this one is being evicted).
-    pub(crate) fn take_permit(&mut self) -> Option<Permit> {
+    pub(crate) fn session(&self) -> &SessionKey {
+        &self.session
+    }
+}
+
+impl Pooled for Agent {
+    fn session(&self) -> &SessionKey {
+        &self.session
+    }
+
+    fn take_permit(&mut self) -> Option<Permit> {
         self.permit.take()
     }
 
-    pub(crate) fn session(&self) -> &SessionKey {
-        &self.session
+    fn stop(self) -> impl Future<Output = ()> + Send {
+        Agent::stop(self)
     }
 }
 

@@ -127,7 +127,6 @@ mod turn;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use synthesis_bridge::store::now_in_millis;
@@ -144,9 +143,10 @@ use uuid::Uuid;
 pub use crate::config::{ClaudeCliConfig, PermissionMode, UnknownPermissionMode};
 
 use crate::agent::{Agent, Conversation, LaunchError, Mode, Services};
-use crate::pool::{Permit, Pool, Slot, SlotGuard};
+use crate::pool::{Connected, Permit, Pool, SessionState, Slot};
 use crate::transcript::Transcript;
 use crate::turn::TurnRun;
+use synthesis_bridge::pool::Sweep;
 
 /// How many reply events wait for a slow consumer before the turn holds back.
 const EVENT_BUFFER: usize = 32;
@@ -162,8 +162,6 @@ struct Inner {
     services: Services,
     store: Arc<dyn SessionStore>,
     shutdown: CancellationToken,
-    /// When this backend started, the earliest a stored session's disuse counts from.
-    started_at: std::time::SystemTime,
 }
 
 impl std::fmt::Debug for Inner {
@@ -205,116 +203,40 @@ impl ClaudeCliBackend {
         mode: Mode,
         store: Arc<dyn SessionStore>,
     ) -> Self {
-        let pool = Pool::new(config.max_processes);
+        let pool = Pool::new(config.max_processes, "claude");
+        let retry_window = config.retry_window;
+        let stop_sweeping = pool.sweep(Sweep {
+            idle: config.process_idle,
+            ttl: config.session_ttl,
+            store: store.clone(),
+            since: now_in_millis(),
+            // A message a retry may still carry on with, or a new conversation still to start.
+            keep: Box::new(move |session: &SessionState| {
+                let retry_may_come = session.unanswered().is_some_and(|unanswered| {
+                    retry_window.is_some_and(|window| unanswered.at.elapsed() <= window)
+                });
+                retry_may_come || session.new_conversation_wanted()
+            }),
+        });
         let inner = Arc::new(Inner {
             services: Services {
                 config: Arc::new(config),
                 spawner,
                 mode,
                 pool,
+                connected: Connected::default(),
             },
             store,
             shutdown: CancellationToken::new(),
-            started_at: now_in_millis(),
         });
-        let stop_sweeping = CancellationToken::new();
-        tokio::spawn(sweep_idle(Arc::downgrade(&inner), stop_sweeping.clone()).in_current_span());
         Self {
             inner,
-            _stop_sweeping: stop_sweeping.drop_guard(),
-        }
-    }
-}
-
-/// Stops processes that have been idle too long, checking a few times per idle period, and forgets
-/// sessions unused for [`ClaudeCliConfig::session_ttl`], checking a few times per that.
-async fn sweep_idle(inner: std::sync::Weak<Inner>, stop: CancellationToken) {
-    let Some((idle, ttl)) = inner.upgrade().map(|inner| {
-        let config = &inner.services.config;
-        (config.process_idle, config.session_ttl)
-    }) else {
-        return;
-    };
-    let every = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
-    let forget_every =
-        ttl.map(|ttl| (ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(3600)));
-    let mut last_forgetting = tokio::time::Instant::now();
-    let wake_every = forget_every.map_or(every, |forget_every| every.min(forget_every));
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(wake_every) => {}
-            () = stop.cancelled() => return,
-        }
-        let Some(inner) = inner.upgrade() else { return };
-        // Each is stopped while its slot is held, so a turn that comes meanwhile waits for the old
-        // process to be gone before it resumes the conversation in a new one.
-        let retry_window = inner.services.config.retry_window;
-        for mut slot in inner.services.pool.take_idle(idle, retry_window) {
-            if let Some(agent) = slot.take() {
-                info!(session = %agent.session(), idle = ?idle, "stopping an idle claude process");
-                agent.stop().await;
-            }
-        }
-        if let (Some(ttl), Some(forget_every)) = (ttl, forget_every)
-            && last_forgetting.elapsed() >= forget_every
-        {
-            last_forgetting = tokio::time::Instant::now();
-            inner.forget_unused(ttl).await;
+            _stop_sweeping: stop_sweeping,
         }
     }
 }
 
 impl Inner {
-    /// Forgets the sessions unused for `ttl`: their records leave the store, their processes stop. A
-    /// session in a turn is never forgotten; one used since its record was saved counts from that use.
-    async fn forget_unused(&self, ttl: Duration) {
-        let records = match self.store.list().await {
-            Ok(records) => records,
-            Err(err) => {
-                warn!(%err, "cannot list the sessions to forget unused ones");
-                return;
-            }
-        };
-        let now = std::time::SystemTime::now();
-        for record in records {
-            // Records are not saved on every turn (older bridges saved them only when the conversation
-            // changed): unused counts from this backend's start at the earliest.
-            let last_used = record.last_used_at.max(self.started_at);
-            let unused = now.duration_since(last_used).unwrap_or_default();
-            if unused < ttl {
-                continue;
-            }
-            let pool = &self.services.pool;
-            if let Some(slot) = pool.existing_slot(&record.key) {
-                if Pool::idle_for(&slot) < ttl {
-                    continue;
-                }
-                let Ok(mut guard) = slot.agent.clone().try_lock_owned() else {
-                    continue; // in a turn
-                };
-                // Held, so no turn starts meanwhile; one waiting for it keeps the session.
-                if !pool.forget(&record.key, &slot) {
-                    continue;
-                }
-                // The record goes while the slot is still held: a turn that comes after finds none.
-                self.remove_unused(&record.key, unused).await;
-                if let Some(agent) = guard.take() {
-                    agent.stop().await;
-                }
-                continue;
-            }
-            self.remove_unused(&record.key, unused).await;
-        }
-    }
-
-    /// Removes the record of a session unused for `unused`.
-    async fn remove_unused(&self, key: &SessionKey, unused: Duration) {
-        info!(session = %key, unused = %humantime::format_duration(unused), "forgetting an unused session");
-        if let Err(err) = self.store.remove(key).await {
-            warn!(session = %key, %err, "cannot remove an unused session's record");
-        }
-    }
-
     async fn run_turn(&self, turn: Turn) -> Result<ReplyStream, BackendError> {
         if self.shutdown.is_cancelled() {
             return Err(BackendError::unavailable("the bridge is shutting down"));
@@ -330,7 +252,7 @@ impl Inner {
         slot.touch();
         let (stored, mut record) = self.record(&turn).await;
         // Kept until the new conversation is saved: a launch that fails must not forget it.
-        let fresh = slot.new_conversation_wanted();
+        let fresh = slot.state.new_conversation_wanted();
         if fresh {
             record.start_new_conversation(record.client_conversation.clone());
         }
@@ -370,7 +292,7 @@ impl Inner {
             }
         }
         if fresh {
-            slot.new_conversation_started();
+            slot.state.new_conversation_started();
         }
 
         let continuing = self.continuing(&slot, &turn.text, conversation).await;
@@ -454,7 +376,7 @@ impl Inner {
         text: &str,
         conversation: Uuid,
     ) -> Option<retry::Unanswered> {
-        let unanswered = slot.unanswered();
+        let unanswered = slot.state.unanswered();
         let retried = retry::retried(text, unanswered.as_ref(), self.services.config.retry_window)?;
         let dir = self.services.config.claude_config_dir();
         // A channel message is found by its id; a stream-json prompt is the text as it was sent.
@@ -530,26 +452,12 @@ impl Inner {
     /// pool is full.
     async fn room(&self, session: &SessionKey) -> Result<Permit, BackendError> {
         let retry_after = self.services.config.busy_retry_after;
-        let room = self.services.pool.make_room(session, retry_after)?;
-        if let Some(mut evicted) = room.evicted
-            && let Some(agent) = evicted.take()
-        {
-            info!(%session, evicted = %agent.session(), "at --max-processes: stopping the longest-idle process");
-            // Its slot stays held until the process is gone.
-            agent.stop().await;
-            drop(evicted);
-        }
-        Ok(room.permit)
+        self.services.pool.room(session, retry_after).await
     }
 
     async fn shutdown(&self) {
         self.shutdown.cancel();
-        for slot in self.services.pool.slots() {
-            let mut guard: SlotGuard = slot.agent.clone().lock_owned().await;
-            if let Some(agent) = guard.take() {
-                agent.stop().await;
-            }
-        }
+        self.services.pool.stop_all().await;
         debug!("every claude process is stopped");
     }
 }
@@ -586,6 +494,10 @@ impl AgentBackend for ClaudeCliBackend {
 
     fn status(&self) -> BackendStatus {
         let pool = &self.inner.services.pool;
-        BackendStatus::new(pool.sessions(), pool.processes(), pool.connected())
+        BackendStatus::new(
+            pool.sessions(),
+            pool.processes(),
+            self.inner.services.connected.count(),
+        )
     }
 }

@@ -75,14 +75,14 @@ impl TurnRun {
         }
         // A message that reached Claude and got no whole answer is what a retry of it carries on with.
         if self.answered {
-            self.session.set_unanswered(None);
+            self.session.state.set_unanswered(None);
         } else if self.delivered {
             let unanswered = self.original.take().unwrap_or_else(|| Unanswered {
                 text: std::mem::take(&mut self.text),
                 message_id: self.message.meta.message_id.clone(),
                 at: Instant::now(),
             });
-            self.session.set_unanswered(Some(Unanswered {
+            self.session.state.set_unanswered(Some(Unanswered {
                 at: Instant::now(),
                 ..unanswered
             }));

@@ -70,7 +70,7 @@ pub(crate) async fn launch(
     let Services {
         config,
         spawner,
-        pool,
+        connected: plugins,
         ..
     } = services;
     let Some(hooks) = transport.hook_endpoint() else {
@@ -139,7 +139,7 @@ pub(crate) async fn launch(
                 warned_hooks_silent: false,
                 ticket,
                 transport: transport.clone(),
-                _connected: pool.count_connected(),
+                _connected: plugins.guard(),
             };
             Ok((process, io))
         }

@@ -141,7 +141,7 @@ impl TurnRun {
                             && said_no_conversation(process).await
                         {
                             warn!(%session, "claude cannot resume the conversation (\"No conversation found\"); the next turn starts a new one");
-                            self.session.want_new_conversation();
+                            self.session.state.want_new_conversation();
                             return self
                                 .fail(
                                     BackendError::failed("claude cannot resume this session's conversation (\"No conversation found\"); the next turn starts a new one"),
