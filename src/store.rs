@@ -47,9 +47,11 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+use crate::backend::Turn;
 use crate::session::SessionKey;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
 
 /// What is known about one session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +105,65 @@ impl SessionRecord {
         self.conversation_id = None;
         self.started = false;
         self.client_conversation = client_conversation;
+    }
+}
+
+/// The record of `turn`'s session as the turn finds it, and its stored copy: a session seen for the first
+/// time gets a new record, a new client conversation (`TurnMeta::conversation`) starts a new agent
+/// conversation, and the workspace is the turn's. A store that cannot be read is logged and treated as
+/// empty: the turn goes on in a new conversation rather than fail.
+pub async fn record_for_turn(
+    store: &dyn SessionStore,
+    turn: &Turn,
+) -> (Option<SessionRecord>, SessionRecord) {
+    let stored = match store.get(&turn.session).await {
+        Ok(stored) => stored,
+        Err(err) => {
+            warn!(session = %turn.session, %err, "cannot read the session store; starting a new conversation");
+            None
+        }
+    };
+    let mut record = stored
+        .clone()
+        .unwrap_or_else(|| SessionRecord::new(turn.session.clone(), &turn.workspace));
+    if let Some(conversation) = &turn.meta.conversation
+        && record.client_conversation.as_ref() != Some(conversation)
+    {
+        if record.client_conversation.is_some() {
+            info!(session = %turn.session, "the client started a new conversation; so does the agent");
+            record.start_new_conversation(Some(conversation.clone()));
+        } else {
+            record.client_conversation = Some(conversation.clone());
+        }
+    }
+    record.workspace = turn.workspace.clone();
+    (stored, record)
+}
+
+/// Saves `record` if a restart would need it (it differs from `stored`: a new session, conversation or
+/// workspace), or, with sessions forgotten after `ttl`, if it was last saved more than a quarter of that
+/// ago, so that a session in use says so now and then.
+///
+/// Not on every turn: a save is a flushed line in the JSON store's journal, a disk flush the turn would wait
+/// for (and before the journal, a file rewrite that serialized all sessions).
+pub async fn save_if_changed(
+    store: &dyn SessionStore,
+    stored: Option<&SessionRecord>,
+    mut record: SessionRecord,
+    ttl: Option<Duration>,
+) {
+    let stale = ttl.is_some_and(|ttl| {
+        now_in_millis()
+            .duration_since(record.last_used_at)
+            .is_ok_and(|unused| unused > ttl / 4)
+    });
+    if stored == Some(&record) && !stale {
+        return;
+    }
+    record.last_used_at = now_in_millis();
+    let key = record.key.clone();
+    if let Err(err) = store.put(record).await {
+        warn!(session = %key, %err, "cannot save the session; a restarted bridge will start a new conversation");
     }
 }
 

@@ -138,6 +138,37 @@ impl ProcessExit {
     pub fn success(&self) -> bool {
         self.code == Some(0)
     }
+
+    /// How it ended, in words to follow the program's name: `exited with code 1 (its last words:
+    /// "…")` with `last_words` (a line of its output), or `was killed by signal 9 (SIGKILL)`. A process
+    /// killed by a signal wrote nothing about it, so nothing is quoted then.
+    pub fn reason(&self, last_words: Option<&str>) -> String {
+        match (self.code, self.signal) {
+            (Some(code), _) => match last_words {
+                Some(line) => format!("exited with code {code} (its last words: {line:?})"),
+                None => format!("exited with code {code}"),
+            },
+            (None, Some(signal)) => match signal_name(signal) {
+                Some(name) => format!("was killed by signal {signal} ({name})"),
+                None => format!("was killed by signal {signal}"),
+            },
+            (None, None) => "ended".to_owned(),
+        }
+    }
+}
+
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        6 => "SIGABRT",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        15 => "SIGTERM",
+        _ => return None,
+    })
 }
 
 impl fmt::Display for ProcessExit {

@@ -129,7 +129,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use synthesis_bridge::store::now_in_millis;
+use synthesis_bridge::store::{self, now_in_millis};
 use synthesis_bridge::transport::ChannelTransport;
 use synthesis_bridge::{
     AgentBackend, BackendError, BackendStatus, ReplyStream, SessionKey, SessionRecord,
@@ -250,7 +250,7 @@ impl Inner {
             return Err(BackendError::unavailable("the bridge is shutting down"));
         }
         slot.touch();
-        let (stored, mut record) = self.record(&turn).await;
+        let (stored, mut record) = store::record_for_turn(self.store.as_ref(), &turn).await;
         // Kept until the new conversation is saved: a launch that fails must not forget it.
         let fresh = slot.state.new_conversation_wanted();
         if fresh {
@@ -275,22 +275,8 @@ impl Inner {
         record.started = true;
         // The launch may have had to start a new conversation.
         let conversation = claude_conversation(&mut record);
-        // Saved only when a restart would need it: a new session, conversation or workspace. Saving on
-        // every turn (then a file rewrite and two disk flushes, under the store's lock) cost a few
-        // milliseconds per turn and serialized all sessions (examples/load.rs); the journal now makes a
-        // save one flushed line, still a disk flush a turn would wait for.
-        // With sessions forgotten after a while, a session in use says so now and then.
-        let stale = self.services.config.session_ttl.is_some_and(|ttl| {
-            now_in_millis()
-                .duration_since(record.last_used_at)
-                .is_ok_and(|unused| unused > ttl / 4)
-        });
-        if stored.as_ref() != Some(&record) || stale {
-            record.last_used_at = now_in_millis();
-            if let Err(err) = self.store.put(record).await {
-                warn!(session = %turn.session, %err, "cannot save the session; a restarted bridge will start a new conversation");
-            }
-        }
+        let ttl = self.services.config.session_ttl;
+        store::save_if_changed(self.store.as_ref(), stored.as_ref(), record, ttl).await;
         if fresh {
             slot.state.new_conversation_started();
         }
@@ -323,33 +309,6 @@ impl Inner {
         Ok(Box::pin(futures::stream::poll_fn(move |cx| {
             reply.poll_recv(cx)
         })))
-    }
-
-    /// The session's stored record, and the record updated for this turn: a new client conversation
-    /// starts a new Claude one.
-    async fn record(&self, turn: &Turn) -> (Option<SessionRecord>, SessionRecord) {
-        let stored = match self.store.get(&turn.session).await {
-            Ok(stored) => stored,
-            Err(err) => {
-                warn!(session = %turn.session, %err, "cannot read the session store; starting a new conversation");
-                None
-            }
-        };
-        let mut record = stored
-            .clone()
-            .unwrap_or_else(|| SessionRecord::new(turn.session.clone(), &turn.workspace));
-        if let Some(conversation) = &turn.meta.conversation
-            && record.client_conversation.as_ref() != Some(conversation)
-        {
-            if record.client_conversation.is_some() {
-                info!(session = %turn.session, "the client started a new conversation; so does claude");
-                record.start_new_conversation(Some(conversation.clone()));
-            } else {
-                record.client_conversation = Some(conversation.clone());
-            }
-        }
-        record.workspace = turn.workspace.clone();
-        (stored, record)
     }
 
     /// Whether a running agent can take a turn of `conversation` in `workspace`.

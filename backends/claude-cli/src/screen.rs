@@ -29,31 +29,7 @@ const CHROME: &[&str] = &[
 /// killed by a signal wrote nothing about it (`docs/claude-cli-measurements.md`, L7): its screen is just
 /// the last frame the TUI drew, so it is not quoted.
 pub(crate) fn exit_reason(exit: ProcessExit, screen: &str) -> String {
-    match (exit.code, exit.signal) {
-        (Some(code), _) => match meaningful_lines(screen, 1).pop() {
-            Some(line) => format!("exited with code {code} (its last words: {line:?})"),
-            None => format!("exited with code {code}"),
-        },
-        (None, Some(signal)) => match signal_name(signal) {
-            Some(name) => format!("was killed by signal {signal} ({name})"),
-            None => format!("was killed by signal {signal}"),
-        },
-        (None, None) => "ended".to_owned(),
-    }
-}
-
-fn signal_name(signal: i32) -> Option<&'static str> {
-    Some(match signal {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        6 => "SIGABRT",
-        9 => "SIGKILL",
-        11 => "SIGSEGV",
-        13 => "SIGPIPE",
-        15 => "SIGTERM",
-        _ => return None,
-    })
+    exit.reason(meaningful_lines(screen, 1).pop().as_deref())
 }
 
 /// The last `count` non-blank lines of a screen with the drawing removed, joined with ` | `, at most 1,000
