@@ -8,7 +8,8 @@
 //! speaking stream-json on pipes instead, which streams every token and works with every login. Either
 //! way its conversation id is kept in `--state-dir`, so a restarted bridge resumes it. With
 //! `--agent-command`, each turn instead runs one shell command with the user's text on its standard
-//! input.
+//! input. With `--acp-agent`, each session gets a long-lived process of any Agent Client Protocol agent
+//! (Codex, Gemini CLI, goose, Claude through its ACP adapter, …).
 //!
 //! The same binary plays the part Claude Code runs on the bridge's behalf: `bridge channel` is the channel
 //! MCP server that carries messages into each `claude` and its replies back. Claude Code's hooks report to
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use synthesis_backend_acp::{AcpBackend, AcpConfig, Allow, PermissionPolicy};
 use synthesis_backend_claude_cli::{ClaudeCliBackend, ClaudeCliConfig, PermissionMode};
 use synthesis_backend_command::CommandBackend;
 use synthesis_bridge::http::{Bridge, BridgeConfig, WorkspacePolicy};
@@ -75,8 +77,14 @@ struct Args {
 
     /// Run this shell command once per turn instead of a long-lived `claude`: the user's text arrives on
     /// its standard input, its standard output is streamed back as the answer.
-    #[arg(long, env = "SYNTHESIS_AGENT_COMMAND")]
+    #[arg(long, env = "SYNTHESIS_AGENT_COMMAND", conflicts_with = "acp_agent")]
     agent_command: Option<String>,
+
+    /// Serve this Agent Client Protocol agent instead of `claude`: its command line, split as a shell
+    /// would, e.g. 'gemini --experimental-acp'. One long-lived process and ACP session per chat session;
+    /// --permission-mode and --allowed-tool answer its permission requests.
+    #[arg(long, env = "SYNTHESIS_ACP_AGENT")]
+    acp_agent: Option<String>,
 
     /// Address the agents' channel plugins connect back to (path /bridge).
     #[arg(long, env = "SYNTHESIS_WS_LISTEN", default_value = "127.0.0.1:18791")]
@@ -113,7 +121,9 @@ struct Args {
     max_processes: u32,
 
     /// Claude Code's --permission-mode: dontAsk, acceptEdits, default, plan or bypassPermissions. Modes
-    /// that ask block a headless process unless the tool is allowed with --allowed-tool.
+    /// that ask block a headless process unless the tool is allowed with --allowed-tool. For an ACP agent,
+    /// the answer to its permission requests: bypassPermissions allows all, acceptEdits edits, the
+    /// others nothing but --allowed-tool.
     #[arg(long, env = "SYNTHESIS_PERMISSION_MODE", default_value = "dontAsk")]
     permission_mode: PermissionMode,
 
@@ -354,6 +364,29 @@ async fn agent(args: &Args) -> anyhow::Result<Arc<dyn AgentBackend>> {
         .with_context(|| format!("cannot open the state directory {}", state_dir.display()))?;
     // The channel plugin is this very binary.
     let this = std::env::current_exe().context("cannot find the bridge's own executable")?;
+    let process_idle = args
+        .process_idle
+        .0
+        .unwrap_or(Duration::from_secs(100 * 365 * 86_400));
+    let spawner = Arc::new(ProcessSpawner::default());
+    if let Some(command) = &args.acp_agent {
+        let mut permissions = PermissionPolicy::new(match args.permission_mode {
+            PermissionMode::BypassPermissions => Allow::Everything,
+            PermissionMode::AcceptEdits => Allow::Edits,
+            _ => Allow::Nothing,
+        });
+        for tool in &args.allowed_tools {
+            permissions = permissions.allow_tool(tool);
+        }
+        let config = AcpConfig::from_command_line(command)?
+            .permissions(permissions)
+            .ready_timeout(args.ready_timeout)
+            .max_processes(args.max_processes as usize)
+            .session_ttl(args.session_ttl.0)
+            .process_idle(process_idle);
+        tracing::info!(agent = %command, state = %store.path().display(), "serving an ACP agent");
+        return Ok(Arc::new(AcpBackend::new(config, spawner, Arc::new(store))));
+    }
     let mut config = ClaudeCliConfig::new(this.to_string_lossy())
         .program(&args.claude_bin)
         .permission_mode(args.permission_mode)
@@ -361,16 +394,11 @@ async fn agent(args: &Args) -> anyhow::Result<Arc<dyn AgentBackend>> {
         .max_processes(args.max_processes as usize)
         .retry_window(args.retry_window.0)
         .session_ttl(args.session_ttl.0)
-        .prompt_end_wait(args.prompt_end_wait);
-    if let Some(idle) = args.process_idle.0 {
-        config = config.process_idle(idle);
-    } else {
-        config = config.process_idle(Duration::from_secs(100 * 365 * 86_400));
-    }
+        .prompt_end_wait(args.prompt_end_wait)
+        .process_idle(process_idle);
     for tool in &args.allowed_tools {
         config = config.allow_tool(tool);
     }
-    let spawner = Arc::new(ProcessSpawner::default());
     if args.claude_mode == ClaudeMode::StreamJson {
         tracing::info!(state = %store.path().display(), "claude runs in the stream-json mode");
         return Ok(Arc::new(ClaudeCliBackend::stream_json(

@@ -18,6 +18,9 @@ use super::chat_request;
 /// The variable `scripts/e2e-claude` sets to the pinned CLI's binary.
 pub const CLAUDE_BIN_VAR: &str = "SYNTHESIS_E2E_CLAUDE";
 
+/// The variable `scripts/e2e-claude` sets to the pinned Claude ACP agent's entry point, which `node` runs.
+pub const CLAUDE_ACP_VAR: &str = "SYNTHESIS_E2E_CLAUDE_ACP";
+
 /// The key the CLI sends to the mock; the seeded config approves it.
 pub const API_KEY: &str = "sk-ant-e2e-0123456789abcdefghijklmnopqrstuvwxyz";
 
@@ -32,11 +35,12 @@ pub struct World {
     dir: TempDir,
 }
 
-/// How the bridge talks to Claude Code (`--claude-mode`).
+/// How the bridge talks to Claude Code: `--claude-mode`, or through the Claude ACP agent (`--acp-agent`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Channel,
     StreamJson,
+    Acp,
 }
 
 impl World {
@@ -83,12 +87,26 @@ impl World {
     pub async fn start_bridge_with(&self, mode: Mode, flags: &[&str]) -> BridgeProcess {
         let mut bridge = BridgeProcess::spawn(|command, workspace| {
             self.seed_config(workspace, mode == Mode::Channel);
-            if mode == Mode::StreamJson {
-                command.args(["--claude-mode", "stream-json"]);
-            }
-            command.args(flags);
             remove_env_prefixed(command, "ANTHROPIC_");
             remove_env_prefixed(command, "CLAUDE_");
+            match mode {
+                Mode::Channel => {}
+                Mode::StreamJson => {
+                    command.args(["--claude-mode", "stream-json"]);
+                }
+                Mode::Acp => {
+                    let agent = claude_acp_agent();
+                    command
+                        .arg("--acp-agent")
+                        .arg(format!("node '{}'", agent.display()))
+                        // The agent drives the pinned CLI, not the Claude Code its SDK bundles.
+                        .env("CLAUDE_CODE_EXECUTABLE", &self.claude_bin)
+                        // As root, its SDK refuses to start Claude Code without it
+                        // (`../shared/facts/acp-agents.md`).
+                        .env("IS_SANDBOX", "1");
+                }
+            }
+            command.args(flags);
             command
                 .args(["--listen", "127.0.0.1:0", "--workspace-root"])
                 .arg(workspace)
@@ -180,8 +198,35 @@ impl World {
     }
 }
 
+/// The pinned Claude ACP agent's entry point.
+pub fn claude_acp_agent() -> PathBuf {
+    let agent = std::env::var_os(CLAUDE_ACP_VAR).map(PathBuf::from).unwrap_or_else(|| {
+        panic!("{CLAUDE_ACP_VAR} is not set: run scripts/e2e-claude, which installs the pinned Claude ACP agent")
+    });
+    assert!(agent.is_file(), "{} does not exist", agent.display());
+    agent
+}
+
 /// The `claude` processes the bridge runs, as (pid, command line).
 pub fn claude_children(bridge: &BridgeProcess, claude_bin: &Path) -> Vec<(u32, Vec<String>)> {
+    children(bridge, |args| {
+        args.first()
+            .is_some_and(|program| Path::new(program) == claude_bin)
+    })
+}
+
+/// The ACP agent processes the bridge runs (`node` with `entry`), as (pid, command line).
+pub fn acp_children(bridge: &BridgeProcess, entry: &Path) -> Vec<(u32, Vec<String>)> {
+    children(bridge, |args| {
+        args.iter().any(|arg| Path::new(arg) == entry)
+    })
+}
+
+/// The bridge's living child processes whose command line `wanted` picks, as (pid, command line).
+pub fn children(
+    bridge: &BridgeProcess,
+    wanted: impl Fn(&[String]) -> bool,
+) -> Vec<(u32, Vec<String>)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = entry
@@ -212,10 +257,7 @@ pub fn claude_children(bridge: &BridgeProcess, claude_bin: &Path) -> Vec<(u32, V
             .filter(|arg| !arg.is_empty())
             .map(|arg| String::from_utf8_lossy(arg).into_owned())
             .collect();
-        if args
-            .first()
-            .is_some_and(|program| Path::new(program) == claude_bin)
-        {
+        if wanted(&args) {
             found.push((pid, args));
         }
     }
@@ -322,7 +364,12 @@ pub async fn post_until_the_model_has_it(
 
 /// SIGKILLs every `claude` the bridge runs but those in `spared`; returns how many.
 pub fn kill_claude(bridge: &BridgeProcess, claude_bin: &Path, spared: &[u32]) -> usize {
-    let children: Vec<_> = claude_children(bridge, claude_bin)
+    kill(claude_children(bridge, claude_bin), spared)
+}
+
+/// SIGKILLs the processes of `children` but those in `spared`; returns how many.
+pub fn kill(children: Vec<(u32, Vec<String>)>, spared: &[u32]) -> usize {
+    let children: Vec<_> = children
         .into_iter()
         .filter(|(pid, _)| !spared.contains(pid))
         .collect();

@@ -82,6 +82,36 @@ impl AcpConfig {
         self
     }
 
+    /// Sets how long a new process has to open its session.
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// Sets how long an idle process lives.
+    pub fn process_idle(mut self, idle: Duration) -> Self {
+        self.process_idle = idle;
+        self
+    }
+
+    /// Sets how many processes run at most.
+    pub fn max_processes(mut self, max: usize) -> Self {
+        self.max_processes = max;
+        self
+    }
+
+    /// Sets how long an unused session is kept (`None`: for ever).
+    pub fn session_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.session_ttl = ttl;
+        self
+    }
+
+    /// Sets how long a cancelled prompt may take to end.
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.cancel_grace = grace;
+        self
+    }
+
     /// Sets how permission requests are answered.
     pub fn permissions(mut self, permissions: PermissionPolicy) -> Self {
         self.permissions = permissions;

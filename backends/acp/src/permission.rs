@@ -48,14 +48,15 @@ impl PermissionPolicy {
         self
     }
 
-    /// The answer to `request`: one of its options, the first that allows once (or always) when the
-    /// policy allows the call, else the first that rejects once (or always); with no such option, the
-    /// request is cancelled.
+    /// The answer to `request`, whose tool the agent calls `names` (besides what the request's `_meta`
+    /// says): one of its options, the first that allows once (or always) when the policy allows the call,
+    /// else the first that rejects once (or always); with no such option, the request is cancelled.
     pub(crate) fn answer(
         &self,
         request: &RequestPermissionRequest,
+        names: &[String],
     ) -> (bool, RequestPermissionResponse) {
-        let allowed = self.allows(request);
+        let allowed = self.allows(request, names);
         let wanted: &[PermissionOptionKind] = if allowed {
             &[
                 PermissionOptionKind::AllowOnce,
@@ -82,7 +83,7 @@ impl PermissionPolicy {
         (allowed, RequestPermissionResponse::new(outcome))
     }
 
-    fn allows(&self, request: &RequestPermissionRequest) -> bool {
+    fn allows(&self, request: &RequestPermissionRequest, names: &[String]) -> bool {
         let kind = request.tool_call.fields.kind;
         match self.allow {
             Allow::Everything => return true,
@@ -93,10 +94,11 @@ impl PermissionPolicy {
             Ok(Value::String(name)) => Some(name),
             _ => None,
         });
-        let agent_names = tool_names(request.tool_call.meta.as_ref());
+        let in_request = tool_names(request.tool_call.meta.as_ref());
         self.allowed_tools.iter().any(|allowed| {
             kind_name.as_deref() == Some(allowed.as_str())
-                || agent_names.iter().any(|name| name == allowed)
+                || in_request.iter().any(|name| name == allowed)
+                || names.iter().any(|name| name == allowed)
         })
     }
 
@@ -115,11 +117,14 @@ impl PermissionPolicy {
     }
 }
 
-/// The agent's own names for a tool in a call's `_meta`: `{"claudeCode": {"toolName": "Bash"}}`.
-fn tool_names(meta: Option<&serde_json::Map<String, Value>>) -> Vec<&str> {
+/// The agent's own names for a tool in a call's `_meta`: `{"claudeCode": {"toolName": "Bash"}}`. The
+/// Claude agent gives them in the `tool_call` update that announces the call, not in the permission
+/// request that follows it.
+pub(crate) fn tool_names(meta: Option<&serde_json::Map<String, Value>>) -> Vec<String> {
     meta.into_iter()
         .flat_map(|meta| meta.values())
         .filter_map(|agent| agent["toolName"].as_str())
+        .map(str::to_owned)
         .collect()
 }
 
@@ -150,7 +155,7 @@ mod tests {
     }
 
     fn chosen(policy: &PermissionPolicy, request: &RequestPermissionRequest) -> Value {
-        serde_json::to_value(policy.answer(request).1).unwrap()
+        serde_json::to_value(policy.answer(request, &[]).1).unwrap()
     }
 
     #[test]
@@ -179,6 +184,12 @@ mod tests {
             chosen(&other, &bash_request())["outcome"]["optionId"],
             "reject"
         );
+        // Named in the call's announcement rather than in the request.
+        let mut unnamed = bash_request();
+        unnamed.tool_call.meta = None;
+        assert_eq!(chosen(&by_name, &unnamed)["outcome"]["optionId"], "reject");
+        let (allowed, _) = by_name.answer(&unnamed, &["Bash".to_owned()]);
+        assert!(allowed);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! comes, the agent's permission requests answered by the policy, and the prompt's answer (its stop
 //! reason and usage) as the end.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,11 +19,19 @@ use tracing::{debug, info, warn};
 
 use crate::agent::{Agent, not_served};
 use crate::config::AcpConfig;
+use crate::permission::tool_names;
 use crate::pool::{Slot, SlotGuard};
 use crate::rpc::{CallError, Incoming};
 
 /// A time far enough away to stand for "never" in a `sleep` that is armed later.
 const FAR: Duration = Duration::from_secs(86_400 * 365);
+
+/// What a cancelled prompt leaves: a process to replace, its session reopened on the next turn. The Claude
+/// agent (`@zed-industries/claude-agent-acp` 0.23.1) answers the prompt after a cancelled one at once with
+/// an empty `end_turn`, and from then on every answer one prompt late (`docs/acp-measurements.md`); a
+/// client cannot tell that from a real empty answer. A new process costs about half a second on the
+/// next turn; cancels are rare (a client that went away).
+const AFTER_CANCEL: Aftermath = Aftermath::Broken;
 
 /// What a turn left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +94,8 @@ impl TurnRun {
         );
         let mut call = agent.rpc.call("session/prompt", prompt).await;
         let mut said_anything = false;
+        // The agent's own names of the tools it announced, by call id, for the permission requests.
+        let mut tool_names: HashMap<String, Vec<String>> = HashMap::new();
         let mut cancelled_at: Option<Instant> = None;
         let grace = tokio::time::sleep(FAR);
         tokio::pin!(grace);
@@ -110,6 +121,10 @@ impl TurnRun {
                 Some(incoming) = agent.rpc.incoming.recv() => {
                     match incoming {
                         Incoming::Notification { method, params } if method == "session/update" => {
+                            if let Some((call, names)) = announced_tool(&params) {
+                                tool_names.insert(call, names);
+                                continue;
+                            }
                             let Some(text) = message_text(&params, &session_id) else { continue };
                             if text.is_empty() {
                                 continue;
@@ -123,7 +138,7 @@ impl TurnRun {
                         Incoming::Notification { .. } => {}
                         Incoming::Request { id, method, params } => {
                             let answer = if method == "session/request_permission" {
-                                permission(agent, &self.config, params, cancelled_at.is_some())
+                                permission(agent, &self.config, params, &tool_names, cancelled_at.is_some())
                             } else {
                                 debug!(session = %agent.session, %method, "refused a request the bridge does not serve");
                                 Err(not_served(&method))
@@ -139,7 +154,7 @@ impl TurnRun {
                             let name = agent.name.clone();
                             self.fail(BackendError::failed(format!("the ACP agent {name} could not answer: {message}")), Aftermath::Healthy).await
                         }
-                        Err(CallError::Rpc { .. }) => self.fail(BackendError::Cancelled, Aftermath::Healthy).await,
+                        Err(CallError::Rpc { .. }) => self.fail(BackendError::Cancelled, AFTER_CANCEL).await,
                         Err(err) => {
                             let error = match agent.gone("in the middle of the turn", &err).await {
                                 BackendError::Unavailable { message, .. } => BackendError::failed(format!(
@@ -167,7 +182,7 @@ impl TurnRun {
             }
         };
         if cancelled || response.stop_reason == StopReason::Cancelled {
-            return self.fail(BackendError::Cancelled, Aftermath::Healthy).await;
+            return self.fail(BackendError::Cancelled, AFTER_CANCEL).await;
         }
         let finish = match response.stop_reason {
             StopReason::Refusal => {
@@ -208,11 +223,29 @@ fn message_text(params: &Value, session_id: &str) -> Option<String> {
     }
 }
 
+/// The call id and the agent's own names of the tool in a `tool_call` or `tool_call_update`, if `params` is
+/// one that names it.
+fn announced_tool(params: &Value) -> Option<(String, Vec<String>)> {
+    let update = &params["update"];
+    if !matches!(
+        update["sessionUpdate"].as_str(),
+        Some("tool_call" | "tool_call_update")
+    ) {
+        return None;
+    }
+    let names = tool_names(update["_meta"].as_object());
+    if names.is_empty() {
+        return None;
+    }
+    Some((update["toolCallId"].as_str()?.to_owned(), names))
+}
+
 /// The answer to a permission request: by the policy, or cancelled once the prompt is (as ACP asks).
 fn permission(
     agent: &Agent,
     config: &AcpConfig,
     params: Value,
+    tool_names: &HashMap<String, Vec<String>>,
     cancelled: bool,
 ) -> Result<Value, (i64, String)> {
     let request: RequestPermissionRequest = serde_json::from_value(params).map_err(|err| {
@@ -225,7 +258,10 @@ fn permission(
     let response = if cancelled {
         serde_json::json!({"outcome": {"outcome": "cancelled"}})
     } else {
-        let (allowed, response) = config.permissions.answer(&request);
+        let names = tool_names
+            .get(&request.tool_call.tool_call_id.to_string())
+            .map_or(&[][..], Vec::as_slice);
+        let (allowed, response) = config.permissions.answer(&request, names);
         let policy = config.permissions.describe();
         info!(session = %agent.session, tool = %title, allowed, policy, "the agent asked for permission");
         serde_json::to_value(response).unwrap_or_default()
@@ -257,5 +293,21 @@ mod tests {
         let unknown =
             json!({"sessionId": "s-1", "update": {"sessionUpdate": "something_new", "x": 1}});
         assert_eq!(message_text(&unknown, "s-1"), None);
+    }
+
+    #[test]
+    fn a_tools_name_is_read_from_its_announcement() {
+        // As `@zed-industries/claude-agent-acp` 0.23.1 announces a `Bash` call.
+        let announced = json!({"sessionId": "s-1", "update": {
+            "_meta": {"claudeCode": {"toolName": "Bash"}},
+            "toolCallId": "toolu_1", "sessionUpdate": "tool_call", "rawInput": {},
+            "status": "pending", "title": "Terminal", "kind": "execute", "content": []
+        }});
+        assert_eq!(
+            announced_tool(&announced),
+            Some(("toolu_1".to_owned(), vec!["Bash".to_owned()]))
+        );
+        let chunk = json!({"sessionId": "s-1", "update": {"sessionUpdate": "agent_message_chunk", "content": {"type": "text", "text": "hi"}}});
+        assert_eq!(announced_tool(&chunk), None);
     }
 }
