@@ -5,13 +5,18 @@ it, what the user would otherwise run: OpenClaw's own Claude backend, with the s
 Measures, asserts nothing. Run by scripts/bench-modes, which builds the binaries and sets:
 
   SYNTHESIS_BRIDGE, SYNTHESIS_MOCK_ANTHROPIC, SYNTHESIS_CLAUDE   the binaries
+  SYNTHESIS_CLAUDE_ACP                                             the Claude ACP agent's entry point
+                                                                   (scripts/install-claude-agent-acp; `acp` only)
   SYNTHESIS_NODE_BIN, SYNTHESIS_OPENCLAW                           node 24's bin directory, openclaw.mjs
                                                                    (scripts/install-clients; `openclaw` only)
-  BENCH_MODES                                                      the modes to run (channel stream-json openclaw)
+  BENCH_MODES                                                      the modes to run (channel stream-json acp
+                                                                   openclaw)
   BENCH_NEW, BENCH_WARM                                            how many new sessions and warm turns
 
 The modes:
 - `channel`, `stream-json`: the bridge's `--claude-mode`; a session per `user`;
+- `acp`: the bridge's `--acp-agent` with the Claude ACP agent (`@zed-industries/claude-agent-acp`) driving the
+  same pinned CLI; a session per `user`, one agent process (and the claude it starts) each;
 - `openclaw`: OpenClaw 2026.9.6's gateway serving `POST /v1/chat/completions`, its agent model
   `claude-cli/claude-sonnet-5`: the bundled Anthropic plugin's `claude-cli` backend, which keeps one warm
   `claude -p --input-format stream-json …` per OpenClaw session; a session per `x-openclaw-session-key`.
@@ -46,7 +51,8 @@ MOCK = os.environ["SYNTHESIS_MOCK_ANTHROPIC"]
 CLAUDE = os.environ["SYNTHESIS_CLAUDE"]
 NODE_BIN = os.environ.get("SYNTHESIS_NODE_BIN")
 OPENCLAW = os.environ.get("SYNTHESIS_OPENCLAW")
-MODES = os.environ.get("BENCH_MODES", "channel stream-json openclaw").split()
+CLAUDE_ACP = os.environ.get("SYNTHESIS_CLAUDE_ACP")
+MODES = os.environ.get("BENCH_MODES", "channel stream-json acp openclaw").split()
 NEW = int(os.environ.get("BENCH_NEW", "5"))
 WARM = int(os.environ.get("BENCH_WARM", "20"))
 KEY = "sk-ant-bench-0123456789abcdefghijklmnopqrstuvwxyz"
@@ -240,9 +246,17 @@ def bridge(mode, world, workspace, base_url):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("ANTHROPIC_", "CLAUDE_", "SYNTHESIS_"))}
     env.update({**claude_env(base_url), "CLAUDE_CONFIG_DIR": str(config_dir)})
-    argv = [BRIDGE, "--listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0", "--claude-mode", mode,
+    argv = [BRIDGE, "--listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0",
             "--claude-bin", CLAUDE, "--workspace-root", str(workspace), "--state-dir", str(world / "state"),
             "--log", "info"]
+    if mode == "acp":
+        if not CLAUDE_ACP:
+            sys.exit("the acp mode needs SYNTHESIS_CLAUDE_ACP (scripts/install-claude-agent-acp)")
+        # The agent drives the pinned CLI; as root its SDK needs IS_SANDBOX (../shared/facts/acp-agents.md).
+        env.update({"CLAUDE_CODE_EXECUTABLE": CLAUDE, "IS_SANDBOX": "1"})
+        argv += ["--acp-agent", f"node '{CLAUDE_ACP}'"]
+    else:
+        argv += ["--claude-mode", mode]
     process, found = start(argv, world / "bridge.log", env, ready=r"bridge ready: POST http://([\d.:]+)/")
     return Server(process, found.group(1), sessions=children)
 

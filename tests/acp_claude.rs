@@ -12,64 +12,10 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use support::bridge_process::BridgeProcess;
 use support::real_claude::{
-    Mode, TURN_PATIENCE, World, acp_children, claude_acp_agent, kill, post_body, post_turn,
-    post_until_the_model_has_it, turn,
+    Mode, TURN_PATIENCE, World, acp_children, claude_acp_agent, history, kill, last_tool_result,
+    post_json, post_turn, post_until_the_model_has_it, sse_events, text_deltas, turn,
 };
 use synthesis_mock_anthropic::script;
-
-/// Sends `body` and returns the status and the whole response body.
-async fn post_json(bridge: &BridgeProcess, body: Value) -> (StatusCode, String) {
-    tokio::time::timeout(TURN_PATIENCE, post_body(bridge.addr(), body))
-        .await
-        .unwrap_or_else(|_| panic!("no answer in time:\n{}", bridge.stderr()))
-}
-
-/// The `data:` payloads of an SSE body, `[DONE]` included.
-fn sse_events(body: &str) -> Vec<String> {
-    body.split("\n\n")
-        .filter_map(|event| event.strip_prefix("data: "))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The text deltas of an SSE body, one string per chunk that carried text.
-fn text_deltas(body: &str) -> Vec<String> {
-    sse_events(body)
-        .iter()
-        .filter(|data| *data != "[DONE]")
-        .filter_map(|data| {
-            let chunk: Value = serde_json::from_str(data).unwrap();
-            chunk["choices"][0]["delta"]["content"]
-                .as_str()
-                .filter(|text| !text.is_empty())
-                .map(str::to_owned)
-        })
-        .collect()
-}
-
-/// The prompts the model saw in the first request that answered `text`.
-fn history(world: &World, text: &str) -> Vec<String> {
-    let requests = world.requests_for(text);
-    let request = requests
-        .first()
-        .unwrap_or_else(|| panic!("the mock never saw {text:?}"));
-    request
-        .prompts()
-        .into_iter()
-        .map(|prompt| prompt.content)
-        .collect()
-}
-
-/// The newest `tool_result` block of a model request.
-fn last_tool_result(body: &Value) -> Value {
-    body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|message| script::content_blocks(&message["content"]))
-        .rfind(|block| block["type"] == "tool_result")
-        .unwrap_or_else(|| panic!("no tool result in {body}"))
-}
 
 /// The agent processes of `bridge`.
 fn agents(bridge: &BridgeProcess) -> Vec<(u32, Vec<String>)> {
@@ -118,7 +64,7 @@ async fn acp_streams_every_chunk_reports_usage_keeps_history_and_resumes_after_a
         turn(&bridge, alice, second, false).await,
         script::reply_text(second)
     );
-    assert_eq!(history(&world, second), [first, second]);
+    assert_eq!(history(&world.api, second), [first, second]);
     assert_eq!(agents(&bridge).len(), 1);
 
     // A failed model request fails the turn with the agent's words.
@@ -131,7 +77,7 @@ async fn acp_streams_every_chunk_reports_usage_keeps_history_and_resumes_after_a
         turn(&bridge, bob, "hello from bob", true).await,
         script::reply_text("hello from bob")
     );
-    assert_eq!(history(&world, "hello from bob"), ["hello from bob"]);
+    assert_eq!(history(&world.api, "hello from bob"), ["hello from bob"]);
     assert_ne!(world.claude_session(bob), session_id);
     assert_eq!(agents(&bridge).len(), 2);
 
@@ -145,7 +91,7 @@ async fn acp_streams_every_chunk_reports_usage_keeps_history_and_resumes_after_a
         script::reply_text(third)
     );
     assert_eq!(world.claude_session(alice), session_id);
-    let third_history = history(&world, third);
+    let third_history = history(&world.api, third);
     assert_eq!(third_history.first().map(String::as_str), Some(first));
     assert_eq!(third_history.last().map(String::as_str), Some(third));
 }
@@ -226,7 +172,7 @@ async fn acp_cancels_with_session_cancel_and_the_next_turn_goes_on_with_the_conv
         );
         assert_eq!(world.requests_for(&next).len(), 1);
         assert_eq!(
-            history(&world, &next).first().map(String::as_str),
+            history(&world.api, &next).first().map(String::as_str),
             Some("warm up")
         );
         assert_eq!(world.claude_session(user), session_id);
@@ -270,7 +216,7 @@ async fn acp_fails_a_turn_at_once_when_the_agent_dies_and_the_next_turn_reopens_
             script::reply_text(&next)
         );
         assert_eq!(
-            history(&world, &next).first().map(String::as_str),
+            history(&world.api, &next).first().map(String::as_str),
             Some(before.as_str()),
             "the conversation was reopened"
         );

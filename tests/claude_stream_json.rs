@@ -9,66 +9,12 @@ mod support;
 
 use http::StatusCode;
 use serde_json::{Value, json};
-use support::bridge_process::BridgeProcess;
 use support::real_claude::{
-    Mode, TURN_PATIENCE, World, claude_children, kill_claude, post_body, post_to, post_turn,
-    post_until_the_model_has_it, transcripts, turn, wait_until,
+    Mode, TURN_PATIENCE, World, claude_children, history, kill_claude, last_tool_result, post_json,
+    post_to, post_turn, post_until_the_model_has_it, sse_events, text_deltas, transcripts, turn,
+    wait_until,
 };
 use synthesis_mock_anthropic::script;
-
-/// Sends `body` and returns the status and the whole response body.
-async fn post_json(bridge: &BridgeProcess, body: Value) -> (StatusCode, String) {
-    tokio::time::timeout(TURN_PATIENCE, post_body(bridge.addr(), body))
-        .await
-        .unwrap_or_else(|_| panic!("no answer in time:\n{}", bridge.stderr()))
-}
-
-/// The `data:` payloads of an SSE body, `[DONE]` included.
-fn sse_events(body: &str) -> Vec<String> {
-    body.split("\n\n")
-        .filter_map(|event| event.strip_prefix("data: "))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The text deltas of an SSE body, one string per chunk that carried text.
-fn text_deltas(body: &str) -> Vec<String> {
-    sse_events(body)
-        .iter()
-        .filter(|data| *data != "[DONE]")
-        .filter_map(|data| {
-            let chunk: Value = serde_json::from_str(data).unwrap();
-            chunk["choices"][0]["delta"]["content"]
-                .as_str()
-                .filter(|text| !text.is_empty())
-                .map(str::to_owned)
-        })
-        .collect()
-}
-
-/// The newest `tool_result` block of a model request.
-fn last_tool_result(body: &Value) -> Value {
-    body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|message| script::content_blocks(&message["content"]))
-        .rfind(|block| block["type"] == "tool_result")
-        .unwrap_or_else(|| panic!("no tool result in {body}"))
-}
-
-/// The prompts the model saw in the request that answered `text`.
-fn history(world: &World, text: &str) -> Vec<String> {
-    let requests = world.requests_for(text);
-    let request = requests
-        .first()
-        .unwrap_or_else(|| panic!("the mock never saw {text:?}"));
-    request
-        .prompts()
-        .into_iter()
-        .map(|prompt| prompt.content)
-        .collect()
-}
 
 #[tokio::test]
 #[ignore = "needs the pinned claude CLI: run scripts/e2e-claude"]
@@ -126,7 +72,7 @@ async fn stream_json_streams_every_delta_reports_usage_keeps_history_and_resumes
         completion["usage"]["total_tokens"].as_u64() > Some(0),
         "{completion}"
     );
-    assert_eq!(history(&world, second), [first, second]);
+    assert_eq!(history(&world.api, second), [first, second]);
     let processes = claude_children(&bridge, &world.claude_bin);
     assert_eq!(processes.len(), 1, "{processes:?}");
     assert!(
@@ -148,7 +94,7 @@ async fn stream_json_streams_every_delta_reports_usage_keeps_history_and_resumes
         turn(&bridge, bob, "hello from bob", false).await,
         script::reply_text("hello from bob")
     );
-    assert_eq!(history(&world, "hello from bob"), ["hello from bob"]);
+    assert_eq!(history(&world.api, "hello from bob"), ["hello from bob"]);
     assert_ne!(world.claude_session(bob), conversation);
 
     // After a restart, alice's conversation is resumed in a new process.
@@ -161,7 +107,7 @@ async fn stream_json_streams_every_delta_reports_usage_keeps_history_and_resumes
         script::reply_text(third)
     );
     assert_eq!(world.claude_session(alice), conversation);
-    let third_history = history(&world, third);
+    let third_history = history(&world.api, third);
     assert_eq!(third_history.first().map(String::as_str), Some(first));
     assert_eq!(third_history.last().map(String::as_str), Some(third));
     let processes = claude_children(&bridge, &world.claude_bin);
@@ -289,7 +235,7 @@ async fn stream_json_fails_a_turn_at_once_when_claude_dies_and_the_next_turn_res
         );
         if let Some(text) = warm_up {
             assert_eq!(
-                history(&world, &next).first().map(String::as_str),
+                history(&world.api, &next).first().map(String::as_str),
                 Some(text),
                 "the conversation was resumed"
             );

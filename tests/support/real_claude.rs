@@ -9,7 +9,7 @@ use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use synthesis_mock_anthropic::{MockAnthropic, RecordedRequest};
+use synthesis_mock_anthropic::{MockAnthropic, RecordedRequest, script};
 use tempfile::TempDir;
 
 use super::bridge_process::{BridgeProcess, remove_env_prefixed};
@@ -163,39 +163,43 @@ impl World {
             .collect()
     }
 
-    /// The conversation id the bridge keeps for `session`, read from its state directory as the store
-    /// left it: the snapshot, then the journal's changes.
+    /// The conversation id the bridge keeps for `session`.
     pub fn claude_session(&self, session: &str) -> String {
-        let state = self.state_dir();
-        let mut records: Vec<Value> = std::fs::read(state.join("sessions.json"))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
-            .and_then(|snapshot| snapshot["sessions"].as_array().cloned())
-            .unwrap_or_default();
-        let journal = std::fs::read_to_string(state.join("sessions.journal")).unwrap_or_default();
-        for change in journal
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        {
-            let key = match change["change"].as_str() {
-                Some("put") => change["record"]["key"].clone(),
-                _ => change["key"].clone(),
-            };
-            records.retain(|record| record["key"] != key);
-            if change["change"] == "put" {
-                records.push(change["record"].clone());
-            }
-        }
-        let record = records
-            .iter()
-            .find(|record| {
-                record["key"]
-                    .as_str()
-                    .is_some_and(|key| key.contains(session))
-            })
-            .unwrap_or_else(|| panic!("no record of {session} in {records:?}"));
-        record["conversation_id"].as_str().unwrap().to_owned()
+        stored_conversation(&self.state_dir(), session)
     }
+}
+
+/// The conversation id the bridge keeps for `session`, read from its state directory `state` as the store
+/// left it: the snapshot, then the journal's changes.
+pub fn stored_conversation(state: &Path, session: &str) -> String {
+    let mut records: Vec<Value> = std::fs::read(state.join("sessions.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .and_then(|snapshot| snapshot["sessions"].as_array().cloned())
+        .unwrap_or_default();
+    let journal = std::fs::read_to_string(state.join("sessions.journal")).unwrap_or_default();
+    for change in journal
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+    {
+        let key = match change["change"].as_str() {
+            Some("put") => change["record"]["key"].clone(),
+            _ => change["key"].clone(),
+        };
+        records.retain(|record| record["key"] != key);
+        if change["change"] == "put" {
+            records.push(change["record"].clone());
+        }
+    }
+    let record = records
+        .iter()
+        .find(|record| {
+            record["key"]
+                .as_str()
+                .is_some_and(|key| key.contains(session))
+        })
+        .unwrap_or_else(|| panic!("no record of {session} in {records:?}"));
+    record["conversation_id"].as_str().unwrap().to_owned()
 }
 
 /// The pinned Claude ACP agent's entry point.
@@ -351,12 +355,26 @@ pub async fn post_until_the_model_has_it(
     user: &str,
     text: &str,
 ) -> tokio::task::JoinHandle<(StatusCode, String)> {
+    post_until_asked(&world.api, bridge, user, text).await
+}
+
+/// [`post_until_the_model_has_it`] for any agent on the mock `api`.
+pub async fn post_until_asked(
+    api: &MockAnthropic,
+    bridge: &BridgeProcess,
+    user: &str,
+    text: &str,
+) -> tokio::task::JoinHandle<(StatusCode, String)> {
     let pending = {
         let (addr, user, text) = (bridge.addr(), user.to_owned(), text.to_owned());
         tokio::spawn(async move { post_to(addr, &user, &text, true).await })
     };
     wait_until("the model's request", || {
-        !world.requests_for(text).is_empty()
+        api.requests().iter().any(|request| {
+            request
+                .prompt()
+                .is_some_and(|prompt| prompt.content == text)
+        })
     })
     .await;
     pending
@@ -406,5 +424,64 @@ pub fn transcripts(world: &World) -> Vec<PathBuf> {
         })
         .map(|entry| entry.path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "jsonl"))
+        .collect()
+}
+
+/// Sends `body` and returns the status and the whole response body.
+pub async fn post_json(bridge: &BridgeProcess, body: Value) -> (StatusCode, String) {
+    tokio::time::timeout(TURN_PATIENCE, post_body(bridge.addr(), body))
+        .await
+        .unwrap_or_else(|_| panic!("no answer in time:\n{}", bridge.stderr()))
+}
+
+/// The `data:` payloads of an SSE body, `[DONE]` included.
+pub fn sse_events(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The text deltas of an SSE body, one string per chunk that carried text.
+pub fn text_deltas(body: &str) -> Vec<String> {
+    sse_events(body)
+        .iter()
+        .filter(|data| *data != "[DONE]")
+        .filter_map(|data| {
+            let chunk: Value = serde_json::from_str(data).unwrap();
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .filter(|text| !text.is_empty())
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// The newest `tool_result` block of a model request.
+pub fn last_tool_result(body: &Value) -> Value {
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|message| script::content_blocks(&message["content"]))
+        .rfind(|block| block["type"] == "tool_result")
+        .unwrap_or_else(|| panic!("no tool result in {body}"))
+}
+
+/// The prompts the model saw in the first request `api` got for `text`.
+pub fn history(api: &MockAnthropic, text: &str) -> Vec<String> {
+    let request = api
+        .requests()
+        .into_iter()
+        .find(|request| {
+            request
+                .prompt()
+                .is_some_and(|prompt| prompt.content == text)
+        })
+        .unwrap_or_else(|| panic!("the mock never saw {text:?}"));
+    request
+        .prompts()
+        .into_iter()
+        .map(|prompt| prompt.content)
         .collect()
 }

@@ -4,7 +4,8 @@
 //! Point the CLI at it with `ANTHROPIC_BASE_URL=`[`MockAnthropic::base_url`] and any
 //! `ANTHROPIC_API_KEY`. It answers `POST /v1/messages` (streamed as server-sent events when the request
 //! asks for it) as [`script::answer`] decides, and records every request so that a test can look at the
-//! conversation history the CLI sent.
+//! conversation history the CLI sent. For agents on OpenAI's models it also answers `POST /v1/responses`
+//! (Codex's wire API; [`responses`]) with the same script, for plain text.
 //!
 //! # Example
 //!
@@ -18,6 +19,7 @@
 //! # }
 //! ```
 
+pub mod responses;
 pub mod script;
 
 use std::convert::Infallible;
@@ -55,11 +57,22 @@ impl RecordedRequest {
     /// The newest prompt of the request's history: a `<channel>` message, or the user's plain text when
     /// Claude Code is not on the bridge's channel.
     pub fn prompt(&self) -> Option<script::ChannelMessage> {
+        if self.is_responses() {
+            return responses::prompts(&self.body).pop();
+        }
         script::newest_prompt(&self.body)
+    }
+
+    /// Whether it came to the Responses API.
+    fn is_responses(&self) -> bool {
+        self.path.starts_with("/v1/responses")
     }
 
     /// Every prompt of the request's history, oldest first, as [`RecordedRequest::prompt`].
     pub fn prompts(&self) -> Vec<script::ChannelMessage> {
+        if self.is_responses() {
+            return responses::prompts(&self.body);
+        }
         script::prompts(&self.body)
     }
 
@@ -161,16 +174,7 @@ async fn handle(
                 None => script::answer(&body),
             };
             let delay = script::delay(&body);
-            // Recorded on arrival, so that a test can act while the model stalls.
-            requests
-                .lock()
-                .expect("never poisoned: no panics under the lock")
-                .push(RecordedRequest {
-                    path,
-                    body: body.clone(),
-                    answer: answer.clone(),
-                    received_at: std::time::SystemTime::now(),
-                });
+            record(&requests, path, &body, answer.clone());
             tokio::time::sleep(delay).await;
             if let Some(message) = failure {
                 let error = json!({"type": "error",
@@ -184,6 +188,27 @@ async fn handle(
                 json_response(&message(&body, &answer))
             }
         }
+        "/v1/responses" => {
+            let failure = responses::failure(&body);
+            let text = responses::answer(&body);
+            let delay = responses::delay(&body);
+            record(&requests, path, &body, vec![Block::Text(text.clone())]);
+            tokio::time::sleep(delay).await;
+            match failure {
+                Some(message) => {
+                    let error = json!({"error": {"type": "invalid_request_error", "code": null,
+                                                 "message": message, "param": null}});
+                    let mut response = json_response(&error);
+                    *response.status_mut() = StatusCode::BAD_REQUEST;
+                    response
+                }
+                None => Response::builder()
+                    .header(header::CONTENT_TYPE, "text/event-stream")
+                    .header(header::CACHE_CONTROL, "no-cache")
+                    .body(Full::new(Bytes::from(responses::stream(&text))))
+                    .expect("a valid response"),
+            }
+        }
         _ => Response::builder()
             .status(StatusCode::NOT_FOUND)
             .header(header::CONTENT_TYPE, "application/json")
@@ -193,6 +218,19 @@ async fn handle(
             .expect("a valid response"),
     };
     Ok(response)
+}
+
+/// Records a request on arrival, before any scripted stall, so that a test can act while the model stalls.
+fn record(requests: &Mutex<Vec<RecordedRequest>>, path: String, body: &Value, answer: Vec<Block>) {
+    requests
+        .lock()
+        .expect("never poisoned: no panics under the lock")
+        .push(RecordedRequest {
+            path,
+            body: body.clone(),
+            answer,
+            received_at: std::time::SystemTime::now(),
+        });
 }
 
 fn json_response(value: &Value) -> Response<Full<Bytes>> {
