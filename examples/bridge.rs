@@ -90,12 +90,13 @@ struct Args {
     #[arg(long, env = "SYNTHESIS_WS_LISTEN", default_value = "127.0.0.1:18791")]
     ws_listen: SocketAddr,
 
-    /// Directory for the bridge's state: which Claude conversation each session continues.
+    /// Directory for the bridge's state: which agent conversation each session continues.
     /// Default: $XDG_STATE_HOME/synthesis-bridge, or ~/.local/state/synthesis-bridge.
     #[arg(long, env = "SYNTHESIS_STATE_DIR")]
     state_dir: Option<PathBuf>,
 
-    /// A `claude` process idle this long is stopped; its conversation resumes on the next turn.
+    /// An agent process (`claude`, or the ACP agent) idle this long is stopped; its conversation resumes on
+    /// the next turn.
     #[arg(long, env = "SYNTHESIS_PROCESS_IDLE", default_value = "30m", value_parser = parse_limit)]
     process_idle: Limit,
 
@@ -115,7 +116,7 @@ struct Args {
     #[arg(long, env = "SYNTHESIS_PROMPT_END_WAIT", default_value = "5m", value_parser = humantime::parse_duration)]
     prompt_end_wait: Duration,
 
-    /// At most this many `claude` processes at once; the longest-idle one makes room for a new session.
+    /// At most this many agent processes at once; the longest-idle one makes room for a new session.
     /// When all are in a turn, new sessions get 503 with Retry-After.
     #[arg(long, env = "SYNTHESIS_MAX_PROCESSES", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     max_processes: u32,
@@ -136,7 +137,8 @@ struct Args {
     )]
     allowed_tools: Vec<String>,
 
-    /// How long a new `claude` process has to get its channel plugin connected.
+    /// How long a new process has to get ready: a `claude` to get its channel plugin connected, an ACP
+    /// agent to answer `initialize` and open its session.
     #[arg(long, env = "SYNTHESIS_READY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     ready_timeout: Duration,
 

@@ -149,7 +149,8 @@ impl AcpBackend {
             ttl: config.session_ttl,
             store: store.clone(),
             since: now_in_millis(),
-            keep: Box::new(|()| false),
+            // A slot without a process holds nothing worth keeping.
+            keep: Box::new(|_| false),
         });
         Self {
             inner: Arc::new(Inner {

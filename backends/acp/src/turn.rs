@@ -101,6 +101,9 @@ impl TurnRun {
         tokio::pin!(grace);
         loop {
             let agent = self.slot.as_mut().expect("a turn runs on a launched agent");
+            // Biased, and the agent's messages before its answer: the reader queues a message before it
+            // reads the next line, so every chunk the agent sent before answering the prompt is taken
+            // before the answer ends the turn.
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => {
