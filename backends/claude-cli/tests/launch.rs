@@ -16,8 +16,13 @@ use uuid::Uuid;
 
 const ENDPOINT: &str = "ws://127.0.0.1:18791/bridge";
 const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-const MCP_CONFIG: &str =
-    r#"{"mcpServers":{"synthesis":{"args":["channel"],"command":"/opt/bridge","type":"stdio"}}}"#;
+/// `--mcp-config`: the channel plugin as the only MCP server. Built as the backend builds it: with
+/// serde_json's `preserve_order` (which a workspace build turns on for the ACP schema crate) keys keep
+/// their order, without it they are sorted.
+fn mcp_config() -> String {
+    serde_json::json!({"mcpServers": {"synthesis": {"type": "stdio", "command": "/opt/bridge", "args": ["channel"]}}})
+        .to_string()
+}
 const HOOKS: &str = "http://127.0.0.1:18791/hooks";
 
 /// `--settings`: the three reporting hooks, each an `http` hook whose secret comes from the environment.
@@ -117,7 +122,7 @@ fn env(spec: &ProcessSpec) -> Vec<(String, String)> {
 fn expected_args(session_flag: &str, id: Uuid, mode: &str, tools: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "--mcp-config",
-        MCP_CONFIG,
+        &mcp_config(),
         "--strict-mcp-config",
         "--dangerously-load-development-channels",
         "server:synthesis",
