@@ -189,10 +189,15 @@ struct Args {
     )]
     model_ids: Vec<String>,
 
-    /// The session for requests that name none; without it, such requests get a 400 that says how to name
-    /// one.
+    /// The session for requests that name none. Without it, such a request is a one-off turn: a fresh
+    /// conversation, answered by a process of its own that stops after it, and not kept.
     #[arg(long, env = "SYNTHESIS_FALLBACK_SESSION")]
     fallback_session: Option<String>,
+
+    /// Refuse requests that name no session (400 `no_session_key`, which says how to name one) rather
+    /// than answer them as one-off turns.
+    #[arg(long, env = "SYNTHESIS_REQUIRE_SESSION")]
+    require_session: bool,
 
     /// Largest accepted request body, in bytes (suffixes K, M, KiB, MiB allowed).
     #[arg(long, env = "SYNTHESIS_MAX_BODY", default_value = "8MiB", value_parser = parse_size)]
@@ -310,7 +315,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .models(args.model_ids.clone())
         .api_key(api_key)
         .max_body_bytes(args.max_body)
-        .fallback_session(fallback_session);
+        .fallback_session(fallback_session)
+        .require_session(args.require_session);
     for origin in &args.allowed_origins {
         config = config.allow_origin(origin);
     }

@@ -91,6 +91,9 @@ pub struct TurnMeta {
     pub conversation: Option<String>,
     /// When the bridge received the request.
     pub received_at: SystemTime,
+    /// The request named no session: the turn is answered in a fresh conversation that the backend does
+    /// not keep (no record, no process left running) and that no later turn continues.
+    pub one_off: bool,
 }
 
 impl Default for TurnMeta {
@@ -100,6 +103,7 @@ impl Default for TurnMeta {
             model: String::new(),
             conversation: None,
             received_at: SystemTime::now(),
+            one_off: false,
         }
     }
 }
@@ -114,6 +118,12 @@ impl TurnMeta {
     /// Sets the client's conversation id.
     pub fn with_conversation(mut self, conversation: Option<String>) -> Self {
         self.conversation = conversation;
+        self
+    }
+
+    /// Marks the turn as one-off.
+    pub fn with_one_off(mut self, one_off: bool) -> Self {
+        self.one_off = one_off;
         self
     }
 }

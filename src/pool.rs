@@ -298,28 +298,26 @@ impl<A: Pooled, S: Default + Send + Sync + 'static> Pool<A, S> {
             let Ok(mut guard) = slot.agent.clone().try_lock_owned() else {
                 continue; // in a turn
             };
-            // Held, so no turn starts meanwhile; one waiting for it keeps the session.
-            if !self.forget(&record.key, &slot) {
+            // One waiting for the slot keeps the session.
+            if !self.alone(&slot) {
                 continue;
             }
-            // The record goes while the slot is still held: a turn that comes after finds none.
+            // The record goes and the agent stops while the slot is held and still in the map: a turn that
+            // comes meanwhile waits for this slot, and then finds no record and starts afresh.
             remove_unused(store, &record.key, unused).await;
             if let Some(agent) = guard.take() {
                 agent.stop().await;
             }
+            let mut slots = self.slots();
+            if self.alone(&slot) {
+                slots.remove(&record.key);
+            }
         }
     }
 
-    /// Forgets `slot`, the slot of `key`, unless someone besides the caller holds it (a turn is about to
-    /// take it). Says whether it did.
-    fn forget(&self, key: &SessionKey, slot: &Arc<Slot<A, S>>) -> bool {
-        let mut slots = self.slots();
-        // The map's and the caller's.
-        let alone = Arc::strong_count(slot) == 2;
-        if alone {
-            slots.remove(key);
-        }
-        alone
+    /// Whether nobody but the map and the caller holds `slot`: no turn is about to take it.
+    fn alone(&self, slot: &Arc<Slot<A, S>>) -> bool {
+        Arc::strong_count(slot) == 2
     }
 
     /// Starts the task that stops idle agents ([`stop_idle`](Self::stop_idle), checking a few times per

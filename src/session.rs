@@ -53,6 +53,13 @@ impl SessionKey {
         Ok(Self(key.into()))
     }
 
+    /// A key of its own for a request that names no session: `one-off::` and a fresh uuid. (Whether a
+    /// turn is one-off is [`TurnMeta::one_off`](crate::TurnMeta::one_off), not its key's spelling: a client
+    /// may name its session anything.)
+    pub fn one_off() -> Self {
+        Self(format!("one-off::{}", Uuid::new_v4().simple()).into())
+    }
+
     /// The key as text.
     pub fn as_str(&self) -> &str {
         &self.0

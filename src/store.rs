@@ -146,7 +146,7 @@ pub async fn record_for_turn(
 ///
 /// Not on every turn: a save is a flushed line in the JSON store's journal, a disk flush the turn would wait
 /// for (and before the journal, a file rewrite that serialized all sessions).
-pub async fn save_if_changed(
+pub async fn save_if_needed(
     store: &dyn SessionStore,
     stored: Option<&SessionRecord>,
     mut record: SessionRecord,

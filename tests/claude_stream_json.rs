@@ -168,6 +168,36 @@ async fn stream_json_runs_tools_and_denies_what_the_permission_policy_did_not_al
 
 #[tokio::test]
 #[ignore = "needs the pinned claude CLI: run scripts/e2e-claude"]
+async fn stream_json_answers_a_request_that_names_no_session_and_keeps_nothing() {
+    let world = World::new().await;
+    let bridge = world.start_bridge_in(Mode::StreamJson).await;
+    let text = "a background question";
+    let (status, body) = post_json(
+        &bridge,
+        json!({"model": "claude", "messages": [{"role": "user", "content": text}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let completion: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        completion["choices"][0]["message"]["content"],
+        script::reply_text(text)
+    );
+    // Its claude stopped after the turn, wrote no transcript, and the bridge kept no record.
+    wait_until("the one-off claude to stop", || {
+        claude_children(&bridge, &world.claude_bin).is_empty()
+    })
+    .await;
+    assert_eq!(transcripts(&world), Vec::<std::path::PathBuf>::new());
+    let state = world.state_dir();
+    for file in ["sessions.json", "sessions.journal"] {
+        let kept = std::fs::read_to_string(state.join(file)).unwrap_or_default();
+        assert!(!kept.contains("one-off"), "{file}: {kept}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the pinned claude CLI: run scripts/e2e-claude"]
 async fn stream_json_cancels_by_interrupt_and_the_next_turn_is_clean() {
     let world = World::new().await;
     let bridge = world.start_bridge_in(Mode::StreamJson).await;

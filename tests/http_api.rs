@@ -343,7 +343,8 @@ async fn error_matrix() {
     backend.expect_status().returning(Default::default);
     let config = config_in(dir.path())
         .api_key(Some("key".into()))
-        .max_body_bytes(64 * 1024);
+        .max_body_bytes(64 * 1024)
+        .require_session(true);
     let server = TestServer::start(Arc::new(backend), config).await;
     let authed = || chat_request_builder().header("authorization", "Bearer key");
     let send = |builder: http::request::Builder, body: &str| {
@@ -713,4 +714,55 @@ async fn a_session_rule_of_ones_own_comes_before_the_built_in_ones() {
         );
         assert_eq!(completion["choices"][0]["finish_reason"], "stop");
     }
+}
+
+#[tokio::test]
+async fn a_request_that_names_no_session_is_a_one_off_turn_unless_sessions_are_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, mut turns) = ScriptedBackend::new();
+    let server = TestServer::start(backend, config_in(dir.path())).await;
+    let unnamed = json!({"messages": [{"role": "user", "content": "hi"}]});
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let (completion, ()) = tokio::join!(
+            async { body_json(server.send(chat_request(unnamed.clone())).await).await },
+            async {
+                let turn = turns.recv().await.unwrap();
+                assert!(turn.turn.meta.one_off);
+                keys.push(turn.turn.session.clone());
+                turn.events
+                    .send(ReplyEvent::text("answered"))
+                    .await
+                    .unwrap();
+                turn.events.send(ReplyEvent::end()).await.unwrap();
+            }
+        );
+        assert_eq!(completion["choices"][0]["message"]["content"], "answered");
+    }
+    assert_ne!(
+        keys[0], keys[1],
+        "each one-off turn is a session of its own"
+    );
+    // A request that names its session is not one-off, even one named like a one-off key.
+    let named = simple_body(keys[0].as_str(), "hi", false);
+    let ((), ()) = tokio::join!(
+        async {
+            server.send(chat_request(named)).await;
+        },
+        async {
+            let turn = turns.recv().await.unwrap();
+            assert!(!turn.turn.meta.one_off);
+            turn.events.send(ReplyEvent::end()).await.unwrap();
+        }
+    );
+
+    let (backend, _turns) = ScriptedBackend::new();
+    let strict = TestServer::start(backend, config_in(dir.path()).require_session(true)).await;
+    let message = expect_error(
+        strict.send(chat_request(unnamed)).await,
+        StatusCode::BAD_REQUEST,
+        "no_session_key",
+    )
+    .await;
+    assert!(message.contains("\"user\" field"), "{message}");
 }

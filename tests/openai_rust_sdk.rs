@@ -115,8 +115,40 @@ async fn a_streamed_completion_arrives_in_pieces_and_ends_with_stop() {
 }
 
 #[tokio::test]
-async fn refusals_are_status_errors_carrying_the_bridges_message() {
+async fn a_request_that_names_no_session_is_a_one_off_turn() {
     let bridge = bridge().await;
+    for n in 0..2 {
+        let text = format!("hello without a session {n}");
+        let response = client(&bridge, KEY)
+            .chat()
+            .create(ask(None, &text))
+            .await
+            .unwrap();
+        assert_eq!(
+            response.choices[0].message.content.as_deref(),
+            Some(format!("echo: {text}").as_str())
+        );
+    }
+    // Each had a process of its own, stopped once its turn was over, and nothing was kept.
+    let fake_claude = support::examples::binary("fake_claude");
+    support::real_claude::wait_until("the one-off processes to stop", || {
+        support::real_claude::children(&bridge, |args| {
+            args.first()
+                .is_some_and(|program| std::path::Path::new(program) == fake_claude)
+        })
+        .is_empty()
+    })
+    .await;
+    let state = bridge.workspace().with_file_name("state");
+    for file in ["sessions.json", "sessions.journal"] {
+        let kept = std::fs::read_to_string(state.join(file)).unwrap_or_default();
+        assert!(!kept.contains("one-off"), "{file}: {kept}");
+    }
+}
+
+#[tokio::test]
+async fn refusals_are_status_errors_carrying_the_bridges_message() {
+    let bridge = bridge_with(&["--require-session"]).await;
 
     let no_session = client(&bridge, KEY)
         .chat()

@@ -28,8 +28,12 @@ pub struct BridgeConfig {
     pub max_body_bytes: usize,
     /// Where agents may work.
     pub workspaces: WorkspacePolicy,
-    /// The session for requests that name none; without it they are refused (400).
+    /// The session for requests that name none. Without it they are one-off turns, or refused (400) with
+    /// `require_session`.
     pub fallback_session: Option<SessionKey>,
+    /// Refuse requests that name no session (and have no fallback) rather than answer them as one-off
+    /// turns.
+    pub require_session: bool,
     /// A rule of your own that finds a request's session before the built-in ones.
     pub session_key: Option<SessionKeyRule>,
     /// Web origins whose pages may use the bridge (`*`: any). A request with any other `Origin` is refused.
@@ -47,6 +51,7 @@ impl BridgeConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             workspaces,
             fallback_session: None,
+            require_session: false,
             session_key: None,
             allowed_origins: Vec::new(),
             allowed_hosts: None,
@@ -93,6 +98,13 @@ impl BridgeConfig {
         self
     }
 
+    /// Refuses requests that name no session (400 `no_session_key`) instead of answering them as one-off
+    /// turns (a fresh conversation that is not kept).
+    pub fn require_session(mut self, require: bool) -> Self {
+        self.require_session = require;
+        self
+    }
+
     /// Sets the fallback session.
     pub fn fallback_session(mut self, key: Option<SessionKey>) -> Self {
         self.fallback_session = key;
@@ -131,6 +143,7 @@ impl fmt::Debug for BridgeConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("workspaces", &self.workspaces)
             .field("fallback_session", &self.fallback_session)
+            .field("require_session", &self.require_session)
             .field("session_key", &self.session_key.as_ref().map(|_| "<rule>"))
             .field("allowed_origins", &self.allowed_origins)
             .field("allowed_hosts", &self.allowed_hosts)

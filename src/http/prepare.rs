@@ -11,7 +11,7 @@ use tower::BoxError;
 use super::outcome::TurnRecord;
 use super::{BridgeConfig, RequestBody};
 use crate::backend::TurnMeta;
-use crate::openai::extract::extract_with;
+use crate::openai::extract::{KeySource, Unnamed, extract_with};
 use crate::openai::{ApiError, ChatRequest};
 use crate::session::{SessionKey, TurnId};
 
@@ -42,12 +42,12 @@ pub(crate) async fn prepare(
             .session_key
             .as_ref()
             .and_then(|rule| rule(parts, &chat));
-        let extracted = extract_with(
-            &chat,
-            &parts.headers,
-            chosen,
-            config.fallback_session.as_ref(),
-        )?;
+        let unnamed = match &config.fallback_session {
+            Some(fallback) => Unnamed::Fallback(fallback),
+            None if config.require_session => Unnamed::Refused,
+            None => Unnamed::OneOff,
+        };
+        let extracted = extract_with(&chat, &parts.headers, chosen, unnamed)?;
         let model = chat
             .model
             .as_deref()
@@ -70,7 +70,8 @@ pub(crate) async fn prepare(
         ..TurnMeta::default()
     }
     .with_model(model)
-    .with_conversation(extracted.conversation);
+    .with_conversation(extracted.conversation)
+    .with_one_off(extracted.key_source == KeySource::OneOff);
     let span = record.span();
     span.record("session", tracing::field::display(&extracted.session));
     span.record("turn_id", tracing::field::display(&meta.turn_id));

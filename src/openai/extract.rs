@@ -5,8 +5,9 @@
 //!   OpenClaw appends after the real message), with OpenClaw's `Runtime: …` line removed.
 //! - **The session key** is the first that applies of: the `x-openclaw-agent-id` (+ `x-openclaw-chat-id`)
 //!   headers, as `agent::chat`; the `x-session-affinity` or `session_id` header; `session=` of OpenClaw's
-//!   runtime line; the body's `user`; the configured fallback. With none, the request is refused rather
-//!   than mixed into a shared default session.
+//!   runtime line; the body's `user`; the configured fallback. With none, the request is never mixed into
+//!   a shared default session: it is a one-off turn with a key of its own ([`Unnamed::OneOff`]), or
+//!   refused ([`Unnamed::Refused`]), as the caller chooses.
 //! - **The workspace** asked for is the `x-openclaw-workspace` header, else the runtime line's `repo=`.
 //!
 //! # Example
@@ -117,6 +118,8 @@ pub enum KeySource {
     User,
     /// The configured fallback.
     Fallback,
+    /// Nothing named a session: a one-off turn, with a key made for it ([`SessionKey::one_off`]).
+    OneOff,
     /// The library user's own rule ([`BridgeConfig::session_key`](crate::http::BridgeConfig::session_key)).
     Custom,
 }
@@ -130,9 +133,9 @@ pub enum ExtractError {
         "no user text found: send at least one message with role \"user\" whose content is a non-empty string or has a text part"
     )]
     NoUserText,
-    /// Nothing names the session and no fallback is configured.
+    /// Nothing names the session, and the caller refuses such requests ([`Unnamed::Refused`]).
     #[error(
-        "cannot tell which session this request belongs to: set the \"user\" field, or the x-session-affinity header, or the x-openclaw-agent-id and x-openclaw-chat-id headers (or start the bridge with a fallback session)"
+        "cannot tell which session this request belongs to, and this bridge answers only requests that name one: set the \"user\" field, or the x-session-affinity header, or the x-openclaw-agent-id and x-openclaw-chat-id headers"
     )]
     NoSessionKey,
     /// A session key was given but is not acceptable.
@@ -148,22 +151,36 @@ pub enum ExtractError {
     InvalidHeader(&'static str),
 }
 
-/// Extracts the user's text, session key, conversation and requested workspace from a request.
+/// What a request that names no session gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unnamed<'a> {
+    /// Refused ([`ExtractError::NoSessionKey`]).
+    Refused,
+    /// This session.
+    Fallback(&'a SessionKey),
+    /// A session of its own, used once ([`KeySource::OneOff`]).
+    OneOff,
+}
+
+/// Extracts the user's text, session key, conversation and requested workspace from a request. A request
+/// that names no session gets `fallback_session`, or is refused.
 pub fn extract(
     request: &ChatRequest<'_>,
     headers: &HeaderMap,
     fallback_session: Option<&SessionKey>,
 ) -> Result<ExtractedTurn, ExtractError> {
-    extract_with(request, headers, None, fallback_session)
+    let unnamed = fallback_session.map_or(Unnamed::Refused, Unnamed::Fallback);
+    extract_with(request, headers, None, unnamed)
 }
 
 /// [`extract`] with the session already `chosen` by a rule of the caller's, which then wins over the
-/// built-in ones.
+/// built-in ones, and `unnamed` for a request that names none.
 pub fn extract_with(
     request: &ChatRequest<'_>,
     headers: &HeaderMap,
     chosen: Option<SessionKey>,
-    fallback_session: Option<&SessionKey>,
+    unnamed: Unnamed<'_>,
 ) -> Result<ExtractedTurn, ExtractError> {
     let text = latest_user_text(&request.messages).ok_or(ExtractError::NoUserText)?;
     let runtime = request
@@ -175,7 +192,7 @@ pub fn extract_with(
         });
     let (session, key_source) = match chosen {
         Some(session) => (session, KeySource::Custom),
-        None => session_key(request, headers, runtime.as_ref(), fallback_session)?,
+        None => session_key(request, headers, runtime.as_ref(), unnamed)?,
     };
     let workspace = match header(headers, WORKSPACE_HEADER)? {
         Some(path) => Some(PathBuf::from(path)),
@@ -222,7 +239,7 @@ fn session_key(
     request: &ChatRequest<'_>,
     headers: &HeaderMap,
     runtime: Option<&RuntimeLine<String>>,
-    fallback: Option<&SessionKey>,
+    unnamed: Unnamed<'_>,
 ) -> Result<(SessionKey, KeySource), ExtractError> {
     let key = |source: &'static str, value: &str| {
         SessionKey::new(value).map_err(|reason| ExtractError::InvalidSessionKey {
@@ -254,9 +271,10 @@ fn session_key(
     if let Some(user) = request.user.as_deref().filter(|u| !u.trim().is_empty()) {
         return Ok((key("the \"user\" field", user)?, KeySource::User));
     }
-    match fallback {
-        Some(fallback) => Ok((fallback.clone(), KeySource::Fallback)),
-        None => Err(ExtractError::NoSessionKey),
+    match unnamed {
+        Unnamed::Fallback(fallback) => Ok((fallback.clone(), KeySource::Fallback)),
+        Unnamed::OneOff => Ok((SessionKey::one_off(), KeySource::OneOff)),
+        Unnamed::Refused => Err(ExtractError::NoSessionKey),
     }
 }
 

@@ -19,7 +19,7 @@ use synthesis_bridge::{BackendError, SessionKey};
 use tracing::{debug, info, warn};
 
 use crate::config::AcpConfig;
-use crate::rpc::{CallError, Connection, Incoming, METHOD_NOT_FOUND};
+use crate::rpc::{CallError, Connection};
 
 /// A running agent process with its connection, serving one chat session.
 pub(crate) struct Agent {
@@ -87,7 +87,13 @@ impl Agent {
             permit: Some(permit),
         };
         let initialized: InitializeResponse =
-            agent.setup_call("initialize", initialize_request()).await?;
+            match agent.setup_call("initialize", initialize_request()).await {
+                Ok(initialized) => initialized,
+                Err(err) => {
+                    agent.stop().await;
+                    return Err(err);
+                }
+            };
         if let Some(info) = &initialized.agent_info {
             agent.name = info.name.clone();
         }
@@ -142,33 +148,33 @@ impl Agent {
         Ok(Opened::New)
     }
 
-    /// Sends a request of the start-up and waits for its answer. What the agent sends meanwhile is handled
-    /// here: a session it loads replays its history as notifications, which nobody wants; a request is
-    /// declined, as no turn is running to take it.
+    /// Sends a request of the start-up and waits for its answer. (What the agent starts meanwhile, such as
+    /// a loaded session's replay, the reader declines: no turn is running.)
     async fn setup_call<R: DeserializeOwned>(
         &mut self,
         method: &str,
         params: impl Serialize,
     ) -> Result<R, BackendError> {
-        let mut call = self.rpc.call(method, params).await;
-        let answer = loop {
-            tokio::select! {
-                answer = call.answer() => break answer,
-                Some(incoming) = self.rpc.incoming.recv() => self.decline(incoming).await,
-            }
-        };
-        let value = match answer {
+        let value = match self.rpc.call(method, params).answer().await {
             Ok(value) => value,
-            Err(CallError::Rpc { message, .. }) => {
+            Err(err @ CallError::Rpc { code, .. }) => {
+                let hint = if code == AUTH_REQUIRED {
+                    ". Log in to the agent first (run it once by hand), or give it its API key"
+                } else {
+                    ""
+                };
                 return Err(BackendError::unavailable(format!(
-                    "the ACP agent {} refused {method}: {message}",
-                    self.name
+                    "the ACP agent {} refused {method}: {err}{hint}{}",
+                    self.name,
+                    self.last_words()
                 )));
             }
-            Err(err) => {
-                return Err(self
-                    .gone(&format!("before it answered {method}"), &err)
-                    .await);
+            Err(CallError::Closed) => {
+                let how = self.how_it_ended().await;
+                return Err(BackendError::unavailable(format!(
+                    "the ACP agent {} {how} before it answered {method}",
+                    self.name
+                )));
             }
         };
         serde_json::from_value(value).map_err(|err| {
@@ -179,30 +185,20 @@ impl Agent {
         })
     }
 
-    /// Answers what the agent started while no turn runs: notifications need nothing, a permission request
-    /// is cancelled (as ACP has a client do when no prompt is running), anything else is not served.
-    pub(crate) async fn decline(&self, incoming: Incoming) {
-        let Incoming::Request { id, method, .. } = incoming else {
-            return;
-        };
-        debug!(session = %self.session, %method, "declined a request outside a turn");
-        let answer = if method == "session/request_permission" {
-            Ok(serde_json::json!({"outcome": {"outcome": "cancelled"}}))
-        } else {
-            Err(not_served(&method))
-        };
-        self.rpc.respond(id, answer).await;
+    /// How the process ended, once its output did: `exited with code 1 (its last words: "…")`, `was killed
+    /// by signal 9 (SIGKILL)`, or that it closed its output when it still runs.
+    pub(crate) async fn how_it_ended(&self) -> String {
+        match tokio::time::timeout(EXIT_SETTLE, self.process.wait()).await {
+            Ok(exit) => exit.reason(last_line(&self.process.output().text()).as_deref()),
+            Err(_) => "closed its output".to_owned(),
+        }
     }
 
-    /// The error of an agent whose connection broke `when`: how its process ended, with its last words on
-    /// standard error.
-    pub(crate) async fn gone(&self, when: &str, err: &CallError) -> BackendError {
-        let exit = tokio::time::timeout(EXIT_SETTLE, self.process.wait()).await;
-        let how = match exit {
-            Ok(exit) => exit.reason(last_line(&self.process.output().text()).as_deref()),
-            Err(_) => format!("stopped answering ({err})"),
-        };
-        BackendError::unavailable(format!("the ACP agent {} {how} {when}", self.name))
+    /// `; its last words: "…"` with the last line of its standard error, if it wrote any.
+    pub(crate) fn last_words(&self) -> String {
+        last_line(&self.process.output().text())
+            .map(|line| format!("; its last words: {line:?}"))
+            .unwrap_or_default()
     }
 
     /// Why this agent cannot take another turn, if it cannot.
@@ -236,13 +232,8 @@ impl Pooled for Agent {
 /// How long a process whose output ended has to be seen exiting.
 pub(crate) const EXIT_SETTLE: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// The error answer to a request the bridge does not serve.
-pub(crate) fn not_served(method: &str) -> (i64, String) {
-    (
-        METHOD_NOT_FOUND,
-        format!("the bridge does not serve {method}: it offers no client capabilities"),
-    )
-}
+/// ACP's error code for a request that needs the client to authenticate first.
+const AUTH_REQUIRED: i64 = -32000;
 
 /// What the bridge says about itself. It offers no file system and no terminal: the agent works in the
 /// session's workspace with its own tools, on the same machine, so serving them would add nothing but a

@@ -98,7 +98,8 @@ use async_trait::async_trait;
 use synthesis_bridge::pool::Sweep;
 use synthesis_bridge::store::{self, now_in_millis};
 use synthesis_bridge::{
-    AgentBackend, BackendError, BackendStatus, ReplyStream, SessionStore, Spawner, Turn,
+    AgentBackend, BackendError, BackendStatus, ReplyStream, SessionRecord, SessionStore, Spawner,
+    Turn,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -108,7 +109,7 @@ pub use crate::config::{AcpConfig, BadCommandLine};
 pub use crate::permission::{Allow, PermissionPolicy};
 
 use crate::agent::{Agent, Opened};
-use crate::pool::Pool;
+use crate::pool::{Pool, SessionState};
 use crate::turn::TurnRun;
 
 /// How many reply events wait for a slow consumer before the turn holds back.
@@ -149,8 +150,8 @@ impl AcpBackend {
             ttl: config.session_ttl,
             store: store.clone(),
             since: now_in_millis(),
-            // A slot without a process holds nothing worth keeping.
-            keep: Box::new(|_| false),
+            // A slot without a process is kept only for a new session still to start.
+            keep: Box::new(SessionState::new_session_wanted),
         });
         Self {
             inner: Arc::new(Inner {
@@ -179,7 +180,19 @@ impl Inner {
             return Err(BackendError::unavailable("the bridge is shutting down"));
         }
         slot.touch();
-        let (stored, mut record) = store::record_for_turn(self.store.as_ref(), &turn).await;
+        // A request that named no session: a new process and ACP session, not kept.
+        let one_off = turn.meta.one_off;
+        let (stored, mut record) = if one_off {
+            let record = SessionRecord::new(turn.session.clone(), &turn.workspace);
+            (None, record)
+        } else {
+            store::record_for_turn(self.store.as_ref(), &turn).await
+        };
+        // Kept until the new session is saved: a launch that fails must not forget it.
+        let fresh = slot.state.new_session_wanted();
+        if fresh {
+            record.start_new_conversation(record.client_conversation.clone());
+        }
         if let Some(agent) = guard.as_ref()
             && let Some(reason) = unfit(agent, record.conversation_id.as_deref(), &turn)
         {
@@ -202,18 +215,24 @@ impl Inner {
             *guard = Some(agent);
         }
         record.started = true;
-        let ttl = self.config.session_ttl;
-        store::save_if_changed(self.store.as_ref(), stored.as_ref(), record, ttl).await;
+        if !one_off {
+            let ttl = self.config.session_ttl;
+            store::save_if_needed(self.store.as_ref(), stored.as_ref(), record, ttl).await;
+        }
+        if fresh {
+            slot.state.new_session_started();
+        }
 
         let (events, mut reply) = mpsc::channel(EVENT_BUFFER);
         let run = TurnRun {
-            session: slot,
-            slot: guard,
+            slot,
+            agent: guard,
             text: turn.text,
             cancel: turn.cancel,
             shutdown: self.shutdown.clone(),
             config: self.config.clone(),
             events,
+            one_off,
         };
         tokio::spawn(run.run().in_current_span());
         Ok(Box::pin(futures::stream::poll_fn(move |cx| {

@@ -1,10 +1,14 @@
 //! A JSON-RPC 2.0 connection to an agent over its standard input and output, one message a line, as ACP
 //! runs it.
 //!
-//! Our requests get ids of their own and their answers come back through [`Call`]s. Everything the agent
-//! starts (notifications, and requests it waits on) arrives in [`Connection::incoming`], in order, for the
-//! one turn or setup step that holds the agent to handle; a request the agent sends must be answered
-//! ([`Connection::respond`]), or it waits for ever.
+//! Our requests get ids of their own and their answers come back through [`Call`]s. What the agent starts
+//! (notifications, and requests it waits on) goes, during a turn ([`Connection::begin_turn`]), to
+//! [`Connection::incoming`] in order, for the turn to handle; a request the agent sends there must be
+//! answered ([`Connection::respond`]). Outside a turn the reader answers requests itself ([`decline`]) and
+//! drops notifications (a loaded session's replay, late updates), so the agent never waits on nobody.
+//!
+//! Writing never blocks the caller: lines go to a writer task, so an agent that stops reading its input
+//! cannot keep a turn from seeing its cancellation.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,27 +55,26 @@ pub(crate) enum CallError {
     /// The agent's output ended first: it exited or closed it.
     #[error("the agent's output ended before it answered")]
     Closed,
-    /// The request could not be written: the agent's input is closed.
-    #[error("cannot write to the agent: {0}")]
-    Write(String),
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, CallError>>>>>;
 
 /// The bridge's side of the connection.
 pub(crate) struct Connection {
-    process: Arc<dyn ProcessHandle>,
+    pid: u32,
     next_id: AtomicU64,
     pending: Pending,
-    /// What the agent started, in the order it sent it. Closed once its output ends.
+    outgoing: mpsc::UnboundedSender<Vec<u8>>,
+    /// What the agent started during a turn, in the order it sent it. Closed once its output ends.
     pub(crate) incoming: mpsc::Receiver<Incoming>,
+    in_turn: Arc<AtomicBool>,
     closed: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
-            .field("pid", &self.process.pid())
+            .field("pid", &self.pid)
             .finish_non_exhaustive()
     }
 }
@@ -98,25 +101,33 @@ impl Connection {
     ) -> Self {
         let pending = Pending::default();
         let closed = Arc::new(AtomicBool::new(false));
+        let in_turn = Arc::new(AtomicBool::new(false));
         let (sender, incoming) = mpsc::channel(INCOMING_BUFFER);
-        tokio::spawn(read(
-            stdout,
-            pending.clone(),
-            sender,
-            closed.clone(),
+        let (outgoing, lines) = mpsc::unbounded_channel();
+        let pid = process.pid();
+        tokio::spawn(write(process, lines, session.clone()));
+        let reader = Reader {
+            pending: pending.clone(),
+            incoming: sender,
+            outgoing: outgoing.clone(),
+            in_turn: in_turn.clone(),
+            closed: closed.clone(),
             session,
-        ));
+        };
+        tokio::spawn(reader.run(stdout));
         Self {
-            process,
+            pid,
             next_id: AtomicU64::new(0),
             pending,
+            outgoing,
             incoming,
+            in_turn,
             closed,
         }
     }
 
     /// Sends a request; its answer comes through the returned [`Call`].
-    pub(crate) async fn call(&self, method: &str, params: impl Serialize) -> Call {
+    pub(crate) fn call(&self, method: &str, params: impl Serialize) -> Call {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, answer) = oneshot::channel();
         self.lock_pending().insert(id, sender);
@@ -127,44 +138,43 @@ impl Connection {
         {
             let _ = sender.send(Err(CallError::Closed));
         }
-        let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        if let Err(err) = self.write(&message).await
-            && let Some(sender) = self.lock_pending().remove(&id)
-        {
-            let _ = sender.send(Err(CallError::Write(err.to_string())));
-        }
+        send(
+            &self.outgoing,
+            &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
+        );
         Call { answer }
     }
 
     /// Sends a notification.
-    pub(crate) async fn notify(&self, method: &str, params: impl Serialize) -> std::io::Result<()> {
-        self.write(&json!({"jsonrpc": "2.0", "method": method, "params": params}))
-            .await
+    pub(crate) fn notify(&self, method: &str, params: impl Serialize) {
+        send(
+            &self.outgoing,
+            &json!({"jsonrpc": "2.0", "method": method, "params": params}),
+        );
     }
 
     /// Answers the agent's request `id` with a result, or with an error `(code, message)`.
-    pub(crate) async fn respond(&self, id: Value, answer: Result<Value, (i64, String)>) {
-        let message = match answer {
-            Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
-            Err((code, message)) => {
-                json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
-            }
-        };
-        if let Err(err) = self.write(&message).await {
-            debug!(%err, "cannot answer the agent's request");
+    pub(crate) fn respond(&self, id: Value, answer: Result<Value, (i64, String)>) {
+        respond(&self.outgoing, id, answer);
+    }
+
+    /// From now on, what the agent starts goes to [`Connection::incoming`]; what it started before, and
+    /// is still there, is declined.
+    pub(crate) fn begin_turn(&mut self) {
+        self.in_turn.store(true, Ordering::SeqCst);
+        while let Ok(left) = self.incoming.try_recv() {
+            decline(&self.outgoing, left);
         }
+    }
+
+    /// From now on, the reader answers what the agent starts.
+    pub(crate) fn end_turn(&self) {
+        self.in_turn.store(false, Ordering::SeqCst);
     }
 
     /// Whether the agent's output has ended.
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
-    }
-
-    async fn write(&self, message: &Value) -> std::io::Result<()> {
-        let mut line = message.to_string().into_bytes();
-        line.push(b'\n');
-        trace!(message = %message, "to the agent");
-        self.process.write(&line).await
     }
 
     fn lock_pending(
@@ -174,61 +184,139 @@ impl Connection {
     }
 }
 
-/// Reads the agent's output: answers go to their calls, the rest to `incoming`. At the end, every call
-/// still waiting fails as [`CallError::Closed`] and `incoming` closes.
-async fn read(
-    stdout: ProcessStdout,
-    pending: Pending,
-    incoming: mpsc::Sender<Incoming>,
-    closed: Arc<AtomicBool>,
+/// The answer to a permission request that nobody will decide: cancelled, as ACP has a client answer
+/// once the prompt is cancelled.
+pub(crate) fn cancelled_permission() -> Value {
+    json!({"outcome": {"outcome": "cancelled"}})
+}
+
+/// The error answer to a request the bridge does not serve.
+pub(crate) fn not_served(method: &str) -> (i64, String) {
+    (
+        METHOD_NOT_FOUND,
+        format!("the bridge does not serve {method}: it offers no client capabilities"),
+    )
+}
+
+/// Answers what the agent started while no turn takes it: a permission request is cancelled, any other
+/// request is not served, a notification needs nothing.
+fn decline(outgoing: &mpsc::UnboundedSender<Vec<u8>>, message: Incoming) {
+    let Incoming::Request { id, method, .. } = message else {
+        return;
+    };
+    debug!(%method, "declined a request outside a turn");
+    let answer = if method == "session/request_permission" {
+        Ok(cancelled_permission())
+    } else {
+        Err(not_served(&method))
+    };
+    respond(outgoing, id, answer);
+}
+
+fn respond(
+    outgoing: &mpsc::UnboundedSender<Vec<u8>>,
+    id: Value,
+    answer: Result<Value, (i64, String)>,
+) {
+    let message = match answer {
+        Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+        Err((code, message)) => {
+            json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+        }
+    };
+    send(outgoing, &message);
+}
+
+/// Queues `message` for the writer. Once the agent's input is gone, nothing is sent; its output ending
+/// tells the calls that wait.
+fn send(outgoing: &mpsc::UnboundedSender<Vec<u8>>, message: &Value) {
+    trace!(%message, "to the agent");
+    let mut line = message.to_string().into_bytes();
+    line.push(b'\n');
+    let _ = outgoing.send(line);
+}
+
+/// Writes the queued lines to the agent's input, in order, until it is closed or every sender is gone.
+async fn write(
+    process: Arc<dyn ProcessHandle>,
+    mut lines: mpsc::UnboundedReceiver<Vec<u8>>,
     session: SessionKey,
 ) {
-    let mut stdout = BufReader::new(stdout);
-    let mut bytes = Vec::new();
-    loop {
-        bytes.clear();
-        match stdout.read_until(b'\n', &mut bytes).await {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(err) => {
-                debug!(%session, %err, "cannot read the agent's output");
-                break;
-            }
+    while let Some(line) = lines.recv().await {
+        if let Err(err) = process.write(&line).await {
+            debug!(%session, %err, "cannot write to the agent");
+            return;
         }
-        let line = String::from_utf8_lossy(&bytes);
-        let Ok(message) = serde_json::from_str::<Value>(line.trim()) else {
-            // Agents log to standard error, but a stray line on standard output is not fatal.
-            debug!(%session, line = %line.chars().take(200).collect::<String>(), "not a JSON-RPC message");
-            continue;
-        };
-        trace!(%session, %message, "from the agent");
-        match classify(message) {
-            Some(Classified::Answer(id, answer)) => {
-                let waiting = pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
-                match waiting {
-                    Some(call) => {
-                        let _ = call.send(answer);
-                    }
-                    None => debug!(%session, id, "an answer to no request"),
-                }
-            }
-            Some(Classified::Incoming(message)) => {
-                if incoming.send(message).await.is_err() {
+    }
+}
+
+/// Reads the agent's output: answers go to their calls; what the agent starts goes to the turn, or is
+/// declined outside one. At the end, every call still waiting fails as [`CallError::Closed`] and
+/// `incoming` closes.
+struct Reader {
+    pending: Pending,
+    incoming: mpsc::Sender<Incoming>,
+    outgoing: mpsc::UnboundedSender<Vec<u8>>,
+    in_turn: Arc<AtomicBool>,
+    closed: Arc<AtomicBool>,
+    session: SessionKey,
+}
+
+impl Reader {
+    async fn run(self, stdout: ProcessStdout) {
+        let session = &self.session;
+        let mut stdout = BufReader::new(stdout);
+        let mut bytes = Vec::new();
+        loop {
+            bytes.clear();
+            match stdout.read_until(b'\n', &mut bytes).await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(err) => {
+                    debug!(%session, %err, "cannot read the agent's output");
                     break;
                 }
             }
-            None => {
-                debug!(%session, "a message that is neither a request, a notification nor an answer")
+            let line = String::from_utf8_lossy(&bytes);
+            let Ok(message) = serde_json::from_str::<Value>(line.trim()) else {
+                // Agents log to standard error, but a stray line on standard output is not fatal.
+                debug!(%session, line = %line.chars().take(200).collect::<String>(), "not a JSON-RPC message");
+                continue;
+            };
+            trace!(%session, %message, "from the agent");
+            match classify(message) {
+                Some(Classified::Answer(id, answer)) => {
+                    let waiting = self
+                        .pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
+                    match waiting {
+                        Some(call) => {
+                            let _ = call.send(answer);
+                        }
+                        None => debug!(%session, id, "an answer to no request"),
+                    }
+                }
+                Some(Classified::Incoming(message)) if self.in_turn.load(Ordering::SeqCst) => {
+                    if self.incoming.send(message).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Classified::Incoming(message)) => decline(&self.outgoing, message),
+                None => {
+                    debug!(%session, "a message that is neither a request, a notification nor an answer")
+                }
             }
         }
+        self.closed.store(true, Ordering::Release);
+        // Dropping the senders fails the calls that wait.
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        debug!(%session, "the agent's output ended");
     }
-    closed.store(true, Ordering::Release);
-    // Dropping the senders fails the calls that wait.
-    pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    debug!(%session, "the agent's output ended");
 }
 
 enum Classified {
@@ -263,9 +351,14 @@ fn classify(mut message: Value) -> Option<Classified> {
             }),
         ));
     }
+    // A handler that returns nothing leaves `result` out (JavaScript's `JSON.stringify` drops
+    // `undefined`): that is an answer too.
     Some(Classified::Answer(
         id,
-        Ok(message.get_mut("result")?.take()),
+        Ok(message
+            .get_mut("result")
+            .map(Value::take)
+            .unwrap_or(Value::Null)),
     ))
 }
 
@@ -305,5 +398,7 @@ mod tests {
             "Internal error (JSON-RPC error -32603, \"boom\")"
         );
         assert!(classify(json!({"jsonrpc": "2.0", "id": "theirs", "result": {}})).is_none());
+        let bare = classify(json!({"jsonrpc": "2.0", "id": 5}));
+        assert!(matches!(bare, Some(Classified::Answer(5, Ok(Value::Null)))));
     }
 }

@@ -17,11 +17,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::agent::{Agent, not_served};
+use crate::agent::{Agent, EXIT_SETTLE};
 use crate::config::AcpConfig;
 use crate::permission::tool_names;
 use crate::pool::{Slot, SlotGuard};
-use crate::rpc::{CallError, Incoming};
+use crate::rpc::{CallError, Incoming, cancelled_permission, not_served};
 
 /// A time far enough away to stand for "never" in a `sleep` that is armed later.
 const FAR: Duration = Duration::from_secs(86_400 * 365);
@@ -32,6 +32,9 @@ const FAR: Duration = Duration::from_secs(86_400 * 365);
 /// client cannot tell that from a real empty answer. A new process costs about half a second on the
 /// next turn; cancels are rare (a client that went away).
 const AFTER_CANCEL: Aftermath = Aftermath::Broken;
+
+/// JSON-RPC error code ACP agents answer for a session they do not have.
+const RESOURCE_NOT_FOUND: i64 = -32002;
 
 /// What a turn left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,24 +47,30 @@ enum Aftermath {
 
 /// A turn in flight. It holds its session's slot until the agent is free again.
 pub(crate) struct TurnRun {
-    pub(crate) session: Arc<Slot>,
-    pub(crate) slot: SlotGuard,
+    pub(crate) slot: Arc<Slot>,
+    pub(crate) agent: SlotGuard,
     pub(crate) text: String,
     pub(crate) cancel: CancellationToken,
     pub(crate) shutdown: CancellationToken,
     pub(crate) config: Arc<AcpConfig>,
     pub(crate) events: mpsc::Sender<ReplyEvent>,
+    /// The turn of a request that named no session: its process is stopped when it is over.
+    pub(crate) one_off: bool,
 }
 
 impl TurnRun {
     pub(crate) async fn run(mut self) {
-        if self.exchange().await == Aftermath::Broken
-            && let Some(agent) = self.slot.take()
+        let aftermath = self.exchange().await;
+        if let Some(agent) = self.agent.as_ref() {
+            agent.rpc.end_turn();
+        }
+        if (aftermath == Aftermath::Broken || self.one_off)
+            && let Some(agent) = self.agent.take()
         {
             agent.stop().await;
         }
         // Idle from now, not from the turn's start: the sweeper may look as soon as the slot is free.
-        self.session.touch();
+        self.slot.touch();
     }
 
     async fn emit(&self, event: ReplyEvent) {
@@ -74,16 +83,19 @@ impl TurnRun {
         aftermath
     }
 
+    fn agent(&mut self) -> &mut Agent {
+        self.agent
+            .as_mut()
+            .expect("a turn runs on a launched agent")
+    }
+
     async fn exchange(&mut self) -> Aftermath {
-        let agent = self.slot.as_mut().expect("a turn runs on a launched agent");
+        let agent = self.agent();
         let session_id = agent
             .session_id
             .clone()
             .expect("a turn runs on an opened session");
-        // Whatever the agent said between turns (a late update, a request) is handled before the prompt.
-        while let Ok(incoming) = agent.rpc.incoming.try_recv() {
-            agent.decline(incoming).await;
-        }
+        agent.rpc.begin_turn();
         // Given up already (its client left while it queued): nothing was said, nothing to undo.
         if self.cancel.is_cancelled() || self.shutdown.is_cancelled() {
             return self.fail(BackendError::Cancelled, Aftermath::Healthy).await;
@@ -92,15 +104,22 @@ impl TurnRun {
             session_id.clone(),
             vec![ContentBlock::from(self.text.clone())],
         );
-        let mut call = agent.rpc.call("session/prompt", prompt).await;
+        let mut call = self.agent().rpc.call("session/prompt", prompt);
         let mut said_anything = false;
         // The agent's own names of the tools it announced, by call id, for the permission requests.
         let mut tool_names: HashMap<String, Vec<String>> = HashMap::new();
-        let mut cancelled_at: Option<Instant> = None;
+        let mut cancelled = false;
         let grace = tokio::time::sleep(FAR);
         tokio::pin!(grace);
+        // Once the process exited: until when its last words on its output are awaited.
+        let mut exited = false;
+        let last_output = tokio::time::sleep(FAR);
+        tokio::pin!(last_output);
         loop {
-            let agent = self.slot.as_mut().expect("a turn runs on a launched agent");
+            let agent = self
+                .agent
+                .as_mut()
+                .expect("a turn runs on a launched agent");
             // Biased, and the agent's messages before its answer: the reader queues a message before it
             // reads the next line, so every chunk the agent sent before answering the prompt is taken
             // before the answer ends the turn.
@@ -109,65 +128,73 @@ impl TurnRun {
                 () = self.shutdown.cancelled() => {
                     return self.fail(BackendError::unavailable("the bridge is shutting down"), Aftermath::Broken).await;
                 }
-                () = self.cancel.cancelled(), if cancelled_at.is_none() => {
+                () = self.cancel.cancelled(), if !cancelled => {
                     debug!(session = %agent.session, "cancelling the prompt");
-                    if let Err(err) = agent.rpc.notify("session/cancel", CancelNotification::new(session_id.clone())).await {
-                        warn!(session = %agent.session, %err, "cannot send session/cancel");
-                    }
-                    cancelled_at = Some(Instant::now());
+                    agent.rpc.notify("session/cancel", CancelNotification::new(session_id.clone()));
+                    cancelled = true;
                     grace.as_mut().reset(Instant::now() + self.config.cancel_grace);
                 }
                 () = &mut grace => {
                     warn!(session = %agent.session, grace = ?self.config.cancel_grace, "the agent did not end the cancelled prompt; stopping its process");
                     return self.fail(BackendError::Cancelled, Aftermath::Broken).await;
                 }
-                Some(incoming) = agent.rpc.incoming.recv() => {
-                    match incoming {
-                        Incoming::Notification { method, params } if method == "session/update" => {
-                            if let Some((call, names)) = announced_tool(&params) {
-                                tool_names.insert(call, names);
-                                continue;
-                            }
-                            let Some(text) = message_text(&params, &session_id) else { continue };
-                            if text.is_empty() {
-                                continue;
-                            }
-                            if !said_anything {
-                                debug!(session = %agent.session, "the answer began");
-                            }
-                            said_anything = true;
-                            self.emit(ReplyEvent::TextDelta(text)).await;
+                Some(incoming) = agent.rpc.incoming.recv() => match incoming {
+                    Incoming::Notification { method, params } if method == "session/update" => {
+                        if let Some((call, names)) = announced_tool(&params) {
+                            tool_names.insert(call, names);
+                            continue;
                         }
-                        Incoming::Notification { .. } => {}
-                        Incoming::Request { id, method, params } => {
-                            let answer = if method == "session/request_permission" {
-                                permission(agent, &self.config, params, &tool_names, cancelled_at.is_some())
-                            } else {
-                                debug!(session = %agent.session, %method, "refused a request the bridge does not serve");
-                                Err(not_served(&method))
-                            };
-                            agent.rpc.respond(id, answer).await;
+                        let Some(text) = message_text(&params, &session_id) else { continue };
+                        if text.is_empty() {
+                            continue;
                         }
+                        if !said_anything {
+                            debug!(session = %agent.session, "the answer began");
+                        }
+                        said_anything = true;
+                        self.emit(ReplyEvent::TextDelta(text)).await;
                     }
+                    Incoming::Notification { .. } => {}
+                    Incoming::Request { id, method, params } => {
+                        let answer = if method == "session/request_permission" {
+                            permission(agent, &self.config, params, &tool_names, cancelled)
+                        } else {
+                            debug!(session = %agent.session, %method, "refused a request the bridge does not serve");
+                            Err(not_served(&method))
+                        };
+                        agent.rpc.respond(id, answer);
+                    }
+                },
+                answer = call.answer() => return match answer {
+                    Ok(answer) => self.end(answer, cancelled).await,
+                    Err(CallError::Rpc { .. }) if cancelled => self.fail(BackendError::Cancelled, AFTER_CANCEL).await,
+                    Err(err @ CallError::Rpc { code, .. }) => {
+                        let failure = format!("the ACP agent {} could not answer: {err}{}", agent.name, agent.last_words());
+                        if code == RESOURCE_NOT_FOUND {
+                            // The agent reopened the session but no longer has it: a new one, next time.
+                            warn!(session = %agent.session, "the agent no longer has the session's conversation; the next turn starts a new one");
+                            self.slot.state.want_new_session();
+                            let failure = format!("{failure}. The next turn starts a new conversation");
+                            return self.fail(BackendError::failed(failure), Aftermath::Broken).await;
+                        }
+                        self.fail(BackendError::failed(failure), Aftermath::Healthy).await
+                    }
+                    Err(CallError::Closed) => {
+                        let (name, how) = (agent.name.clone(), agent.how_it_ended().await);
+                        let failure = format!("the ACP agent {name} {how} in the middle of the turn. The next turn starts it again and reopens the conversation");
+                        self.fail(BackendError::failed(failure), Aftermath::Broken).await
+                    }
+                },
+                // Something outside the agent's process group may hold its output open: its exit is
+                // the end too, once its last words have had a moment.
+                _ = agent.process.wait(), if !exited => {
+                    exited = true;
+                    last_output.as_mut().reset(Instant::now() + EXIT_SETTLE);
                 }
-                answer = call.answer() => {
-                    return match answer {
-                        Ok(answer) => self.end(answer, cancelled_at.is_some()).await,
-                        Err(CallError::Rpc { message, .. }) if cancelled_at.is_none() => {
-                            let name = agent.name.clone();
-                            self.fail(BackendError::failed(format!("the ACP agent {name} could not answer: {message}")), Aftermath::Healthy).await
-                        }
-                        Err(CallError::Rpc { .. }) => self.fail(BackendError::Cancelled, AFTER_CANCEL).await,
-                        Err(err) => {
-                            let error = match agent.gone("in the middle of the turn", &err).await {
-                                BackendError::Unavailable { message, .. } => BackendError::failed(format!(
-                                    "{message}. The next turn starts it again and reopens the conversation"
-                                )),
-                                other => other,
-                            };
-                            self.fail(error, Aftermath::Broken).await
-                        }
-                    };
+                () = &mut last_output => {
+                    let (name, how) = (agent.name.clone(), agent.how_it_ended().await);
+                    let failure = format!("the ACP agent {name} {how} in the middle of the turn. The next turn starts it again and reopens the conversation");
+                    return self.fail(BackendError::failed(failure), Aftermath::Broken).await;
                 }
             }
         }
@@ -184,10 +211,15 @@ impl TurnRun {
                 return self.fail(error, Aftermath::Broken).await;
             }
         };
-        if cancelled || response.stop_reason == StopReason::Cancelled {
+        if cancelled {
             return self.fail(BackendError::Cancelled, AFTER_CANCEL).await;
         }
         let finish = match response.stop_reason {
+            StopReason::Cancelled => {
+                // Not asked for: the agent gave up on its own.
+                let error = BackendError::failed("the agent cancelled the prompt on its own");
+                return self.fail(error, AFTER_CANCEL).await;
+            }
             StopReason::Refusal => {
                 let error = BackendError::Rejected("the agent refused to answer".to_owned());
                 return self.fail(error, Aftermath::Healthy).await;
@@ -259,7 +291,7 @@ fn permission(
     })?;
     let title = request.tool_call.fields.title.clone().unwrap_or_default();
     let response = if cancelled {
-        serde_json::json!({"outcome": {"outcome": "cancelled"}})
+        cancelled_permission()
     } else {
         let names = tool_names
             .get(&request.tool_call.tool_call_id.to_string())

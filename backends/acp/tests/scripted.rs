@@ -142,6 +142,7 @@ async fn a_turn_streams_chunks_and_ends_with_the_usage_and_the_stop_reason() {
                     let result = match text.as_str() {
                         "long" => json!({"stopReason": "max_tokens"}),
                         "refuse" => json!({"stopReason": "refusal"}),
+                        "give up" => json!({"stopReason": "cancelled"}),
                         _ => {
                             json!({"stopReason": "end_turn", "usage": {"inputTokens": 10, "outputTokens": 5, "cachedReadTokens": 3, "cachedWriteTokens": 2, "totalTokens": 20}})
                         }
@@ -172,6 +173,14 @@ async fn a_turn_streams_chunks_and_ends_with_the_usage_and_the_stop_reason() {
         "{refused:?}"
     );
     assert_eq!(agent.spawned().len(), 1, "one process for the session");
+    // A prompt the agent cancels on its own is its failure, not the client's cancel.
+    let gave_up = events(&backend, turn("a", "give up")).await;
+    assert_eq!(
+        gave_up.last(),
+        Some(&ReplyEvent::Error(BackendError::failed(
+            "the agent cancelled the prompt on its own"
+        )))
+    );
     // The bridge offered no file system and no terminal.
     let initialize = log.lock().unwrap()[0].clone();
     let offered = &initialize["params"]["clientCapabilities"];
@@ -418,7 +427,7 @@ async fn a_prompt_the_agent_fails_fails_the_turn_and_the_process_stays() {
     assert_eq!(
         failed,
         [ReplyEvent::Error(BackendError::failed(
-            "the ACP agent scripted could not answer: model overloaded"
+            "the ACP agent scripted could not answer: model overloaded (JSON-RPC error -32603)"
         ))]
     );
     assert_eq!(events(&backend, turn("a", "ok")).await, [ReplyEvent::end()]);
@@ -476,4 +485,86 @@ async fn at_the_process_limit_the_longest_idle_session_makes_room_and_a_busy_one
     );
     assert!(retry_after.is_some());
     drop(slow);
+    backend.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_request_between_turns_is_answered_at_once() {
+    let log = Log::default();
+    let (asked, answered) = tokio::sync::oneshot::channel::<Value>();
+    let asked = Arc::new(Mutex::new(Some(asked)));
+    let agent = FakeSpawner::new({
+        let log = log.clone();
+        move |_spec, mut agent| {
+            let (log, asked) = (log.clone(), asked.clone());
+            async move {
+                let prompt = serve_setup(&mut agent, &log, &json!({}), "s-1")
+                    .await
+                    .unwrap();
+                answer(&mut agent, &prompt, json!({"stopReason": "end_turn"})).await;
+                // After its answer, no turn runs: the agent asks anyway, and a file read.
+                send(&mut agent, json!({"jsonrpc": "2.0", "id": "late-1", "method": "session/request_permission", "params": {
+                    "sessionId": "s-1", "toolCall": {"toolCallId": "c"},
+                    "options": [{"optionId": "yes", "name": "Allow", "kind": "allow_once"}]}})).await;
+                let permission = read(&mut agent, &log).await.unwrap();
+                let _ = asked.lock().unwrap().take().unwrap().send(permission);
+                while read(&mut agent, &log).await.is_some() {}
+            }
+        }
+    });
+    let backend = backend(&agent, Arc::new(MemoryStore::new()));
+    assert_eq!(events(&backend, turn("a", "hi")).await, [ReplyEvent::end()]);
+    let permission = tokio::time::timeout(PATIENCE, answered)
+        .await
+        .expect("answered without another turn")
+        .unwrap();
+    assert_eq!(
+        permission,
+        json!({"jsonrpc": "2.0", "id": "late-1", "result": {"outcome": {"outcome": "cancelled"}}})
+    );
+    backend.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_session_the_agent_lost_after_reopening_it_is_replaced_on_the_next_turn() {
+    let log = Log::default();
+    let agent = FakeSpawner::new({
+        let log = log.clone();
+        move |_spec, mut agent| {
+            let log = log.clone();
+            async move {
+                let capabilities = json!({"sessionCapabilities": {"resume": {}}});
+                while let Some(prompt) = serve_setup(&mut agent, &log, &capabilities, "s-new").await
+                {
+                    if prompt["params"]["sessionId"] == "lost" {
+                        send(&mut agent, json!({"jsonrpc": "2.0", "id": prompt["id"], "error": {"code": -32002, "message": "Resource not found"}})).await;
+                    } else {
+                        answer(&mut agent, &prompt, json!({"stopReason": "end_turn"})).await;
+                    }
+                }
+            }
+        }
+    });
+    let store = Arc::new(MemoryStore::new());
+    let key = SessionKey::new("a").unwrap();
+    let mut record = SessionRecord::new(key.clone(), std::env::temp_dir());
+    record.conversation_id = Some("lost".to_owned());
+    record.started = true;
+    store.put(record).await.unwrap();
+    let backend = backend(&agent, store.clone());
+    let failed = events(&backend, turn("a", "hi")).await;
+    let Some(ReplyEvent::Error(BackendError::Failed(message))) = failed.last() else {
+        panic!("{failed:?}");
+    };
+    assert!(
+        message.contains("Resource not found") && message.contains("starts a new conversation"),
+        "{message}"
+    );
+    assert_eq!(
+        events(&backend, turn("a", "again")).await,
+        [ReplyEvent::end()]
+    );
+    let record = store.get(&key).await.unwrap().unwrap();
+    assert_eq!(record.conversation_id.as_deref(), Some("s-new"));
+    backend.shutdown().await;
 }

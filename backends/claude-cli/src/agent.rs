@@ -23,19 +23,21 @@ use crate::stream_json::{self, StreamJsonIo};
 pub(crate) enum Conversation {
     Start(Uuid),
     Resume(Uuid),
+    /// A one-off turn's: started, and not kept (in the stream-json mode, not even written down).
+    Once(Uuid),
 }
 
 impl Conversation {
     pub(crate) fn id(self) -> Uuid {
         match self {
-            Self::Start(id) | Self::Resume(id) => id,
+            Self::Start(id) | Self::Resume(id) | Self::Once(id) => id,
         }
     }
 
     /// The command-line flag and value that choose it.
     pub(crate) fn flag(self) -> [String; 2] {
         match self {
-            Self::Start(id) => ["--session-id".to_owned(), id.to_string()],
+            Self::Start(id) | Self::Once(id) => ["--session-id".to_owned(), id.to_string()],
             Self::Resume(id) => ["--resume".to_owned(), id.to_string()],
         }
     }

@@ -130,7 +130,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use synthesis_bridge::store::{self, now_in_millis};
-use synthesis_bridge::transport::ChannelTransport;
+use synthesis_bridge::transport::{ChannelTransport, InboundMessage};
 use synthesis_bridge::{
     AgentBackend, BackendError, BackendStatus, ReplyStream, SessionKey, SessionRecord,
     SessionStore, Spawner, Turn,
@@ -143,7 +143,7 @@ use uuid::Uuid;
 pub use crate::config::{ClaudeCliConfig, PermissionMode, UnknownPermissionMode};
 
 use crate::agent::{Agent, Conversation, LaunchError, Mode, Services};
-use crate::pool::{Connected, Permit, Pool, SessionState, Slot};
+use crate::pool::{Connected, Permit, Pool, SessionState, Slot, SlotGuard};
 use crate::transcript::Transcript;
 use crate::turn::TurnRun;
 use synthesis_bridge::pool::Sweep;
@@ -250,6 +250,9 @@ impl Inner {
             return Err(BackendError::unavailable("the bridge is shutting down"));
         }
         slot.touch();
+        if turn.meta.one_off {
+            return self.run_one_off(turn, slot, guard).await;
+        }
         let (stored, mut record) = store::record_for_turn(self.store.as_ref(), &turn).await;
         // Kept until the new conversation is saved: a launch that fails must not forget it.
         let fresh = slot.state.new_conversation_wanted();
@@ -276,7 +279,7 @@ impl Inner {
         // The launch may have had to start a new conversation.
         let conversation = claude_conversation(&mut record);
         let ttl = self.services.config.session_ttl;
-        store::save_if_changed(self.store.as_ref(), stored.as_ref(), record, ttl).await;
+        store::save_if_needed(self.store.as_ref(), stored.as_ref(), record, ttl).await;
         if fresh {
             slot.state.new_conversation_started();
         }
@@ -291,6 +294,49 @@ impl Inner {
         if let Some(retry_of) = &message.meta.retry_of {
             info!(session = %turn.session, %retry_of, "the client asked again for an answer claude did not finish; it carries on with the same message");
         }
+        Ok(self.spawn_turn(slot, guard, turn, message, original, false))
+    }
+
+    /// A turn of a request that named no session: a new process in a new conversation, which is stopped
+    /// once the turn is over; no record is kept and no retry carries on with it.
+    async fn run_one_off(
+        &self,
+        turn: Turn,
+        slot: Arc<Slot>,
+        mut guard: SlotGuard,
+    ) -> Result<ReplyStream, BackendError> {
+        let permit = self.room(&turn.session).await?;
+        let conversation = Conversation::Once(Uuid::new_v4());
+        let services = &self.services;
+        let agent = Agent::launch(
+            services,
+            &turn.session,
+            conversation,
+            &turn.workspace,
+            permit,
+            &turn.cancel,
+        )
+        .await?;
+        *guard = Some(agent);
+        let (message, _) = retry::message_for(
+            turn.session.as_str(),
+            turn.text.clone(),
+            None,
+            self.wording(),
+        );
+        Ok(self.spawn_turn(slot, guard, turn, message, None, true))
+    }
+
+    /// Runs the turn of `message` on the agent `guard` holds, in a task of its own; returns its reply.
+    fn spawn_turn(
+        &self,
+        slot: Arc<Slot>,
+        guard: SlotGuard,
+        turn: Turn,
+        message: InboundMessage,
+        original: Option<retry::Unanswered>,
+        one_off: bool,
+    ) -> ReplyStream {
         let (events, mut reply) = mpsc::channel(EVENT_BUFFER);
         let run = TurnRun {
             session: slot,
@@ -304,11 +350,10 @@ impl Inner {
             shutdown: self.shutdown.clone(),
             config: self.services.config.clone(),
             events,
+            one_off,
         };
         tokio::spawn(run.run().in_current_span());
-        Ok(Box::pin(futures::stream::poll_fn(move |cx| {
-            reply.poll_recv(cx)
-        })))
+        Box::pin(futures::stream::poll_fn(move |cx| reply.poll_recv(cx)))
     }
 
     /// Whether a running agent can take a turn of `conversation` in `workspace`.

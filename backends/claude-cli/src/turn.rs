@@ -55,6 +55,8 @@ pub(crate) struct TurnRun {
     pub(crate) shutdown: CancellationToken,
     pub(crate) config: Arc<ClaudeCliConfig>,
     pub(crate) events: mpsc::Sender<ReplyEvent>,
+    /// The turn of a request that named no session: its process is stopped when it is over.
+    pub(crate) one_off: bool,
 }
 
 impl TurnRun {
@@ -68,10 +70,13 @@ impl TurnRun {
         } else {
             self.stream_json_exchange().await
         };
-        if aftermath == Aftermath::Broken
+        if (aftermath == Aftermath::Broken || self.one_off)
             && let Some(agent) = self.slot.take()
         {
             agent.stop().await;
+        }
+        if self.one_off {
+            return;
         }
         // A message that reached Claude and got no whole answer is what a retry of it carries on with.
         if self.answered {

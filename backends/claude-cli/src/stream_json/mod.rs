@@ -96,6 +96,8 @@ fn spec(config: &ClaudeCliConfig, conversation: Conversation, workspace: &Path) 
             "--include-partial-messages",
         ])
         .args(conversation.flag())
+        // A one-off turn's conversation is not kept: Claude Code need not write a transcript either.
+        .args(matches!(conversation, Conversation::Once(_)).then_some("--no-session-persistence"))
         .arg("--permission-mode")
         .arg(config.permission_mode.as_str())
         .args(["--permission-prompt-tool", "stdio"]);
