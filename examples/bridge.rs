@@ -194,6 +194,12 @@ struct Args {
     #[arg(long, env = "SYNTHESIS_FALLBACK_SESSION")]
     fallback_session: Option<String>,
 
+    /// How long a turn in which Claude called the client's tools (stream-json mode) waits for their
+    /// results, which come with the session's next request; then each call gets an error and Claude goes
+    /// on.
+    #[arg(long, env = "SYNTHESIS_TOOL_RESULT_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    tool_result_timeout: Duration,
+
     /// Refuse requests that name no session (400 `no_session_key`, which says how to name one) rather
     /// than answer them as one-off turns.
     #[arg(long, env = "SYNTHESIS_REQUIRE_SESSION")]
@@ -403,6 +409,7 @@ async fn agent(args: &Args) -> anyhow::Result<Arc<dyn AgentBackend>> {
         .retry_window(args.retry_window.0)
         .session_ttl(args.session_ttl.0)
         .prompt_end_wait(args.prompt_end_wait)
+        .tool_result_timeout(args.tool_result_timeout)
         .process_idle(process_idle);
     for tool in &args.allowed_tools {
         config = config.allow_tool(tool);

@@ -94,6 +94,83 @@ pub struct TurnMeta {
     /// The request named no session: the turn is answered in a fresh conversation that the backend does
     /// not keep (no record, no process left running) and that no later turn continues.
     pub one_off: bool,
+    /// The client's function tools the agent may call (none when the request sets `tool_choice: "none"`).
+    pub tools: Vec<ClientTool>,
+    /// The results of the agent's earlier tool calls that this request carries (its trailing `role: "tool"`
+    /// messages). A request with results and no new user message continues the turn that made the calls.
+    pub tool_results: Vec<ToolResult>,
+}
+
+/// A function tool the client offers (an OpenAI `tools` entry of type `function`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ClientTool {
+    /// Its name, exactly as the client declared it.
+    pub name: String,
+    /// What it does, for the model.
+    pub description: Option<String>,
+    /// Its parameters as a JSON Schema object.
+    pub parameters: serde_json::Value,
+}
+
+impl ClientTool {
+    /// A tool called `name` taking `parameters` (a JSON Schema object).
+    pub fn new(name: impl Into<String>, parameters: serde_json::Value) -> Self {
+        Self {
+            name: name.into(),
+            description: None,
+            parameters,
+        }
+    }
+
+    /// Sets its description.
+    pub fn with_description(mut self, description: impl Into<String>) -> Self {
+        self.description = Some(description.into());
+        self
+    }
+}
+
+/// A call of one of the client's tools, for the client to run (OpenAI `tool_calls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ToolCall {
+    /// The call's id; the client's result names it (`tool_call_id`).
+    pub id: String,
+    /// The tool's name, as the client declared it.
+    pub name: String,
+    /// The arguments, as a JSON text.
+    pub arguments: String,
+}
+
+impl ToolCall {
+    /// A call `id` of `name` with `arguments` (JSON text).
+    pub fn new(id: impl Into<String>, name: impl Into<String>, arguments: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            name: name.into(),
+            arguments: arguments.into(),
+        }
+    }
+}
+
+/// What one of the client's tools returned (a `role: "tool"` message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ToolResult {
+    /// The call it answers.
+    pub call_id: String,
+    /// The result's text.
+    pub content: String,
+}
+
+impl ToolResult {
+    /// The result of call `call_id`.
+    pub fn new(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            call_id: call_id.into(),
+            content: content.into(),
+        }
+    }
 }
 
 impl Default for TurnMeta {
@@ -104,6 +181,8 @@ impl Default for TurnMeta {
             conversation: None,
             received_at: SystemTime::now(),
             one_off: false,
+            tools: Vec::new(),
+            tool_results: Vec::new(),
         }
     }
 }
@@ -126,6 +205,18 @@ impl TurnMeta {
         self.one_off = one_off;
         self
     }
+
+    /// Sets the client's tools.
+    pub fn with_tools(mut self, tools: Vec<ClientTool>) -> Self {
+        self.tools = tools;
+        self
+    }
+
+    /// Sets the tool results the request carries.
+    pub fn with_tool_results(mut self, results: Vec<ToolResult>) -> Self {
+        self.tool_results = results;
+        self
+    }
 }
 
 /// The reply to one turn, as it happens.
@@ -135,7 +226,9 @@ impl TurnMeta {
 /// - a successful turn yields [`ReplyEvent::End`], a failed one [`ReplyEvent::Error`]; a stream that stops
 ///   without either is treated as a failure (the backend broke off mid-reply);
 /// - the stream itself ends (yields `None`) only when the agent's turn is really over, which may be after
-///   `End` (the agent may still be wrapping up). A consumer that stops listening fires [`Turn::cancel`] and
+///   `End` (the agent may still be wrapping up), or paused: after [`ReplyEvent::ToolCall`]s and
+///   `End(FinishReason::ToolCalls)` the agent waits for the client's results, which come with the session's
+///   next turn ([`TurnMeta::tool_results`]), and that turn's stream carries on with the answer. A consumer that stops listening fires [`Turn::cancel`] and
 ///   keeps draining the stream, so the end of the stream is the signal that the agent is free again.
 pub type ReplyStream = BoxStream<'static, ReplyEvent>;
 
@@ -147,6 +240,8 @@ pub enum ReplyEvent {
     TextDelta(String),
     /// Token counts for the turn, when the agent reports them.
     Usage(Usage),
+    /// The agent calls one of the client's tools; the answer ends with `End(FinishReason::ToolCalls)`.
+    ToolCall(ToolCall),
     /// The answer is complete.
     End(FinishReason),
     /// The turn failed; nothing more will be said.
@@ -174,6 +269,8 @@ pub enum FinishReason {
     Stop,
     /// The agent hit an output limit.
     Length,
+    /// The agent called the client's tools and waits for their results.
+    ToolCalls,
 }
 
 impl FinishReason {
@@ -182,6 +279,7 @@ impl FinishReason {
         match self {
             Self::Stop => "stop",
             Self::Length => "length",
+            Self::ToolCalls => "tool_calls",
         }
     }
 }

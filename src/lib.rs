@@ -90,8 +90,8 @@ pub mod store;
 pub mod transport;
 
 pub use backend::{
-    AgentBackend, BackendError, BackendStatus, FinishReason, ReplyEvent, ReplyStream, Turn,
-    TurnMeta, Usage,
+    AgentBackend, BackendError, BackendStatus, ClientTool, FinishReason, ReplyEvent, ReplyStream,
+    ToolCall, ToolResult, Turn, TurnMeta, Usage,
 };
 pub use session::{InvalidSessionKey, SessionKey, TurnId};
 pub use spawner::{ProcessHandle, ProcessSpec, Spawner};

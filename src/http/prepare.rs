@@ -71,7 +71,9 @@ pub(crate) async fn prepare(
     }
     .with_model(model)
     .with_conversation(extracted.conversation)
-    .with_one_off(extracted.key_source == KeySource::OneOff);
+    .with_one_off(extracted.key_source == KeySource::OneOff)
+    .with_tools(extracted.tools)
+    .with_tool_results(extracted.tool_results);
     let span = record.span();
     span.record("session", tracing::field::display(&extracted.session));
     span.record("turn_id", tracing::field::display(&meta.turn_id));

@@ -28,6 +28,8 @@ pin_project_lite::pin_project! {
         state: State,
         include_usage: bool,
         usage: Usage,
+        // How many tool calls went out: the next one's index.
+        tool_calls: usize,
         record: TurnRecord,
     }
 }
@@ -54,6 +56,7 @@ impl SseBody {
             state: State::Role,
             include_usage,
             usage: Usage::default(),
+            tool_calls: 0,
             record,
         }
     }
@@ -89,6 +92,12 @@ impl Body for SseBody {
                 Poll::Ready(Some(ReplyEvent::Usage(usage))) => {
                     *this.usage = usage;
                     continue;
+                }
+                Poll::Ready(Some(ReplyEvent::ToolCall(call))) => {
+                    this.record.first_delta();
+                    let chunk = this.encoder.tool_call(*this.tool_calls, &call);
+                    *this.tool_calls += 1;
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
                 Poll::Ready(Some(ReplyEvent::End(reason))) => {
                     this.record.ended(None);

@@ -18,7 +18,9 @@ use super::prepare::ChatTurn;
 use super::sse::SseBody;
 use super::turn_stream::TurnStream;
 use super::{Shared, broken_off, error_response};
-use crate::backend::{AgentBackend, BackendError, FinishReason, ReplyEvent, Turn, Usage};
+use crate::backend::{
+    AgentBackend, BackendError, FinishReason, ReplyEvent, ToolCall, Turn, Usage,
+};
 use crate::layers::concurrency::SlotLease;
 use crate::layers::heartbeat::HeartbeatFrame;
 use crate::metrics::TurnOutcome;
@@ -103,8 +105,9 @@ async fn answer(
         Ok(response)
     } else {
         let span = record.span().clone();
-        let (text, reason, usage) = collect(turn, &record).instrument(span).await?;
-        let completion = encoder.completion(&text, reason, &usage);
+        let answer = collect(turn, &record).instrument(span).await?;
+        let completion =
+            encoder.completion_with_calls(&answer.text, &answer.calls, answer.finish, &answer.usage);
         let mut response = Response::new(UnsyncBoxBody::new(Full::new(completion)));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -156,21 +159,34 @@ async fn start(
     Ok(turn)
 }
 
+/// A non-streaming request's whole answer.
+struct Answer {
+    text: String,
+    calls: Vec<ToolCall>,
+    finish: FinishReason,
+    usage: Usage,
+}
+
 /// Waits for the whole answer of a non-streaming request.
-async fn collect(
-    mut turn: TurnStream,
-    record: &TurnRecord,
-) -> Result<(String, FinishReason, Usage), ApiError> {
-    let mut text = String::new();
-    let mut usage = Usage::default();
+async fn collect(mut turn: TurnStream, record: &TurnRecord) -> Result<Answer, ApiError> {
+    let mut answer = Answer {
+        text: String::new(),
+        calls: Vec::new(),
+        finish: FinishReason::Stop,
+        usage: Usage::default(),
+    };
     let failure = loop {
         match turn.next().await {
             Some(ReplyEvent::TextDelta(delta)) => {
                 record.first_delta();
-                text.push_str(&delta);
+                answer.text.push_str(&delta);
             }
-            Some(ReplyEvent::Usage(reported)) => usage = reported,
-            Some(ReplyEvent::End(reason)) => return Ok((text, reason, usage)),
+            Some(ReplyEvent::ToolCall(call)) => answer.calls.push(call),
+            Some(ReplyEvent::Usage(reported)) => answer.usage = reported,
+            Some(ReplyEvent::End(reason)) => {
+                answer.finish = reason;
+                return Ok(answer);
+            }
             Some(ReplyEvent::Error(error)) => break error,
             None => break broken_off(),
         }

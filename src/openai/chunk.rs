@@ -10,7 +10,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use crate::backend::{FinishReason, Usage};
+use crate::backend::{FinishReason, ToolCall, Usage};
 
 /// The last event of every stream.
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
@@ -67,6 +67,18 @@ impl ChunkEncoder {
         self.choice(&delta, None)
     }
 
+    /// A chunk carrying the `index`th tool call of the answer, whole: its id, the function's name and all its
+    /// arguments at once.
+    pub fn tool_call(&self, index: usize, call: &ToolCall) -> Bytes {
+        let delta = serde_json::json!({"tool_calls": [{
+            "index": index,
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+        }]});
+        self.choice(&serde_json::to_vec(&delta).expect("plain data"), None)
+    }
+
     /// A chunk with empty content: it says "still working" to clients whose idle watchdog ignores SSE
     /// comments (OpenClaw's does).
     pub fn heartbeat(&self) -> Bytes {
@@ -99,6 +111,29 @@ impl ChunkEncoder {
 
     /// The non-streaming answer: one `chat.completion` object.
     pub fn completion(&self, text: &str, finish: FinishReason, usage: &Usage) -> Bytes {
+        self.completion_with_calls(text, &[], finish, usage)
+    }
+
+    /// The non-streaming answer with the agent's calls of the client's tools (`message.tool_calls`; the
+    /// content is `null` when the agent said nothing before calling).
+    pub fn completion_with_calls(
+        &self,
+        text: &str,
+        calls: &[ToolCall],
+        finish: FinishReason,
+        usage: &Usage,
+    ) -> Bytes {
+        let tool_calls: Vec<CompletionToolCall<'_>> = calls
+            .iter()
+            .map(|call| CompletionToolCall {
+                id: &call.id,
+                kind: "function",
+                function: CompletionFunction {
+                    name: &call.name,
+                    arguments: &call.arguments,
+                },
+            })
+            .collect();
         let completion = Completion {
             id: &self.id,
             object: "chat.completion",
@@ -108,7 +143,8 @@ impl ChunkEncoder {
                 index: 0,
                 message: CompletionMessage {
                     role: "assistant",
-                    content: text,
+                    content: (!text.is_empty() || calls.is_empty()).then_some(text),
+                    tool_calls,
                 },
                 finish_reason: finish.as_str(),
             }],
@@ -177,7 +213,23 @@ struct CompletionChoice<'a> {
 #[derive(Serialize)]
 struct CompletionMessage<'a> {
     role: &'static str,
-    content: &'a str,
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<CompletionToolCall<'a>>,
+}
+
+#[derive(Serialize)]
+struct CompletionToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: CompletionFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct CompletionFunction<'a> {
+    name: &'a str,
+    arguments: &'a str,
 }
 
 #[cfg(test)]

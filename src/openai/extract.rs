@@ -35,6 +35,7 @@ use std::path::PathBuf;
 use http::HeaderMap;
 
 use super::request::{ChatRequest, Message};
+use crate::backend::{ClientTool, ToolResult};
 use crate::session::{InvalidSessionKey, SessionKey};
 
 /// Header naming the OpenClaw agent (the seed's convention).
@@ -102,6 +103,11 @@ pub struct ExtractedTurn {
     pub conversation: Option<String>,
     /// The workspace the client named, not yet checked against the allowed roots.
     pub workspace: Option<PathBuf>,
+    /// The client's function tools on offer (none with `tool_choice: "none"`).
+    pub tools: Vec<ClientTool>,
+    /// The results of earlier tool calls at the end of the conversation (its trailing `role: "tool"`
+    /// messages). With results, `text` is empty: the request carries no new user message.
+    pub tool_results: Vec<ToolResult>,
 }
 
 /// Where a session key came from.
@@ -182,7 +188,12 @@ pub fn extract_with(
     chosen: Option<SessionKey>,
     unnamed: Unnamed<'_>,
 ) -> Result<ExtractedTurn, ExtractError> {
-    let text = latest_user_text(&request.messages).ok_or(ExtractError::NoUserText)?;
+    let tool_results = trailing_tool_results(&request.messages);
+    let text = match latest_user_text(&request.messages) {
+        _ if !tool_results.is_empty() => String::new(),
+        Some(text) => text,
+        None => return Err(ExtractError::NoUserText),
+    };
     let runtime = request
         .messages
         .iter()
@@ -210,6 +221,65 @@ pub fn extract_with(
             .and_then(|r| r.get("sessionId"))
             .map(str::to_owned),
         workspace,
+        tools: offered_tools(request),
+        tool_results,
+    })
+}
+
+/// The client's function tools, unless `tool_choice` is `"none"`.
+fn offered_tools(request: &ChatRequest<'_>) -> Vec<ClientTool> {
+    if request
+        .tool_choice
+        .as_ref()
+        .is_some_and(|choice| choice == "none")
+    {
+        return Vec::new();
+    }
+    request
+        .tools
+        .iter()
+        .flatten()
+        .filter(|tool| tool.kind == "function")
+        .filter_map(|tool| tool.function.as_ref())
+        .map(|function| ClientTool {
+            name: function.name.clone(),
+            description: function.description.clone(),
+            parameters: function
+                .parameters
+                .clone()
+                .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
+        })
+        .collect()
+}
+
+/// The `role: "tool"` messages after the conversation's last assistant message, when no user message
+/// follows them (OpenClaw's internal-context block aside): the results of the agent's last tool calls.
+fn trailing_tool_results(messages: &[Message<'_>]) -> Vec<ToolResult> {
+    let mut results = Vec::new();
+    for message in messages.iter().rev() {
+        match message.role.as_ref() {
+            "tool" => results.push(ToolResult {
+                call_id: message.tool_call_id.as_deref().unwrap_or_default().to_owned(),
+                content: message
+                    .content
+                    .as_ref()
+                    .map(|content| content.text().into_owned())
+                    .unwrap_or_default(),
+            }),
+            "user" if results.is_empty() && is_internal_context(message) => {}
+            _ => break,
+        }
+    }
+    results.reverse();
+    results
+}
+
+fn is_internal_context(message: &Message<'_>) -> bool {
+    message.content.as_ref().is_some_and(|content| {
+        content
+            .text()
+            .trim_start()
+            .starts_with(INTERNAL_CONTEXT_BEGIN)
     })
 }
 

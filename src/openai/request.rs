@@ -9,8 +9,8 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
-/// A `POST /v1/chat/completions` body. Fields the bridge does not use (`tools`, `temperature`, …) are
-/// accepted and ignored.
+/// A `POST /v1/chat/completions` body. Fields the bridge does not use (`temperature`, …) are accepted and
+/// ignored.
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest<'a> {
     /// The requested model id.
@@ -28,6 +28,36 @@ pub struct ChatRequest<'a> {
     /// The end user's id, used as a session key when nothing better is sent.
     #[serde(default, borrow)]
     pub user: Option<Cow<'a, str>>,
+    /// The client's tools (`{"type": "function", "function": {name, description, parameters}}`).
+    #[serde(default)]
+    pub tools: Option<Vec<ToolDefinition>>,
+    /// `"none"`, `"auto"`, `"required"` or a named function; only `"none"` changes what is offered.
+    #[serde(default)]
+    pub tool_choice: Option<serde_json::Value>,
+}
+
+/// One entry of a request's `tools`.
+#[derive(Debug, Deserialize)]
+pub struct ToolDefinition {
+    /// `function` (other kinds are not offered to the agent).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The function, for `type: "function"`.
+    #[serde(default)]
+    pub function: Option<FunctionDefinition>,
+}
+
+/// A function tool's declaration.
+#[derive(Debug, Deserialize)]
+pub struct FunctionDefinition {
+    /// Its name.
+    pub name: String,
+    /// What it does.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Its parameters, a JSON Schema object.
+    #[serde(default)]
+    pub parameters: Option<serde_json::Value>,
 }
 
 /// `stream_options`.
@@ -47,6 +77,9 @@ pub struct Message<'a> {
     /// The content; absent or null for assistant tool calls.
     #[serde(default, borrow)]
     pub content: Option<Content<'a>>,
+    /// For `role: "tool"`: the call this message answers.
+    #[serde(default, borrow)]
+    pub tool_call_id: Option<Cow<'a, str>>,
 }
 
 /// Message content: a string, or an array of typed parts of which only `text` parts carry text.

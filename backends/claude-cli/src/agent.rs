@@ -7,7 +7,7 @@ use std::sync::Arc;
 use synthesis_bridge::pool::Pooled;
 use synthesis_bridge::spawner::{ProcessHandle, SpawnError, Spawner};
 use synthesis_bridge::transport::ChannelTransport;
-use synthesis_bridge::{BackendError, SessionKey};
+use synthesis_bridge::{BackendError, ClientTool, SessionKey};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use uuid::Uuid;
@@ -122,6 +122,7 @@ impl Agent {
         session: &SessionKey,
         conversation: Conversation,
         workspace: &Path,
+        tools: &[ClientTool],
         permit: Permit,
         cancel: &CancellationToken,
     ) -> Result<Self, LaunchError> {
@@ -140,7 +141,7 @@ impl Agent {
             }
             Mode::StreamJson => {
                 let (process, io) =
-                    stream_json::launch(services, session, conversation, workspace).await?;
+                    stream_json::launch(services, session, conversation, workspace, tools).await?;
                 (process, Io::StreamJson(io))
             }
         };
@@ -152,6 +153,15 @@ impl Agent {
             session: session.clone(),
             permit: Some(permit),
         })
+    }
+
+    /// Whether it offers the model `tools` as the client's: in the stream-json mode, whether it was started
+    /// with them. (The channel mode does not offer the client's tools.)
+    pub(crate) fn offers(&self, tools: &[ClientTool]) -> bool {
+        match &self.io {
+            Io::StreamJson(io) => io.tools == tools,
+            Io::Channel(_) => true,
+        }
     }
 
     /// Why this agent cannot take another turn, if it cannot.

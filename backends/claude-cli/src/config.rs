@@ -125,6 +125,9 @@ pub struct ClaudeCliConfig {
     /// again for the same session, is taken as the client's retry (channel mode): Claude then carries on with the
     /// earlier message rather than get it twice. `None`: every turn is a new message.
     pub retry_window: Option<Duration>,
+    /// How long a turn that called the client's tools (stream-json mode) waits for their results, which
+    /// come with the session's next request. Then each open call gets an error result and Claude goes on.
+    pub tool_result_timeout: Duration,
 }
 
 impl Default for ClaudeCliConfig {
@@ -157,6 +160,7 @@ impl ClaudeCliConfig {
             delivery_attempts: 5,
             prompt_end_wait: Duration::from_secs(5 * 60),
             retry_window: Some(Duration::from_secs(3 * 60)),
+            tool_result_timeout: Duration::from_secs(10 * 60),
             session_ttl: None,
         }
     }
@@ -249,6 +253,12 @@ impl ClaudeCliConfig {
     /// Sets [`ClaudeCliConfig::retry_window`].
     pub fn retry_window(mut self, window: Option<Duration>) -> Self {
         self.retry_window = window;
+        self
+    }
+
+    /// Sets [`ClaudeCliConfig::tool_result_timeout`].
+    pub fn tool_result_timeout(mut self, timeout: Duration) -> Self {
+        self.tool_result_timeout = timeout;
         self
     }
 

@@ -125,15 +125,14 @@ mod stream_json;
 mod transcript;
 mod turn;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use synthesis_bridge::store::{self, now_in_millis};
 use synthesis_bridge::transport::{ChannelTransport, InboundMessage};
 use synthesis_bridge::{
-    AgentBackend, BackendError, BackendStatus, ReplyStream, SessionKey, SessionRecord,
-    SessionStore, Spawner, Turn,
+    AgentBackend, BackendError, BackendStatus, ReplyEvent, ReplyStream, SessionKey, SessionRecord,
+    SessionStore, Spawner, ToolResult, Turn,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -145,7 +144,7 @@ pub use crate::config::{ClaudeCliConfig, PermissionMode, UnknownPermissionMode};
 use crate::agent::{Agent, Conversation, LaunchError, Mode, Services};
 use crate::pool::{Connected, Permit, Pool, SessionState, Slot, SlotGuard};
 use crate::transcript::Transcript;
-use crate::turn::TurnRun;
+use crate::turn::{Resumption, TurnRun};
 use synthesis_bridge::pool::Sweep;
 
 /// How many reply events wait for a slow consumer before the turn holds back.
@@ -237,11 +236,39 @@ impl ClaudeCliBackend {
 }
 
 impl Inner {
-    async fn run_turn(&self, turn: Turn) -> Result<ReplyStream, BackendError> {
+    async fn run_turn(&self, mut turn: Turn) -> Result<ReplyStream, BackendError> {
         if self.shutdown.is_cancelled() {
             return Err(BackendError::unavailable("the bridge is shutting down"));
         }
         let slot = self.services.pool.slot(&turn.session);
+        // A turn of this session waits for the client's tool results: these are they, or the client moved
+        // on to a new message.
+        if let Some(paused) = slot.state.take_paused() {
+            if !turn.meta.tool_results.is_empty() {
+                let (events, reply) = mpsc::channel(EVENT_BUFFER);
+                let resumption = Resumption::Results {
+                    results: std::mem::take(&mut turn.meta.tool_results),
+                    events,
+                    cancel: turn.cancel.clone(),
+                };
+                match paused.send(resumption).await {
+                    Ok(()) => return Ok(reply_stream(reply)),
+                    // It gave up waiting meanwhile: the results become a message of their own.
+                    Err(mpsc::error::SendError(Resumption::Results { results, .. })) => {
+                        turn.meta.tool_results = results;
+                    }
+                    Err(_) => {}
+                }
+            } else {
+                info!(session = %turn.session, "a new message instead of the tool results claude waits for: its calls get an error");
+                let _ = paused.send(Resumption::Abandoned).await;
+            }
+        }
+        if turn.text.is_empty() && !turn.meta.tool_results.is_empty() {
+            // Results for calls nobody waits on any more (they timed out, the bridge restarted): Claude
+            // gets them as a message, rather than the client an error for what it did right.
+            turn.text = late_results(&turn.meta.tool_results);
+        }
         let mut guard = tokio::select! {
             guard = slot.agent.clone().lock_owned() => guard,
             () = turn.cancel.cancelled() => return Err(BackendError::Cancelled),
@@ -263,7 +290,7 @@ impl Inner {
 
         let fits = guard
             .as_ref()
-            .map(|agent| self.fits(agent, conversation, &turn.workspace));
+            .map(|agent| self.fits(agent, conversation, &turn));
         if fits == Some(false)
             && let Some(agent) = guard.take()
         {
@@ -271,8 +298,7 @@ impl Inner {
         }
         if guard.is_none() {
             *guard = Some(
-                self.launch(&turn.session, &mut record, &turn.workspace, &turn.cancel)
-                    .await?,
+                self.launch(&turn, &mut record).await?,
             );
         }
         record.started = true;
@@ -313,6 +339,7 @@ impl Inner {
             &turn.session,
             conversation,
             &turn.workspace,
+            &turn.meta.tools,
             permit,
             &turn.cancel,
         )
@@ -337,7 +364,7 @@ impl Inner {
         original: Option<retry::Unanswered>,
         one_off: bool,
     ) -> ReplyStream {
-        let (events, mut reply) = mpsc::channel(EVENT_BUFFER);
+        let (events, reply) = mpsc::channel(EVENT_BUFFER);
         let run = TurnRun {
             session: slot,
             slot: guard,
@@ -353,15 +380,19 @@ impl Inner {
             one_off,
         };
         tokio::spawn(run.run().in_current_span());
-        Box::pin(futures::stream::poll_fn(move |cx| reply.poll_recv(cx)))
+        reply_stream(reply)
     }
 
-    /// Whether a running agent can take a turn of `conversation` in `workspace`.
-    fn fits(&self, agent: &Agent, conversation: Uuid, workspace: &Path) -> bool {
+    /// Whether a running agent can take `turn`, of `conversation`.
+    fn fits(&self, agent: &Agent, conversation: Uuid, turn: &Turn) -> bool {
         let reason = if agent.conversation != conversation {
             "the conversation changed"
-        } else if agent.workspace != workspace {
+        } else if agent.workspace != turn.workspace {
             "the workspace changed"
+        } else if !agent.offers(&turn.meta.tools) {
+            // Claude Code lists an in-process server's tools once; a new list takes a new process, which
+            // resumes the conversation.
+            "the client's tools changed"
         } else if let Some(reason) = agent.broken() {
             reason
         } else {
@@ -409,13 +440,9 @@ impl Inner {
 
     /// Starts a process for `record`'s conversation: resumed when Claude Code can resume it, else new
     /// (and then `record` names the new one).
-    async fn launch(
-        &self,
-        session: &SessionKey,
-        record: &mut SessionRecord,
-        workspace: &Path,
-        cancel: &CancellationToken,
-    ) -> Result<Agent, BackendError> {
+    async fn launch(&self, turn: &Turn, record: &mut SessionRecord) -> Result<Agent, BackendError> {
+        let (session, workspace, cancel) = (&turn.session, turn.workspace.as_path(), &turn.cancel);
+        let tools = turn.meta.tools.as_slice();
         let config = &self.services.config;
         let permit = self.room(session).await?;
         let config_dir = config.claude_config_dir();
@@ -435,7 +462,7 @@ impl Inner {
             }
         };
         let services = &self.services;
-        match Agent::launch(services, session, conversation, workspace, permit, cancel).await {
+        match Agent::launch(services, session, conversation, workspace, tools, permit, cancel).await {
             Ok(agent) => Ok(agent),
             Err(LaunchError::Failed(error)) => Err(error),
             // The transcript looked resumable but is not: rather than fail every turn of the session for
@@ -445,7 +472,7 @@ impl Inner {
                 record.start_new_conversation(record.client_conversation.clone());
                 let permit = self.room(session).await?;
                 let fresh = Conversation::Start(claude_conversation(record));
-                Agent::launch(services, session, fresh, workspace, permit, cancel)
+                Agent::launch(services, session, fresh, workspace, tools, permit, cancel)
                     .await
                     .map_err(BackendError::from)
             }
@@ -464,6 +491,22 @@ impl Inner {
         self.services.pool.stop_all().await;
         debug!("every claude process is stopped");
     }
+}
+
+/// The stream of the events a turn sends on `reply`.
+fn reply_stream(mut reply: mpsc::Receiver<ReplyEvent>) -> ReplyStream {
+    Box::pin(futures::stream::poll_fn(move |cx| reply.poll_recv(cx)))
+}
+
+/// Tool results that no call waits for any more, as a message to Claude.
+fn late_results(results: &[ToolResult]) -> String {
+    let mut text = String::from(
+        "The results of your earlier tool calls came after those calls had been given up:",
+    );
+    for result in results {
+        text.push_str(&format!("\n\n[{}]\n{}", result.call_id, result.content));
+    }
+    text
 }
 
 /// The Claude Code session id of `record`'s conversation. Claude Code takes the id it is given, so one is

@@ -5,8 +5,11 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use tokio::sync::mpsc;
+
 use crate::agent::Agent;
 use crate::retry::Unanswered;
+use crate::turn::Resumption;
 
 pub(crate) type Pool = synthesis_bridge::pool::Pool<Agent, SessionState>;
 pub(crate) type Slot = synthesis_bridge::pool::Slot<Agent, SessionState>;
@@ -21,6 +24,8 @@ pub(crate) struct SessionState {
     /// Set when Claude Code turned out unable to resume the session's conversation: the next turn starts
     /// a new one. Cleared once the new conversation is saved; a slot that has it is kept.
     new_conversation: AtomicBool,
+    /// A turn waiting for the client's tool results: the session's next turn hands them over here.
+    paused: Mutex<Option<mpsc::Sender<Resumption>>>,
 }
 
 impl SessionState {
@@ -33,6 +38,16 @@ impl SessionState {
 
     pub(crate) fn set_unanswered(&self, unanswered: Option<Unanswered>) {
         *self.unanswered.lock().unwrap_or_else(|e| e.into_inner()) = unanswered;
+    }
+
+    /// Registers the turn that waits for the client's tool results.
+    pub(crate) fn pause(&self, resume: mpsc::Sender<Resumption>) {
+        *self.paused.lock().unwrap_or_else(|e| e.into_inner()) = Some(resume);
+    }
+
+    /// The turn waiting for the client's tool results, if one is.
+    pub(crate) fn take_paused(&self) -> Option<mpsc::Sender<Resumption>> {
+        self.paused.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// Asks the next turn to start a new conversation.

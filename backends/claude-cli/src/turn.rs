@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use synthesis_bridge::spawner::{ProcessExit, ProcessHandle};
 use synthesis_bridge::transport::InboundMessage;
-use synthesis_bridge::{BackendError, ReplyEvent};
+use synthesis_bridge::{BackendError, ReplyEvent, ToolResult};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +27,19 @@ pub(crate) fn exited_mid_turn(process: &dyn ProcessHandle, exit: ProcessExit) ->
 
 /// A time far enough away to stand for "never" in a `sleep` that is armed later.
 pub(crate) const FAR: Duration = Duration::from_secs(86_400 * 365);
+
+/// What the session's next turn brings a turn that waits for the client's tool results.
+#[derive(Debug)]
+pub(crate) enum Resumption {
+    /// The results, and where the rest of the answer goes now.
+    Results {
+        results: Vec<ToolResult>,
+        events: mpsc::Sender<ReplyEvent>,
+        cancel: CancellationToken,
+    },
+    /// A new user message instead: the calls get an error, and the turn finishes unheard.
+    Abandoned,
+}
 
 /// What a turn left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +88,8 @@ impl TurnRun {
         {
             agent.stop().await;
         }
+        // A turn that waited for tool results no longer does.
+        self.session.state.take_paused();
         if self.one_off {
             return;
         }

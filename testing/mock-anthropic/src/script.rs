@@ -86,6 +86,9 @@ pub fn delay(body: &Value) -> Duration {
 /// - `TOOL COMMAND…`: a call of the built-in `Bash` tool with COMMAND, then the reply;
 /// - `PARTS A B C`: a reply in parts, one call per word (`partial: true` but the last);
 /// - `LONG BYTES`: a plain-text answer of about BYTES bytes ([`long_text`]);
+/// - `CALL NAME {JSON} [; NAME {JSON} …]`: one step calling each tool NAME of the request's `tools` (the one
+///   whose name is NAME or ends with `__NAME`, as Claude Code prefixes MCP tools) with the JSON input, all
+///   in one message (parallel calls); then the reply, [`reply_with_results`], quoting the tool results;
 /// - a prompt that holds `HISTORY`: `history: A | B | …`, every prompt of the conversation as the model
 ///   saw it, oldest first;
 /// - anything else (`STALL MS …` and `SLOWCLOSE MS …` too): the reply, [`reply_text`].
@@ -120,6 +123,14 @@ pub fn answer(body: &Value) -> Vec<Block> {
         input,
     };
     match step {
+        Step::Calls(calls) => calls
+            .into_iter()
+            .map(|(name, input)| tool(&offered_tool(body, &name), input))
+            .collect(),
+        Step::ReplyWithResults => vec![Block::Text(reply_with_results(
+            &message.content,
+            &latest_tool_results(body),
+        ))],
         Step::Plain => vec![Block::Text(plain_text(&message.content))],
         Step::Bash(command) => vec![tool(
             "Bash",
@@ -146,10 +157,44 @@ pub fn answer(body: &Value) -> Vec<Block> {
 /// One step of the model's plan for a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
+    Calls(Vec<(String, Value)>),
+    ReplyWithResults,
     Plain,
     Bash(String),
     Long(usize),
     Reply { text: String, partial: bool },
+}
+
+/// The reply to a `CALL …` prompt once its tools answered: [`reply_text`], then each result's text.
+pub fn reply_with_results(content: &str, results: &[String]) -> String {
+    format!("{} (tools said: {})", reply_text(content), results.join(" | "))
+}
+
+/// The name of the request's tool that `name` stands for: `name` itself, or one ending in `__name`.
+fn offered_tool(body: &Value, name: &str) -> String {
+    body["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|tool| tool["name"].as_str())
+        .find(|offered| *offered == name || offered.ends_with(&format!("__{name}")))
+        .unwrap_or(name)
+        .to_owned()
+}
+
+/// The texts of the tool results in the last user message, in order.
+fn latest_tool_results(body: &Value) -> Vec<String> {
+    last_user_blocks(body)
+        .iter()
+        .filter(|block| block["type"] == "tool_result")
+        .map(|block| {
+            let texts: Vec<String> = content_blocks(&block["content"])
+                .iter()
+                .filter_map(|part| part["text"].as_str().map(str::to_owned))
+                .collect();
+            texts.join(" ")
+        })
+        .collect()
 }
 
 /// The answer to `LONG BYTES`: numbered words (`w0 w1 …`) up to BYTES bytes.
@@ -202,6 +247,16 @@ fn plan(message: &ChannelMessage) -> Vec<Step> {
     }
     if let Some(command) = content.strip_prefix("TOOL ") {
         return vec![Step::Bash(command.to_owned()), reply];
+    }
+    if let Some(calls) = content.strip_prefix("CALL ") {
+        let calls = calls
+            .split(" ; ")
+            .filter_map(|call| {
+                let (name, input) = call.trim().split_once(' ')?;
+                Some((name.to_owned(), serde_json::from_str(input).ok()?))
+            })
+            .collect();
+        return vec![Step::Calls(calls), Step::ReplyWithResults];
     }
     if let Some(words) = content.strip_prefix("PARTS ") {
         let words: Vec<&str> = words.split_whitespace().collect();

@@ -14,13 +14,14 @@
 //! - a turn is cancelled with the `interrupt` control request: Claude Code ends the prompt with an error
 //!   `result` within milliseconds, and the next line starts a clean prompt in the same process.
 
+pub(crate) mod client_tools;
 mod records;
 pub(crate) mod turn;
 
 use std::path::Path;
 
 use serde_json::{Value, json};
-use synthesis_bridge::SessionKey;
+use synthesis_bridge::{ClientTool, SessionKey};
 use synthesis_bridge::spawner::{ProcessHandle, ProcessSpec, ProcessStdout, Stdio};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
@@ -41,6 +42,8 @@ pub(crate) struct StreamJsonIo {
     pub(crate) resumed: bool,
     /// How many messages it was given.
     pub(crate) prompts: u32,
+    /// The client's tools it was started with, as its `client` MCP server lists them.
+    pub(crate) tools: Vec<ClientTool>,
 }
 
 impl StreamJsonIo {
@@ -57,12 +60,13 @@ pub(crate) async fn launch(
     session: &SessionKey,
     conversation: Conversation,
     workspace: &Path,
+    tools: &[ClientTool],
 ) -> Result<(Box<dyn ProcessHandle>, StreamJsonIo), LaunchError> {
     let config = &services.config;
-    info!(%session, ?conversation, workspace = %workspace.display(), "starting claude (stream-json)");
+    info!(%session, ?conversation, workspace = %workspace.display(), tools = tools.len(), "starting claude (stream-json)");
     let process = services
         .spawner
-        .spawn(spec(config, conversation, workspace))
+        .spawn(spec(config, conversation, workspace, tools))
         .await
         .map_err(|err| agent::spawn_error(config, err))?;
     let Some(stdout) = process.take_stdout() else {
@@ -79,12 +83,18 @@ pub(crate) async fn launch(
         records,
         resumed: matches!(conversation, Conversation::Resume(_)),
         prompts: 0,
+        tools: tools.to_vec(),
     };
     Ok((process, io))
 }
 
 /// The command line of a stream-json process.
-fn spec(config: &ClaudeCliConfig, conversation: Conversation, workspace: &Path) -> ProcessSpec {
+fn spec(
+    config: &ClaudeCliConfig,
+    conversation: Conversation,
+    workspace: &Path,
+    tools: &[ClientTool],
+) -> ProcessSpec {
     let mut spec = ProcessSpec::new(config.program.clone(), workspace)
         .args([
             "-p",
@@ -101,9 +111,14 @@ fn spec(config: &ClaudeCliConfig, conversation: Conversation, workspace: &Path) 
         .arg("--permission-mode")
         .arg(config.permission_mode.as_str())
         .args(["--permission-prompt-tool", "stdio"]);
-    if !config.allowed_tools.is_empty() {
+    let mut allowed = config.allowed_tools.clone();
+    if !tools.is_empty() {
+        spec = spec.arg("--mcp-config").arg(client_tools::mcp_config());
+        allowed.push(client_tools::allowed());
+    }
+    if !allowed.is_empty() {
         // Last of ours, as it takes every value up to the next flag.
-        spec = spec.arg("--allowedTools").args(&config.allowed_tools);
+        spec = spec.arg("--allowedTools").args(&allowed);
     }
     spec = spec
         .args(&config.extra_args)

@@ -16,6 +16,17 @@ pub(crate) enum Record {
         request_id: String,
         tool_name: String,
     },
+    /// A message of Claude Code's MCP client to one of the bridge's in-process (`sdk`) MCP servers: the
+    /// client's tools ([`super::client_tools`]).
+    Mcp {
+        request_id: String,
+        server: String,
+        message: Value,
+    },
+    /// The main agent calls one of the client's tools (a whole `tool_use` block of its message).
+    ClientToolUse { id: String, name: String, input: Value },
+    /// The main agent's model message is complete.
+    MessageStop,
     /// Another request Claude Code waits on an answer to.
     ControlRequest { request_id: String, subtype: String },
     /// Claude Code's answer to one of the bridge's requests (an interrupt).
@@ -79,8 +90,27 @@ impl Record {
                     Some("content_block_delta") if event["delta"]["type"] == "text_delta" => {
                         Self::TextDelta(str_of(&event["delta"]["text"]))
                     }
+                    Some("message_stop") => Self::MessageStop,
                     _ => Self::Other,
                 }
+            }
+            // Claude Code writes each block of the model's message as an `assistant` record once it is
+            // complete, before the message's `message_stop`.
+            "assistant" if value["parent_tool_use_id"].is_null() => {
+                let client_call = value["message"]["content"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find_map(|block| {
+                        let name = block["name"].as_str()?;
+                        let name = name.strip_prefix(super::client_tools::PREFIX)?;
+                        (block["type"] == "tool_use").then(|| Self::ClientToolUse {
+                            id: str_of(&block["id"]),
+                            name: name.to_owned(),
+                            input: block["input"].clone(),
+                        })
+                    });
+                client_call.unwrap_or(Self::Other)
             }
             "control_request" => {
                 let request = &value["request"];
@@ -89,6 +119,11 @@ impl Record {
                     Some("can_use_tool") => Self::ToolPermission {
                         request_id,
                         tool_name: str_of(&request["tool_name"]),
+                    },
+                    Some("mcp_message") => Self::Mcp {
+                        request_id,
+                        server: str_of(&request["server_name"]),
+                        message: request["message"].clone(),
                     },
                     subtype => Self::ControlRequest {
                         request_id,

@@ -4,16 +4,23 @@
 use std::time::Duration;
 
 use synthesis_bridge::spawner::ProcessHandle;
-use synthesis_bridge::{BackendError, ReplyEvent, SessionKey};
+use std::pin::Pin;
+
+use serde_json::{Value, json};
+use synthesis_bridge::{BackendError, ClientTool, FinishReason, ReplyEvent, SessionKey, ToolResult};
+use tokio::sync::mpsc;
+use tokio::time::Sleep;
+use tokio_util::sync::CancellationToken;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::client_tools::{self, Calls, McpReply};
 use super::{Record, StreamJsonIo};
 use crate::agent::{Agent, Io};
 use crate::config::ClaudeCliConfig;
 use crate::pool::SlotGuard;
 use crate::screen::{self, NO_CONVERSATION, flat};
-use crate::turn::{Aftermath, FAR, TurnRun, exited_mid_turn};
+use crate::turn::{Aftermath, FAR, Resumption, TurnRun, exited_mid_turn};
 
 /// How many times the interrupt is sent before a process that will not stop is stopped for good.
 const INTERRUPT_ATTEMPTS: u32 = 5;
@@ -33,7 +40,7 @@ impl TurnRun {
         // A request among it still waits for an answer.
         while let Ok(record) = io.records.try_recv() {
             debug!(%session, ?record, "a record from between turns");
-            answer_request(process, session, &config, record).await;
+            answer_request(process, session, &config, &io.tools, record).await;
         }
         // Given up already (its client left while it queued): nothing was said, nothing to undo.
         if self.cancel.is_cancelled() || self.shutdown.is_cancelled() {
@@ -66,6 +73,10 @@ impl TurnRun {
         let mut exited = None;
         let last_records = tokio::time::sleep(FAR);
         tokio::pin!(last_records);
+        // The client's tool calls, and, once this request's answer ended with some, the wait for their
+        // results.
+        let mut calls = Calls::default();
+        let mut paused: Option<Paused> = None;
         loop {
             let (process, session, io) = parts(&mut self.slot);
             let record = tokio::select! {
@@ -83,6 +94,27 @@ impl TurnRun {
                 }
                 // Something outside claude's process group holds its output open.
                 () = &mut last_records, if exited.is_some() => Some(None),
+                resumed = resumption(&mut paused) => {
+                    paused = None;
+                    let answers = match resumed {
+                        Resumed::Results { results, events, cancel } => {
+                            debug!(%session, results = results.len(), "the client's tool results came; claude goes on");
+                            self.events = events;
+                            self.cancel = cancel;
+                            calls.resolve(results)
+                        }
+                        Resumed::Abandoned => calls.orphan("The person sent a new message instead of this tool's result; the call was not run."),
+                        Resumed::TimedOut => {
+                            warn!(%session, timeout = ?config.tool_result_timeout, "the client sent no tool results in time: the calls get an error");
+                            self.session.state.take_paused();
+                            calls.orphan("The client did not return this tool's result in time; the call failed.")
+                        }
+                    };
+                    for (call, answer) in answers {
+                        write_mcp(process, session, &call.request_id, Some(answer)).await;
+                    }
+                    continue;
+                }
             };
             let Some(record) = record else {
                 // Cancelled, or an interrupt went unanswered.
@@ -127,6 +159,52 @@ impl TurnRun {
                     };
                     self.emit(ReplyEvent::TextDelta(text)).await;
                 }
+                Record::Mcp {
+                    request_id,
+                    server,
+                    message,
+                } => {
+                    let reply = if server == client_tools::SERVER {
+                        client_tools::reply(&request_id, &message, &io.tools)
+                    } else {
+                        McpReply::Now(Some(unknown_server(&server, &message)))
+                    };
+                    match reply {
+                        McpReply::Now(answer) => {
+                            write_mcp(process, session, &request_id, answer).await;
+                        }
+                        McpReply::Call(call) => {
+                            debug!(%session, tool_use = %call.tool_use_id, "claude calls a client tool");
+                            let request_id = call.request_id.clone();
+                            if let Some(answer) = calls.open(call) {
+                                write_mcp(process, session, &request_id, Some(answer)).await;
+                            }
+                        }
+                    }
+                }
+                Record::ClientToolUse { id, name, input } => calls.announce(id, name, &input),
+                Record::MessageStop => {
+                    let step = calls.take_step();
+                    if step.is_empty() {
+                        continue;
+                    }
+                    // The answer to this request ends with the calls; its stream ends, so that the
+                    // session's next request (with the results) can come in. Claude waits meanwhile.
+                    info!(%session, calls = step.len(), "claude called the client's tools; waiting for their results");
+                    for call in step {
+                        self.emit(ReplyEvent::ToolCall(call)).await;
+                    }
+                    self.answered = true;
+                    self.emit(ReplyEvent::End(FinishReason::ToolCalls)).await;
+                    let (resume, resumption) = mpsc::channel(1);
+                    self.session.state.pause(resume);
+                    self.events = mpsc::channel(1).0;
+                    self.cancel = CancellationToken::new();
+                    paused = Some(Paused {
+                        resumption,
+                        until: Box::pin(tokio::time::sleep(config.tool_result_timeout)),
+                    });
+                }
                 Record::Result(result) => {
                     debug!(%session, subtype = %result.subtype, "the prompt is over");
                     if interrupts > 0 {
@@ -168,7 +246,7 @@ impl TurnRun {
                     self.emit(ReplyEvent::end()).await;
                     return Aftermath::Healthy;
                 }
-                other => answer_request(process, session, &config, other).await,
+                other => answer_request(process, session, &config, &io.tools, other).await,
             }
         }
     }
@@ -190,15 +268,89 @@ fn died(
     ))
 }
 
+/// The wait of a turn whose answer ended with calls of the client's tools.
+struct Paused {
+    resumption: mpsc::Receiver<Resumption>,
+    /// When the calls get an error instead (`--tool-result-timeout`).
+    until: Pin<Box<Sleep>>,
+}
+
+/// How a wait for tool results ended.
+enum Resumed {
+    Results {
+        results: Vec<ToolResult>,
+        events: mpsc::Sender<ReplyEvent>,
+        cancel: CancellationToken,
+    },
+    Abandoned,
+    TimedOut,
+}
+
+/// How the wait in `paused` ends; never, when there is none.
+async fn resumption(paused: &mut Option<Paused>) -> Resumed {
+    let Some(paused) = paused else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        resumption = paused.resumption.recv() => match resumption {
+            Some(Resumption::Results { results, events, cancel }) => Resumed::Results { results, events, cancel },
+            Some(Resumption::Abandoned) | None => Resumed::Abandoned,
+        },
+        () = &mut paused.until => Resumed::TimedOut,
+    }
+}
+
+/// Answers Claude Code's MCP message `request_id` with `answer` (a JSON-RPC message; a notification needs
+/// only an empty one).
+async fn write_mcp(
+    process: &dyn ProcessHandle,
+    session: &SessionKey,
+    request_id: &str,
+    answer: Option<Value>,
+) {
+    let answer = answer.unwrap_or_else(|| json!({"jsonrpc": "2.0", "result": {}}));
+    let line = super::response_line(request_id, json!({"mcp_response": answer}));
+    if let Err(err) = process.write(&line).await {
+        warn!(%session, %err, "cannot answer claude's MCP message");
+    }
+}
+
+/// The error answer to a message for an MCP server the bridge does not run.
+fn unknown_server(server: &str, message: &Value) -> Value {
+    json!({
+        "jsonrpc": "2.0",
+        "id": message.get("id").cloned().unwrap_or(Value::Null),
+        "error": {"code": -32601, "message": format!("the bridge runs no MCP server {server:?}")},
+    })
+}
+
 /// Answers a request Claude Code waits on, if `record` is one: a tool's permission is denied by the policy,
-/// anything else is refused. Other records need no answer.
+/// an MCP message for the client's tools is answered (a call, outside a turn, fails), anything else is
+/// refused. Other records need no answer.
 async fn answer_request(
     process: &dyn ProcessHandle,
     session: &SessionKey,
     config: &ClaudeCliConfig,
+    tools: &[ClientTool],
     record: Record,
 ) {
     let answer = match record {
+        Record::Mcp {
+            request_id,
+            server,
+            message,
+        } => {
+            let answer = match client_tools::reply(&request_id, &message, tools) {
+                _ if server != client_tools::SERVER => Some(unknown_server(&server, &message)),
+                McpReply::Now(answer) => answer,
+                McpReply::Call(call) => Some(client_tools::call_result(
+                    &call,
+                    "The client's tools can be called only while a turn runs.",
+                    true,
+                )),
+            };
+            return write_mcp(process, session, &request_id, answer).await;
+        }
         Record::ToolPermission {
             request_id,
             tool_name,
