@@ -144,7 +144,11 @@ pub struct ToolCall {
 
 impl ToolCall {
     /// A call `id` of `name` with `arguments` (JSON text).
-    pub fn new(id: impl Into<String>, name: impl Into<String>, arguments: impl Into<String>) -> Self {
+    pub fn new(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        arguments: impl Into<String>,
+    ) -> Self {
         Self {
             id: id.into(),
             name: name.into(),

@@ -346,7 +346,11 @@ fn streamed_tool_calls(body: &str) -> (Vec<(String, String, Value)>, Option<Stri
     for data in sse_events(body).iter().filter(|data| *data != "[DONE]") {
         let chunk: Value = serde_json::from_str(data).unwrap();
         let choice = &chunk["choices"][0];
-        for call in choice["delta"]["tool_calls"].as_array().into_iter().flatten() {
+        for call in choice["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             calls.push((
                 call["id"].as_str().unwrap().to_owned(),
                 call["function"]["name"].as_str().unwrap().to_owned(),
@@ -406,7 +410,11 @@ async fn stream_json_hands_the_clients_tool_calls_to_the_client_and_goes_on_with
     assert_eq!(completion["choices"][0]["finish_reason"], "stop");
     // One process throughout, and the prompt reached the model once.
     assert_eq!(claude_children(&bridge, &world.claude_bin).len(), 1);
-    assert_eq!(world.requests_for(prompt).len(), 2, "the calls, then the reply");
+    assert_eq!(
+        world.requests_for(prompt).len(),
+        2,
+        "the calls, then the reply"
+    );
 
     // Not streaming: the calls come as `message.tool_calls`.
     let single = r#"CALL get_weather {"city":"Rome"}"#;
@@ -461,5 +469,8 @@ async fn stream_json_gives_a_tool_call_without_a_result_an_error_after_the_timeo
     assert!(result.to_string().contains("did not return"), "{result}");
     // The session is free again.
     let next = "and now something else";
-    assert_eq!(turn(&bridge, user, next, false).await, script::reply_text(next));
+    assert_eq!(
+        turn(&bridge, user, next, false).await,
+        script::reply_text(next)
+    );
 }

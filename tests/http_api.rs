@@ -11,7 +11,8 @@ use http_body_util::Full;
 use serde_json::{Value, json};
 use support::*;
 use synthesis_bridge::{
-    BackendError, FinishReason, MockAgentBackend, ReplyEvent, SessionKey, Usage,
+    BackendError, FinishReason, MockAgentBackend, ReplyEvent, SessionKey, ToolCall, ToolResult,
+    Usage,
 };
 
 #[tokio::test]
@@ -765,4 +766,121 @@ async fn a_request_that_names_no_session_is_a_one_off_turn_unless_sessions_are_r
     )
     .await;
     assert!(message.contains("\"user\" field"), "{message}");
+}
+
+#[tokio::test]
+async fn the_agents_calls_of_the_clients_tools_are_answered_as_openai_tool_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, mut turns) = ScriptedBackend::new();
+    let server = TestServer::start(backend, config_in(dir.path())).await;
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}},
+        {"type": "function", "function": {"name": "get_time"}}]);
+    let calls = [
+        ToolCall::new("call_1", "get_weather", r#"{"city":"Paris"}"#),
+        ToolCall::new("call_2", "get_time", "{}"),
+    ];
+    for stream in [true, false] {
+        let body = json!({"user": "tools", "stream": stream, "tools": tools,
+                          "messages": [{"role": "user", "content": "what now?"}]});
+        let (response, ()) = tokio::join!(server.send(chat_request(body)), async {
+            let turn = turns.recv().await.unwrap();
+            let offered: Vec<&str> = turn
+                .turn
+                .meta
+                .tools
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect();
+            assert_eq!(offered, ["get_weather", "get_time"]);
+            assert_eq!(turn.turn.meta.tools[1].parameters["type"], "object");
+            turn.events
+                .send(ReplyEvent::text("Let me look. "))
+                .await
+                .unwrap();
+            for call in &calls {
+                turn.events
+                    .send(ReplyEvent::ToolCall(call.clone()))
+                    .await
+                    .unwrap();
+            }
+            turn.events
+                .send(ReplyEvent::End(FinishReason::ToolCalls))
+                .await
+                .unwrap();
+        });
+        if stream {
+            let mut sse = SseReader::new(response);
+            let mut seen = Vec::new();
+            let mut finish = None;
+            for data in sse.rest().await.iter().filter(|data| *data != "[DONE]") {
+                let chunk: Value = serde_json::from_str(data).unwrap();
+                let choice = &chunk["choices"][0];
+                for call in choice["delta"]["tool_calls"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    seen.push(call.clone());
+                }
+                if !choice["finish_reason"].is_null() {
+                    finish = Some(choice["finish_reason"].clone());
+                }
+            }
+            assert_eq!(finish, Some(json!("tool_calls")));
+            assert_eq!(
+                seen[0],
+                json!({"index": 0, "id": "call_1", "type": "function",
+                                        "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}})
+            );
+            assert_eq!(seen[1]["index"], 1);
+            assert_eq!(seen[1]["function"]["name"], "get_time");
+        } else {
+            let completion = body_json(response).await;
+            let choice = &completion["choices"][0];
+            assert_eq!(choice["finish_reason"], "tool_calls");
+            assert_eq!(choice["message"]["content"], "Let me look. ");
+            assert_eq!(
+                choice["message"]["tool_calls"][1],
+                json!({"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": "{}"}})
+            );
+        }
+    }
+
+    // The results come back as `role: "tool"` messages: a turn without new user text.
+    let body = json!({"user": "tools", "tools": tools, "messages": [
+        {"role": "user", "content": "what now?"},
+        {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]});
+    let (completion, ()) = tokio::join!(
+        async { body_json(server.send(chat_request(body)).await).await },
+        async {
+            let turn = turns.recv().await.unwrap();
+            assert_eq!(turn.turn.text, "");
+            assert_eq!(
+                turn.turn.meta.tool_results,
+                [ToolResult::new("call_1", "sunny")]
+            );
+            turn.events
+                .send(ReplyEvent::text("It is sunny."))
+                .await
+                .unwrap();
+            turn.events.send(ReplyEvent::end()).await.unwrap();
+        }
+    );
+    assert_eq!(
+        completion["choices"][0]["message"]["content"],
+        "It is sunny."
+    );
+
+    // `tool_choice: "none"` offers no tools.
+    let body = json!({"user": "tools", "tools": tools, "tool_choice": "none",
+                      "messages": [{"role": "user", "content": "no tools please"}]});
+    let (_, ()) = tokio::join!(server.send(chat_request(body)), async {
+        let turn = turns.recv().await.unwrap();
+        assert!(turn.turn.meta.tools.is_empty());
+        turn.events.send(ReplyEvent::end()).await.unwrap();
+    });
 }

@@ -18,9 +18,7 @@ use super::prepare::ChatTurn;
 use super::sse::SseBody;
 use super::turn_stream::TurnStream;
 use super::{Shared, broken_off, error_response};
-use crate::backend::{
-    AgentBackend, BackendError, FinishReason, ReplyEvent, ToolCall, Turn, Usage,
-};
+use crate::backend::{AgentBackend, BackendError, FinishReason, ReplyEvent, ToolCall, Turn, Usage};
 use crate::layers::concurrency::SlotLease;
 use crate::layers::heartbeat::HeartbeatFrame;
 use crate::metrics::TurnOutcome;
@@ -106,8 +104,12 @@ async fn answer(
     } else {
         let span = record.span().clone();
         let answer = collect(turn, &record).instrument(span).await?;
-        let completion =
-            encoder.completion_with_calls(&answer.text, &answer.calls, answer.finish, &answer.usage);
+        let completion = encoder.completion_with_calls(
+            &answer.text,
+            &answer.calls,
+            answer.finish,
+            &answer.usage,
+        );
         let mut response = Response::new(UnsyncBoxBody::new(Full::new(completion)));
         response.headers_mut().insert(
             header::CONTENT_TYPE,

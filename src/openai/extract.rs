@@ -259,7 +259,11 @@ fn trailing_tool_results(messages: &[Message<'_>]) -> Vec<ToolResult> {
     for message in messages.iter().rev() {
         match message.role.as_ref() {
             "tool" => results.push(ToolResult {
-                call_id: message.tool_call_id.as_deref().unwrap_or_default().to_owned(),
+                call_id: message
+                    .tool_call_id
+                    .as_deref()
+                    .unwrap_or_default()
+                    .to_owned(),
                 content: message
                     .content
                     .as_ref()

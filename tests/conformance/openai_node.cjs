@@ -63,13 +63,13 @@ const checks = {
     assert.equal(finish, 'stop');
   },
 
-  async refusal_is_status_error() {
-    const err = await thrown(() =>
-      client.chat.completions.create({ model: 'claude', messages: [{ role: 'user', content: 'hi' }] }),
-    );
-    assert.ok(err instanceof OpenAI.BadRequestError, String(err));
-    assert.equal(err.status, 400);
-    assert.match(err.message, /cannot tell which session/);
+  async no_session_is_a_one_off_turn() {
+    // No `user`, no header: answered in a fresh conversation of its own (OpenClaw's background calls).
+    const response = await client.chat.completions.create({
+      model: 'claude',
+      messages: [{ role: 'user', content: 'hello from node' }],
+    });
+    assert.equal(response.choices[0].message.content, script.reply);
   },
 
   async wrong_key_is_authentication_error() {
@@ -108,6 +108,40 @@ const checks = {
     assert.match(err.message, /the stream is on fire/);
   },
 };
+
+// The client's tools: with the real Claude Code (stream-json), whose mock model calls them on `CALL …`.
+const WEATHER = {
+  type: 'function',
+  function: {
+    name: 'get_weather',
+    description: 'The weather in a city',
+    parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+  },
+};
+
+if (process.env.BRIDGE_AGENT === 'claude') {
+  checks.toolRoundTrip = async () => {
+    const prompt = 'CALL get_weather {"city":"Paris"} ; get_weather {"city":"Oslo"}';
+    const messages = [{ role: 'user', content: prompt }];
+    const request = { model: 'claude', user: 'node-tools', tools: [WEATHER], messages };
+    // Streamed: the SDK's own accumulation of tool-call deltas.
+    const stream = client.chat.completions.stream(request);
+    const streamed = await stream.finalChatCompletion();
+    const choice = streamed.choices[0];
+    assert.equal(choice.finish_reason, 'tool_calls');
+    const calls = choice.message.tool_calls;
+    assert.equal(calls.length, 2);
+    assert.deepEqual(JSON.parse(calls[1].function.arguments), { city: 'Oslo' });
+    messages.push({ role: 'assistant', content: null, tool_calls: calls });
+    messages.push({ role: 'tool', tool_call_id: calls[0].id, content: 'sunny in Paris' });
+    messages.push({ role: 'tool', tool_call_id: calls[1].id, content: 'error: no weather service for Oslo' });
+    const answer = await client.chat.completions.create(request);
+    assert.equal(
+      answer.choices[0].message.content,
+      `reply to: ${prompt} (tools said: sunny in Paris | error: no weather service for Oslo)`,
+    );
+  };
+}
 
 (async () => {
   let failed = 0;

@@ -100,6 +100,67 @@ def agent_failure_mid_stream_raises():
         raise AssertionError("the stream of a failed turn ended without an error")
 
 
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def tool_round_trip():
+    # The mock model calls the client's tools on `CALL …`; the bridge hands the calls over and goes on with
+    # the results, in the same turn of Claude's.
+    prompt = 'CALL get_weather {"city":"Paris"} ; get_weather {"city":"Oslo"}'
+    messages = [{"role": "user", "content": prompt}]
+    calls, finish = {}, None
+    for chunk in client.chat.completions.create(
+        model="claude", user="python-tools", messages=messages, tools=[WEATHER], stream=True
+    ):
+        if not chunk.choices:
+            continue
+        choice = chunk.choices[0]
+        for call in choice.delta.tool_calls or []:
+            entry = calls.setdefault(call.index, {"id": None, "name": "", "arguments": ""})
+            entry["id"] = call.id or entry["id"]
+            entry["name"] += call.function.name or ""
+            entry["arguments"] += call.function.arguments or ""
+        finish = choice.finish_reason or finish
+    assert finish == "tool_calls", finish
+    assert [calls[i]["name"] for i in sorted(calls)] == ["get_weather", "get_weather"], calls
+    messages.append({"role": "assistant", "content": None, "tool_calls": [
+        {"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}
+        for _, call in sorted(calls.items())
+    ]})
+    for (_, call), text in zip(sorted(calls.items()), ["sunny in Paris", "rain in Oslo"]):
+        messages.append({"role": "tool", "tool_call_id": call["id"], "content": text})
+    response = client.chat.completions.create(
+        model="claude", user="python-tools", messages=messages, tools=[WEATHER]
+    )
+    expected = f"reply to: {prompt} (tools said: sunny in Paris | rain in Oslo)"
+    assert response.choices[0].message.content == expected, response
+
+    # Not streamed: `message.tool_calls`.
+    single = 'CALL get_weather {"city":"Rome"}'
+    response = client.chat.completions.create(
+        model="claude", user="python-tools-2", messages=[{"role": "user", "content": single}], tools=[WEATHER]
+    )
+    choice = response.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather" and '"Rome"' in call.function.arguments, call
+    response = client.chat.completions.create(
+        model="claude", user="python-tools-2", tools=[WEATHER], messages=[
+            {"role": "user", "content": single},
+            {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": "hot in Rome"},
+        ]
+    )
+    assert response.choices[0].message.content == f"reply to: {single} (tools said: hot in Rome)", response
+
+
 CHECKS = [
     completion,
     streaming,
@@ -108,6 +169,9 @@ CHECKS = [
     agent_failure_is_status_error,
     agent_failure_mid_stream_raises,
 ]
+
+if os.environ.get("BRIDGE_AGENT") == "claude":
+    CHECKS.append(tool_round_trip)
 
 if __name__ == "__main__":
     failed = 0

@@ -453,6 +453,20 @@ def stream_json_session_key_keeps_history_in_one_process(openclaw, config):
     assert "--session-id" in claudes[0] and "stream-json" in claudes[0], claudes[0]
 
 
+def stream_json_claude_calls_an_openclaw_tool(openclaw, config, bridge):
+    # OpenClaw offers its own tools with every request; the bridge gives them to Claude. The mock model
+    # calls OpenClaw's `read` on a file of the workspace: OpenClaw runs it, sends the result back, and
+    # Claude's same turn goes on with it.
+    offered = re.findall(r'starting claude \(stream-json\).*tools=\[([^\]]*)\]', bridge.log.read_text())
+    names = {name.strip().strip('"') for listed in offered for name in listed.split(",")}
+    assert "read" in names, f"OpenClaw's tools as the bridge got them: {sorted(names)}"
+    note = openclaw.world / "workspace" / "note.txt"
+    note.write_text("the secret word is marmalade\n")
+    prompt = f'CALL read {{"path": "{note}"}}'
+    reply = openclaw.turn(config, "agent:main:stream-json-tools", prompt)
+    assert reply.startswith(f"reply to: {prompt} (tools said: ") and "marmalade" in reply, reply
+
+
 # The agent stays silent for SILENCE; OpenClaw gives up after TIMEOUT without a chunk (the first included,
 # so TIMEOUT leaves room for starting the agent) unless heartbeats come.
 TIMEOUT, SILENCE = 5, 10
@@ -584,6 +598,8 @@ def stream_json(suite, world):
                         stream_json_exec_final_is_the_reply, openclaw, config)
             suite.check("stream-json openclaw session key: the history is kept, in one claude process",
                         stream_json_session_key_keeps_history_in_one_process, openclaw, config)
+            suite.check("stream-json openclaw tools: Claude calls OpenClaw's own read tool through the bridge",
+                        stream_json_claude_calls_an_openclaw_tool, openclaw, config, bridge)
     finally:
         model.stop()
 

@@ -297,9 +297,7 @@ impl Inner {
             agent.stop().await;
         }
         if guard.is_none() {
-            *guard = Some(
-                self.launch(&turn, &mut record).await?,
-            );
+            *guard = Some(self.launch(&turn, &mut record).await?);
         }
         record.started = true;
         // The launch may have had to start a new conversation.
@@ -462,7 +460,17 @@ impl Inner {
             }
         };
         let services = &self.services;
-        match Agent::launch(services, session, conversation, workspace, tools, permit, cancel).await {
+        match Agent::launch(
+            services,
+            session,
+            conversation,
+            workspace,
+            tools,
+            permit,
+            cancel,
+        )
+        .await
+        {
             Ok(agent) => Ok(agent),
             Err(LaunchError::Failed(error)) => Err(error),
             // The transcript looked resumable but is not: rather than fail every turn of the session for

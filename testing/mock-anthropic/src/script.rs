@@ -167,7 +167,11 @@ enum Step {
 
 /// The reply to a `CALL …` prompt once its tools answered: [`reply_text`], then each result's text.
 pub fn reply_with_results(content: &str, results: &[String]) -> String {
-    format!("{} (tools said: {})", reply_text(content), results.join(" | "))
+    format!(
+        "{} (tools said: {})",
+        reply_text(content),
+        results.join(" | ")
+    )
 }
 
 /// The name of the request's tool that `name` stands for: `name` itself, or one ending in `__name`.

@@ -9,7 +9,8 @@
 //! stays unanswered until the client sends the result.
 //!
 //! Tools are marked read-only (`readOnlyHint`), so that Claude Code runs calls of one step side by side:
-//! the client gets them all in one answer, as OpenAI's parallel tool calls.
+//! the client gets them all in one answer, as OpenAI's parallel tool calls; and always loaded
+//! (`_meta["anthropic/alwaysLoad"]`), so that the model sees them as it would a hosted model's tools.
 
 use std::collections::HashMap;
 
@@ -86,7 +87,9 @@ pub(crate) fn reply(request_id: &str, message: &Value, tools: &[ClientTool]) -> 
             })));
         }
     };
-    McpReply::Now(Some(json!({"jsonrpc": "2.0", "id": rpc_id, "result": result})))
+    McpReply::Now(Some(
+        json!({"jsonrpc": "2.0", "id": rpc_id, "result": result}),
+    ))
 }
 
 /// The answer to an open call: the client's result, or an error the model reads as the tool's failure.
@@ -103,6 +106,8 @@ pub(crate) fn call_result(call: &OpenCall, text: &str, is_error: bool) -> Value 
 #[derive(Debug, Default)]
 pub(crate) struct Calls {
     step: Vec<ToolCall>,
+    /// The ids of the calls last handed to the client, in order, until their results come.
+    handed: Vec<String>,
     open: Vec<OpenCall>,
     results: HashMap<String, String>,
     /// The client will not answer (it timed out, or sent a new message instead): every call gets an error.
@@ -118,7 +123,11 @@ impl Calls {
     /// The calls of the model's message that just ended, for the client, unless nobody will answer them.
     pub(crate) fn take_step(&mut self) -> Vec<ToolCall> {
         let step = std::mem::take(&mut self.step);
-        if self.orphaned.is_some() { Vec::new() } else { step }
+        if self.orphaned.is_some() {
+            return Vec::new();
+        }
+        self.handed = step.iter().map(|call| call.id.clone()).collect();
+        step
     }
 
     /// Claude Code waits on `call`: its answer if it can be given now.
@@ -135,8 +144,25 @@ impl Calls {
 
     /// The client's `results`: the answers to the open calls they are for (the rest wait for their call).
     pub(crate) fn resolve(&mut self, results: Vec<ToolResult>) -> Vec<(OpenCall, Value)> {
-        self.results
-            .extend(results.into_iter().map(|result| (result.call_id, result.content)));
+        // A client may renumber the calls (OpenClaw does): a result for an id it was not given answers the
+        // first handed call that has none yet, in order.
+        let mut unanswered: Vec<String> = self
+            .handed
+            .iter()
+            .filter(|id| !results.iter().any(|result| &result.call_id == *id))
+            .cloned()
+            .collect();
+        unanswered.reverse();
+        for result in results {
+            let id = if self.handed.contains(&result.call_id) {
+                result.call_id
+            } else {
+                let taken = unanswered.pop().unwrap_or_else(|| result.call_id.clone());
+                tracing::debug!(given = %result.call_id, taken = %taken, "a result under an id the bridge did not hand out");
+                taken
+            };
+            self.results.insert(id, result.content);
+        }
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.open)
             .into_iter()
             .partition(|call| self.results.contains_key(&call.tool_use_id));
@@ -178,6 +204,9 @@ fn tool_json(tool: &ClientTool) -> Value {
         "description": tool.description.clone().unwrap_or_default(),
         "inputSchema": schema,
         "annotations": {"readOnlyHint": true},
+        // Offered to the model directly, as a hosted model's tools are, not left for it to find with
+        // Claude Code's tool search (which defers MCP tools unless told otherwise).
+        "_meta": {"anthropic/alwaysLoad": true},
     })
 }
 
@@ -186,8 +215,11 @@ mod tests {
     use super::*;
 
     fn weather() -> ClientTool {
-        ClientTool::new("get_weather", json!({"type": "object", "properties": {"city": {"type": "string"}}}))
-            .with_description("Weather for a city")
+        ClientTool::new(
+            "get_weather",
+            json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+        )
+        .with_description("Weather for a city")
     }
 
     #[test]
@@ -198,7 +230,11 @@ mod tests {
         };
         assert_eq!(answer["result"]["protocolVersion"], "2025-11-25");
         assert_eq!(
-            reply("r-1", &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}), &[]),
+            reply(
+                "r-1",
+                &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+                &[]
+            ),
             McpReply::Now(None)
         );
         let list = json!({"method": "tools/list", "jsonrpc": "2.0", "id": 1});
@@ -209,6 +245,7 @@ mod tests {
         assert_eq!(tool["name"], "get_weather");
         assert_eq!(tool["inputSchema"]["properties"]["city"]["type"], "string");
         assert_eq!(tool["annotations"]["readOnlyHint"], true);
+        assert_eq!(tool["_meta"]["anthropic/alwaysLoad"], true);
         // As Claude Code 2.1.329 sends it.
         let call = json!({"method": "tools/call", "params": {"name": "get_weather", "arguments": {"city": "Paris"},
                           "_meta": {"claudecode/toolUseId": "toolu_1", "progressToken": 2}}, "jsonrpc": "2.0", "id": 2});
@@ -219,5 +256,41 @@ mod tests {
         let answered = call_result(&open, "sunny", false);
         assert_eq!(answered["id"], 2);
         assert_eq!(answered["result"]["content"][0]["text"], "sunny");
+    }
+
+    fn open_call(tool_use_id: &str) -> OpenCall {
+        OpenCall {
+            request_id: format!("r-{tool_use_id}"),
+            rpc_id: json!(tool_use_id),
+            tool_use_id: tool_use_id.to_owned(),
+        }
+    }
+
+    #[test]
+    fn results_answer_their_calls_by_id_or_in_order_when_the_client_renumbered_them() {
+        let mut calls = Calls::default();
+        calls.announce("toolu_a".into(), "read".into(), &json!({}));
+        calls.announce("toolu_b".into(), "read".into(), &json!({}));
+        assert_eq!(calls.take_step().len(), 2);
+        assert_eq!(calls.open(open_call("toolu_a")), None);
+        // One result by its id, one under an id of the client's own.
+        let answered = calls.resolve(vec![
+            ToolResult::new("call_renamed", "second"),
+            ToolResult::new("toolu_a", "first"),
+        ]);
+        assert_eq!(answered.len(), 1);
+        assert_eq!(answered[0].1["result"]["content"][0]["text"], "first");
+        // The other call comes later and is answered at once.
+        let later = calls.open(open_call("toolu_b")).unwrap();
+        assert_eq!(later["result"]["content"][0]["text"], "second");
+        // Nobody answers the next ones: errors.
+        calls.announce("toolu_c".into(), "read".into(), &json!({}));
+        assert_eq!(calls.open(open_call("toolu_c")), None);
+        let failed = calls.orphan("gone");
+        assert_eq!(failed[0].1["result"]["isError"], true);
+        assert_eq!(
+            calls.open(open_call("toolu_d")).unwrap()["result"]["isError"],
+            true
+        );
     }
 }

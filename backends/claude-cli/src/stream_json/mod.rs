@@ -21,8 +21,8 @@ pub(crate) mod turn;
 use std::path::Path;
 
 use serde_json::{Value, json};
-use synthesis_bridge::{ClientTool, SessionKey};
 use synthesis_bridge::spawner::{ProcessHandle, ProcessSpec, ProcessStdout, Stdio};
+use synthesis_bridge::{ClientTool, SessionKey};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 use tracing::{debug, info};
@@ -63,7 +63,8 @@ pub(crate) async fn launch(
     tools: &[ClientTool],
 ) -> Result<(Box<dyn ProcessHandle>, StreamJsonIo), LaunchError> {
     let config = &services.config;
-    info!(%session, ?conversation, workspace = %workspace.display(), tools = tools.len(), "starting claude (stream-json)");
+    let tool_names: Vec<&str> = tools.iter().map(|tool| tool.name.as_str()).collect();
+    info!(%session, ?conversation, workspace = %workspace.display(), tools = ?tool_names, "starting claude (stream-json)");
     let process = services
         .spawner
         .spawn(spec(config, conversation, workspace, tools))

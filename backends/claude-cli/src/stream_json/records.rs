@@ -24,7 +24,11 @@ pub(crate) enum Record {
         message: Value,
     },
     /// The main agent calls one of the client's tools (a whole `tool_use` block of its message).
-    ClientToolUse { id: String, name: String, input: Value },
+    ClientToolUse {
+        id: String,
+        name: String,
+        input: Value,
+    },
     /// The main agent's model message is complete.
     MessageStop,
     /// Another request Claude Code waits on an answer to.

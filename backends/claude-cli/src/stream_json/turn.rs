@@ -3,15 +3,17 @@
 
 use std::time::Duration;
 
-use synthesis_bridge::spawner::ProcessHandle;
 use std::pin::Pin;
+use synthesis_bridge::spawner::ProcessHandle;
 
 use serde_json::{Value, json};
-use synthesis_bridge::{BackendError, ClientTool, FinishReason, ReplyEvent, SessionKey, ToolResult};
+use synthesis_bridge::{
+    BackendError, ClientTool, FinishReason, ReplyEvent, SessionKey, ToolResult,
+};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::client_tools::{self, Calls, McpReply};
