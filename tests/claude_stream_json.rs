@@ -474,3 +474,48 @@ async fn stream_json_gives_a_tool_call_without_a_result_an_error_after_the_timeo
         script::reply_text(next)
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the pinned claude CLI: run scripts/e2e-claude"]
+async fn stream_json_tool_round_trip_with_async_openai() {
+    use async_openai::types::chat::{ChatCompletionMessageToolCalls, CreateChatCompletionRequest};
+
+    let world = World::new().await;
+    let bridge = world.start_bridge_in(Mode::StreamJson).await;
+    let client = async_openai::Client::with_config(
+        async_openai::config::OpenAIConfig::new()
+            .with_api_base(format!("http://{}/v1", bridge.addr()))
+            .with_api_key("unused"),
+    );
+    let prompt = r#"CALL get_weather {"city":"Lima"}"#;
+    let mut messages = vec![json!({"role": "user", "content": prompt})];
+    let request = |messages: &[Value]| -> CreateChatCompletionRequest {
+        serde_json::from_value(
+            json!({"model": "claude", "user": "rust-tools", "messages": messages,
+                                      "tools": [weather_tool()]}),
+        )
+        .unwrap()
+    };
+    let response = client.chat().create(request(&messages)).await.unwrap();
+    let choice = &response.choices[0];
+    assert_eq!(
+        choice.finish_reason,
+        Some(async_openai::types::chat::FinishReason::ToolCalls)
+    );
+    let calls = choice.message.tool_calls.clone().unwrap();
+    let ChatCompletionMessageToolCalls::Function(call) = &calls[0] else {
+        panic!("a function call: {calls:?}");
+    };
+    assert_eq!(call.function.name, "get_weather");
+    assert_eq!(
+        serde_json::from_str::<Value>(&call.function.arguments).unwrap(),
+        json!({"city": "Lima"})
+    );
+    messages.push(json!({"role": "assistant", "tool_calls": calls}));
+    messages.push(json!({"role": "tool", "tool_call_id": call.id, "content": "foggy in Lima"}));
+    let response = client.chat().create(request(&messages)).await.unwrap();
+    assert_eq!(
+        response.choices[0].message.content.as_deref(),
+        Some(script::reply_with_results(prompt, &["foggy in Lima".into()]).as_str())
+    );
+}
