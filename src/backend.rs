@@ -96,6 +96,9 @@ pub struct TurnMeta {
     pub one_off: bool,
     /// The client's function tools the agent may call (none when the request sets `tool_choice: "none"`).
     pub tools: Vec<ClientTool>,
+    /// The client's instructions for the agent: its `system` and `developer` messages, without the parts
+    /// that change from turn to turn (see [`crate::openai::extract::stable_instructions`]).
+    pub system_prompt: Option<String>,
     /// The results of the agent's earlier tool calls that this request carries (its trailing `role: "tool"`
     /// messages). A request with results and no new user message continues the turn that made the calls.
     pub tool_results: Vec<ToolResult>,
@@ -186,6 +189,7 @@ impl Default for TurnMeta {
             received_at: SystemTime::now(),
             one_off: false,
             tools: Vec::new(),
+            system_prompt: None,
             tool_results: Vec::new(),
         }
     }
@@ -213,6 +217,12 @@ impl TurnMeta {
     /// Sets the client's tools.
     pub fn with_tools(mut self, tools: Vec<ClientTool>) -> Self {
         self.tools = tools;
+        self
+    }
+
+    /// Sets the client's instructions.
+    pub fn with_system_prompt(mut self, prompt: Option<String>) -> Self {
+        self.system_prompt = prompt;
         self
     }
 

@@ -519,3 +519,68 @@ async fn stream_json_tool_round_trip_with_async_openai() {
         Some(script::reply_with_results(prompt, &["foggy in Lima".into()]).as_str())
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the pinned claude CLI: run scripts/e2e-claude"]
+async fn stream_json_gives_claude_the_clients_instructions_and_a_change_of_them_with_the_message() {
+    let world = World::new().await;
+    let bridge = world.start_bridge_in(Mode::StreamJson).await;
+    let user = "agent::sj-system";
+    let ask = |system: &str, text: &str| {
+        json!({"model": "claude", "user": user, "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": text},
+        ]})
+    };
+    // The first model request whose newest prompt ends with `text` (a note may come before it).
+    let request_of = |text: &str| {
+        world
+            .api
+            .requests()
+            .into_iter()
+            .find(|request| request.prompt().is_some_and(|p| p.content.ends_with(text)))
+            .unwrap_or_else(|| panic!("the mock never saw {text:?}"))
+            .body
+    };
+    let rules = "You are the OpenClaw agent. Always answer in haiku.";
+    for (n, text) in ["first with rules", "second with rules"].iter().enumerate() {
+        let (status, body) = post_json(&bridge, ask(rules, text)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // On top of Claude Code's own system prompt.
+        let system = request_of(text)["system"].to_string();
+        assert!(system.contains(rules), "turn {n}: {system}");
+        assert!(system.contains("Claude"), "turn {n}: {system}");
+    }
+    let pid = claude_children(&bridge, &world.claude_bin)[0].0;
+    // New instructions: the conversation keeps the system prompt it began with, so they come with the
+    // message, once; the process stays.
+    let changed = "You are the OpenClaw agent. Answer in prose.";
+    let text = "third with new rules";
+    let (status, body) = post_json(&bridge, ask(changed, text)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let third = request_of(text);
+    let told = third["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .to_string();
+    assert!(
+        told.contains(changed) && told.contains("have changed"),
+        "{told}"
+    );
+    let text = "fourth with the same new rules";
+    let (status, body) = post_json(&bridge, ask(changed, text)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let fourth = request_of(text);
+    let told = fourth["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .to_string();
+    assert!(!told.contains("have changed"), "told once: {told}");
+    let processes = claude_children(&bridge, &world.claude_bin);
+    assert_eq!(processes.len(), 1, "{processes:?}");
+    assert_eq!(processes[0].0, pid, "no restart for new instructions");
+}

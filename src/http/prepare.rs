@@ -73,6 +73,7 @@ pub(crate) async fn prepare(
     .with_conversation(extracted.conversation)
     .with_one_off(extracted.key_source == KeySource::OneOff)
     .with_tools(extracted.tools)
+    .with_system_prompt(extracted.system_prompt)
     .with_tool_results(extracted.tool_results);
     let span = record.span();
     span.record("session", tracing::field::display(&extracted.session));

@@ -105,6 +105,8 @@ pub struct ExtractedTurn {
     pub workspace: Option<PathBuf>,
     /// The client's function tools on offer (none with `tool_choice: "none"`).
     pub tools: Vec<ClientTool>,
+    /// The stable part of the client's `system` and `developer` messages ([`stable_instructions`]).
+    pub system_prompt: Option<String>,
     /// The results of earlier tool calls at the end of the conversation (its trailing `role: "tool"`
     /// messages). With results, `text` is empty: the request carries no new user message.
     pub tool_results: Vec<ToolResult>,
@@ -222,8 +224,36 @@ pub fn extract_with(
             .map(str::to_owned),
         workspace,
         tools: offered_tools(request),
+        system_prompt: stable_instructions(&request.messages),
         tool_results,
     })
+}
+
+/// The client's instructions: its `system` and `developer` messages, in order, joined by blank lines,
+/// without the lines that change from turn to turn, so that a long-lived agent gets the same instructions
+/// each turn (a change costs a restart). `None` when there are none.
+pub fn stable_instructions(messages: &[Message<'_>]) -> Option<String> {
+    let parts: Vec<String> = messages
+        .iter()
+        .filter(|message| matches!(message.role.as_ref(), "system" | "developer"))
+        .filter_map(|message| message.content.as_ref())
+        .map(|content| {
+            content
+                .text()
+                .lines()
+                .filter(|line| !is_volatile(line))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .map(|text| text.trim().to_owned())
+        .filter(|text| !text.is_empty())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("\n\n"))
+}
+
+/// Whether a line of the instructions changes from turn to turn.
+fn is_volatile(line: &str) -> bool {
+    line.trim_start().starts_with(RUNTIME_PREFIX)
 }
 
 /// The client's function tools, unless `tool_choice` is `"none"`.
@@ -435,6 +465,46 @@ impl<S: AsRef<str>> RuntimeLine<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instructions_are_the_system_and_developer_messages_without_lines_that_change_each_turn() {
+        let body = r#"{"messages":[
+            {"role":"system","content":"You are the agent.\nRuntime: agent=main | session=agent:main:main\nBe brief."},
+            {"role":"user","content":"hi"},
+            {"role":"developer","content":[{"type":"text","text":"Use tools."}]},
+            {"role":"system","content":"  "}
+        ]}"#;
+        let request: ChatRequest<'_> = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            stable_instructions(&request.messages).as_deref(),
+            Some("You are the agent.\nBe brief.\n\nUse tools.")
+        );
+        let none: ChatRequest<'_> =
+            serde_json::from_str(r#"{"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        assert_eq!(stable_instructions(&none.messages), None);
+    }
+
+    #[test]
+    fn trailing_tool_messages_are_results_and_a_later_user_message_is_a_new_turn() {
+        let results = r#"{"user":"u","messages":[
+            {"role":"user","content":"weather?"},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"w","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id":"c1","content":"sunny"},
+            {"role":"user","content":[{"type":"text","text":"<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>> x <<<END_OPENCLAW_INTERNAL_CONTEXT>>>"}]}
+        ]}"#;
+        let request: ChatRequest<'_> = serde_json::from_str(results).unwrap();
+        let turn = extract(&request, &HeaderMap::new(), None).unwrap();
+        assert_eq!(turn.text, "");
+        assert_eq!(turn.tool_results, [ToolResult::new("c1", "sunny")]);
+        let moved_on = r#"{"user":"u","messages":[
+            {"role":"tool","tool_call_id":"c1","content":"sunny"},
+            {"role":"user","content":"never mind"}
+        ]}"#;
+        let request: ChatRequest<'_> = serde_json::from_str(moved_on).unwrap();
+        let turn = extract(&request, &HeaderMap::new(), None).unwrap();
+        assert_eq!(turn.text, "never mind");
+        assert!(turn.tool_results.is_empty());
+    }
 
     #[test]
     fn runtime_line_needs_a_blank_line_and_known_fields() {

@@ -43,6 +43,35 @@ impl Conversation {
     }
 }
 
+/// What the client asks of a process besides its conversation: its tools (stream-json mode) and its
+/// instructions, both given when the process starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ClientSetup {
+    pub(crate) tools: Vec<ClientTool>,
+    /// Added to Claude Code's own system prompt (`--append-system-prompt`).
+    pub(crate) system_prompt: Option<String>,
+}
+
+impl ClientSetup {
+    /// What `turn` asks for.
+    pub(crate) fn of(turn: &synthesis_bridge::Turn) -> Self {
+        Self {
+            tools: turn.meta.tools.clone(),
+            system_prompt: turn.meta.system_prompt.clone(),
+        }
+    }
+
+    /// `--append-system-prompt` with the client's instructions, if it has any. Claude Code 2.1.329 keeps the
+    /// system prompt a conversation started with: a resumed one ignores the flag
+    /// (`docs/claude-cli-measurements.md`, N9).
+    pub(crate) fn system_prompt_args(&self) -> Vec<String> {
+        match &self.system_prompt {
+            Some(prompt) => vec!["--append-system-prompt".to_owned(), prompt.clone()],
+            None => Vec::new(),
+        }
+    }
+}
+
 /// Why a process did not come up.
 #[derive(Debug)]
 pub(crate) enum LaunchError {
@@ -98,6 +127,10 @@ pub(crate) enum Io {
 /// A `claude` process that can take turns.
 pub(crate) struct Agent {
     pub(crate) process: Box<dyn ProcessHandle>,
+    /// The client's tools and instructions it was started with.
+    pub(crate) client: ClientSetup,
+    /// Whether its conversation began with it: then it has the instructions it was started with.
+    pub(crate) started_conversation: bool,
     pub(crate) conversation: Uuid,
     pub(crate) workspace: PathBuf,
     pub(crate) io: Io,
@@ -122,7 +155,7 @@ impl Agent {
         session: &SessionKey,
         conversation: Conversation,
         workspace: &Path,
-        tools: &[ClientTool],
+        client: &ClientSetup,
         permit: Permit,
         cancel: &CancellationToken,
     ) -> Result<Self, LaunchError> {
@@ -134,6 +167,7 @@ impl Agent {
                     session,
                     conversation,
                     workspace,
+                    client,
                     cancel,
                 )
                 .await?;
@@ -141,12 +175,14 @@ impl Agent {
             }
             Mode::StreamJson => {
                 let (process, io) =
-                    stream_json::launch(services, session, conversation, workspace, tools).await?;
+                    stream_json::launch(services, session, conversation, workspace, client).await?;
                 (process, Io::StreamJson(io))
             }
         };
         Ok(Self {
             process,
+            client: client.clone(),
+            started_conversation: !matches!(conversation, Conversation::Resume(_)),
             conversation: conversation.id(),
             workspace: workspace.to_owned(),
             io,
@@ -155,13 +191,12 @@ impl Agent {
         })
     }
 
-    /// Whether it offers the model `tools` as the client's: in the stream-json mode, whether it was started
-    /// with them. (The channel mode does not offer the client's tools.)
-    pub(crate) fn offers(&self, tools: &[ClientTool]) -> bool {
-        match &self.io {
-            Io::StreamJson(io) => io.tools == tools,
-            Io::Channel(_) => true,
-        }
+    /// Why it cannot serve a turn that asks for `client`, if it cannot: the client's tools are listed once,
+    /// at start-up. (The channel mode does not offer them. Instructions are not a reason: a resumed
+    /// conversation keeps those it started with, so a change goes to Claude as a note instead.)
+    pub(crate) fn unfit_for(&self, client: &ClientSetup) -> Option<&'static str> {
+        let tools_matter = matches!(self.io, Io::StreamJson(_));
+        (tools_matter && self.client.tools != client.tools).then_some("the client's tools changed")
     }
 
     /// Why this agent cannot take another turn, if it cannot.

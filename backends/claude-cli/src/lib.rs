@@ -141,7 +141,7 @@ use uuid::Uuid;
 
 pub use crate::config::{ClaudeCliConfig, PermissionMode, UnknownPermissionMode};
 
-use crate::agent::{Agent, Conversation, LaunchError, Mode, Services};
+use crate::agent::{Agent, ClientSetup, Conversation, LaunchError, Mode, Services};
 use crate::pool::{Connected, Permit, Pool, SessionState, Slot, SlotGuard};
 use crate::transcript::Transcript;
 use crate::turn::{Resumption, TurnRun};
@@ -297,7 +297,12 @@ impl Inner {
             agent.stop().await;
         }
         if guard.is_none() {
-            *guard = Some(self.launch(&turn, &mut record).await?);
+            let agent = self.launch(&turn, &mut record).await?;
+            if agent.started_conversation {
+                slot.state
+                    .conversation_started_with(&agent.client.system_prompt);
+            }
+            *guard = Some(agent);
         }
         record.started = true;
         // The launch may have had to start a new conversation.
@@ -309,12 +314,14 @@ impl Inner {
         }
 
         let continuing = self.continuing(&slot, &turn.text, conversation).await;
-        let (message, original) = retry::message_for(
-            turn.session.as_str(),
-            turn.text.clone(),
-            continuing,
-            self.wording(),
-        );
+        let text = if slot.state.instructions_changed(&turn.meta.system_prompt) {
+            info!(session = %turn.session, "the client's instructions changed: claude gets them with the message");
+            with_new_instructions(turn.meta.system_prompt.as_deref(), &turn.text)
+        } else {
+            turn.text.clone()
+        };
+        let (message, original) =
+            retry::message_for(turn.session.as_str(), text, continuing, self.wording());
         if let Some(retry_of) = &message.meta.retry_of {
             info!(session = %turn.session, %retry_of, "the client asked again for an answer claude did not finish; it carries on with the same message");
         }
@@ -337,7 +344,7 @@ impl Inner {
             &turn.session,
             conversation,
             &turn.workspace,
-            &turn.meta.tools,
+            &ClientSetup::of(&turn),
             permit,
             &turn.cancel,
         )
@@ -387,10 +394,10 @@ impl Inner {
             "the conversation changed"
         } else if agent.workspace != turn.workspace {
             "the workspace changed"
-        } else if !agent.offers(&turn.meta.tools) {
-            // Claude Code lists an in-process server's tools once; a new list takes a new process, which
-            // resumes the conversation.
-            "the client's tools changed"
+        } else if let Some(reason) = agent.unfit_for(&ClientSetup::of(turn)) {
+            // Claude Code takes its system prompt, and an in-process server's tool list, once: a change
+            // takes a new process, which resumes the conversation.
+            reason
         } else if let Some(reason) = agent.broken() {
             reason
         } else {
@@ -440,7 +447,7 @@ impl Inner {
     /// (and then `record` names the new one).
     async fn launch(&self, turn: &Turn, record: &mut SessionRecord) -> Result<Agent, BackendError> {
         let (session, workspace, cancel) = (&turn.session, turn.workspace.as_path(), &turn.cancel);
-        let tools = turn.meta.tools.as_slice();
+        let client = &ClientSetup::of(turn);
         let config = &self.services.config;
         let permit = self.room(session).await?;
         let config_dir = config.claude_config_dir();
@@ -465,7 +472,7 @@ impl Inner {
             session,
             conversation,
             workspace,
-            tools,
+            client,
             permit,
             cancel,
         )
@@ -480,7 +487,7 @@ impl Inner {
                 record.start_new_conversation(record.client_conversation.clone());
                 let permit = self.room(session).await?;
                 let fresh = Conversation::Start(claude_conversation(record));
-                Agent::launch(services, session, fresh, workspace, tools, permit, cancel)
+                Agent::launch(services, session, fresh, workspace, client, permit, cancel)
                     .await
                     .map_err(BackendError::from)
             }
@@ -504,6 +511,19 @@ impl Inner {
 /// The stream of the events a turn sends on `reply`.
 fn reply_stream(mut reply: mpsc::Receiver<ReplyEvent>) -> ReplyStream {
     Box::pin(futures::stream::poll_fn(move |cx| reply.poll_recv(cx)))
+}
+
+/// `text` with a note of the client's new instructions first: a resumed conversation keeps the system
+/// prompt it started with.
+fn with_new_instructions(instructions: Option<&str>, text: &str) -> String {
+    match instructions {
+        Some(instructions) => format!(
+            "[The instructions of the app you are working in have changed. From now on they are:]\n{instructions}\n[End of the instructions. The message follows.]\n\n{text}"
+        ),
+        None => format!(
+            "[The app you are working in has withdrawn its earlier instructions. The message follows.]\n\n{text}"
+        ),
+    }
 }
 
 /// Tool results that no call waits for any more, as a message to Claude.

@@ -26,6 +26,8 @@ pub(crate) struct SessionState {
     new_conversation: AtomicBool,
     /// A turn waiting for the client's tool results: the session's next turn hands them over here.
     paused: Mutex<Option<mpsc::Sender<Resumption>>>,
+    /// The client's instructions Claude has in this conversation, as far as this bridge knows.
+    instructions: Mutex<Option<Option<String>>>,
 }
 
 impl SessionState {
@@ -48,6 +50,21 @@ impl SessionState {
     /// The turn waiting for the client's tool results, if one is.
     pub(crate) fn take_paused(&self) -> Option<mpsc::Sender<Resumption>> {
         self.paused.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// A new conversation began with `instructions` in its system prompt.
+    pub(crate) fn conversation_started_with(&self, instructions: &Option<String>) {
+        *self.instructions.lock().unwrap_or_else(|e| e.into_inner()) = Some(instructions.clone());
+    }
+
+    /// Whether Claude must be told of the `current` instructions: yes when they differ from those it has;
+    /// not when nothing is known of what it has (the bridge restarted since the conversation began).
+    /// Remembers `current` as what it has from now on.
+    pub(crate) fn instructions_changed(&self, current: &Option<String>) -> bool {
+        let mut known = self.instructions.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = known.as_ref().is_some_and(|known| known != current);
+        *known = Some(current.clone());
+        changed
     }
 
     /// Asks the next turn to start a new conversation.

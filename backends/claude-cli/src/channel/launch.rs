@@ -7,7 +7,7 @@ use synthesis_bridge::SessionKey;
 use synthesis_bridge::spawner::{ProcessSpec, Stdio};
 use synthesis_claude_channel_protocol::{ENV_SESSION, ENV_TOKEN, ENV_WS_URL};
 
-use crate::agent::Conversation;
+use crate::agent::{ClientSetup, Conversation};
 use crate::config::ClaudeCliConfig;
 
 /// The variable that names the Claude Code conversation a process continues.
@@ -27,6 +27,8 @@ pub(crate) struct Launch<'a> {
     ///
     /// [`ChannelTransport::hook_endpoint`]: synthesis_bridge::transport::ChannelTransport::hook_endpoint
     pub(crate) hooks: &'a str,
+    /// The client's instructions (its tools are not offered in this mode).
+    pub(crate) client: &'a ClientSetup,
 }
 
 /// The hooks that report to the bridge: `UserPromptSubmit` says a pushed message started a prompt (the
@@ -51,6 +53,7 @@ pub(crate) fn spec(config: &ClaudeCliConfig, launch: &Launch<'_>) -> ProcessSpec
         .arg("--settings")
         .arg(settings(launch))
         .args(launch.conversation.flag())
+        .args(launch.client.system_prompt_args())
         .arg("--permission-mode")
         .arg(config.permission_mode.as_str())
         // Last of ours, as it takes every value up to the next flag.

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use self::launch::Launch;
-use crate::agent::{self, Conversation, LaunchError, Services};
+use crate::agent::{self, ClientSetup, Conversation, LaunchError, Services};
 use crate::pool::ConnectedGuard;
 use crate::screen::{self, NO_CONVERSATION, flat};
 
@@ -65,6 +65,7 @@ pub(crate) async fn launch(
     session: &SessionKey,
     conversation: Conversation,
     workspace: &Path,
+    client: &ClientSetup,
     cancel: &CancellationToken,
 ) -> Result<(Box<dyn ProcessHandle>, ChannelIo), LaunchError> {
     let Services {
@@ -90,6 +91,7 @@ pub(crate) async fn launch(
             endpoint: &endpoint,
             token: &ticket.token,
             hooks: &hooks,
+            client,
         },
     );
     info!(%session, ?conversation, workspace = %workspace.display(), "starting claude");

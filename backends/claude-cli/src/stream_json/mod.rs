@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 pub(crate) use self::records::Record;
-use crate::agent::{self, Conversation, LaunchError, Services};
+use crate::agent::{self, ClientSetup, Conversation, LaunchError, Services};
 use crate::config::ClaudeCliConfig;
 
 /// How many records wait for a turn to take them before the reader holds back.
@@ -60,14 +60,15 @@ pub(crate) async fn launch(
     session: &SessionKey,
     conversation: Conversation,
     workspace: &Path,
-    tools: &[ClientTool],
+    client: &ClientSetup,
 ) -> Result<(Box<dyn ProcessHandle>, StreamJsonIo), LaunchError> {
+    let tools = client.tools.as_slice();
     let config = &services.config;
     let tool_names: Vec<&str> = tools.iter().map(|tool| tool.name.as_str()).collect();
     info!(%session, ?conversation, workspace = %workspace.display(), tools = ?tool_names, "starting claude (stream-json)");
     let process = services
         .spawner
-        .spawn(spec(config, conversation, workspace, tools))
+        .spawn(spec(config, conversation, workspace, client))
         .await
         .map_err(|err| agent::spawn_error(config, err))?;
     let Some(stdout) = process.take_stdout() else {
@@ -94,8 +95,9 @@ fn spec(
     config: &ClaudeCliConfig,
     conversation: Conversation,
     workspace: &Path,
-    tools: &[ClientTool],
+    client: &ClientSetup,
 ) -> ProcessSpec {
+    let tools = client.tools.as_slice();
     let mut spec = ProcessSpec::new(config.program.clone(), workspace)
         .args([
             "-p",
@@ -111,7 +113,8 @@ fn spec(
         .args(matches!(conversation, Conversation::Once(_)).then_some("--no-session-persistence"))
         .arg("--permission-mode")
         .arg(config.permission_mode.as_str())
-        .args(["--permission-prompt-tool", "stdio"]);
+        .args(["--permission-prompt-tool", "stdio"])
+        .args(client.system_prompt_args());
     let mut allowed = config.allowed_tools.clone();
     if !tools.is_empty() {
         spec = spec.arg("--mcp-config").arg(client_tools::mcp_config());
