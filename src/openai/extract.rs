@@ -251,9 +251,14 @@ pub fn stable_instructions(messages: &[Message<'_>]) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("\n\n"))
 }
 
-/// Whether a line of the instructions changes from turn to turn.
+/// Whether a line of the instructions changes by itself from turn to turn or day to day: OpenClaw's runtime
+/// line, and the date and time zone of its system prompt's dynamic section (measured in
+/// `docs/openclaw-measurements.md`; the user messages carry the time anyway).
 fn is_volatile(line: &str) -> bool {
-    line.trim_start().starts_with(RUNTIME_PREFIX)
+    let line = line.trim_start();
+    [RUNTIME_PREFIX, "Current date: ", "Time zone: "]
+        .iter()
+        .any(|prefix| line.starts_with(prefix))
 }
 
 /// The client's function tools, unless `tool_choice` is `"none"`.
@@ -469,7 +474,7 @@ mod tests {
     #[test]
     fn instructions_are_the_system_and_developer_messages_without_lines_that_change_each_turn() {
         let body = r#"{"messages":[
-            {"role":"system","content":"You are the agent.\nRuntime: agent=main | session=agent:main:main\nBe brief."},
+            {"role":"system","content":"You are the agent.\nRuntime: agent=main | session=agent:main:main\nBe brief.\nCurrent date: 2026-12-06\nTime zone: UTC"},
             {"role":"user","content":"hi"},
             {"role":"developer","content":[{"type":"text","text":"Use tools."}]},
             {"role":"system","content":"  "}
