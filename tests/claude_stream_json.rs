@@ -436,10 +436,16 @@ async fn stream_json_hands_the_clients_tool_calls_to_the_client_and_goes_on_with
         turn(&bridge, user, instead, true).await,
         script::reply_text(instead)
     );
-    let replied = world.requests_for(single);
-    let result = last_tool_result(&replied.last().unwrap().body);
-    assert_eq!(result["tool_use_id"], id);
-    assert_eq!(result["is_error"], true, "{result}");
+    // The conversation the new message continues holds the call, failed.
+    let next = &world.requests_for(instead)[0].body;
+    let failed = next["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|message| script::content_blocks(&message["content"]))
+        .find(|block| block["type"] == "tool_result" && block["tool_use_id"] == id.as_str())
+        .unwrap_or_else(|| panic!("no result for the abandoned call in {next}"));
+    assert_eq!(failed["is_error"], true, "{failed}");
 }
 
 #[tokio::test]

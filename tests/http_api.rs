@@ -858,7 +858,7 @@ async fn the_agents_calls_of_the_clients_tools_are_answered_as_openai_tool_calls
         async { body_json(server.send(chat_request(body)).await).await },
         async {
             let turn = turns.recv().await.unwrap();
-            assert_eq!(turn.turn.text, "");
+            assert_eq!(turn.turn.text, "what now?");
             assert_eq!(
                 turn.turn.meta.tool_results,
                 [ToolResult::new("call_1", "sunny")]

@@ -65,14 +65,16 @@ pub(crate) async fn prepare(
         .workspaces
         .resolve(extracted.workspace.as_deref())
         .await?;
+    let one_off = extracted.key_source == KeySource::OneOff;
     let meta = TurnMeta {
         turn_id: TurnId::new(),
         ..TurnMeta::default()
     }
     .with_model(model)
     .with_conversation(extracted.conversation)
-    .with_one_off(extracted.key_source == KeySource::OneOff)
-    .with_tools(extracted.tools)
+    .with_one_off(one_off)
+    // A one-off turn's calls could never be answered: the results would come in another one-off turn.
+    .with_tools(if one_off { Vec::new() } else { extracted.tools })
     .with_system_prompt(extracted.system_prompt)
     .with_tool_results(extracted.tool_results);
     let span = record.span();

@@ -108,7 +108,7 @@ pub struct ExtractedTurn {
     /// The stable part of the client's `system` and `developer` messages ([`stable_instructions`]).
     pub system_prompt: Option<String>,
     /// The results of earlier tool calls at the end of the conversation (its trailing `role: "tool"`
-    /// messages). With results, `text` is empty: the request carries no new user message.
+    /// messages): the request carries no new user message, and `text` is the latest earlier one.
     pub tool_results: Vec<ToolResult>,
 }
 
@@ -191,11 +191,8 @@ pub fn extract_with(
     unnamed: Unnamed<'_>,
 ) -> Result<ExtractedTurn, ExtractError> {
     let tool_results = trailing_tool_results(&request.messages);
-    let text = match latest_user_text(&request.messages) {
-        _ if !tool_results.is_empty() => String::new(),
-        Some(text) => text,
-        None => return Err(ExtractError::NoUserText),
-    };
+    // A request of tool results carries no new user text: its text is the latest one, which asked for them.
+    let text = latest_user_text(&request.messages).ok_or(ExtractError::NoUserText)?;
     let runtime = request
         .messages
         .iter()
@@ -306,6 +303,8 @@ fn trailing_tool_results(messages: &[Message<'_>]) -> Vec<ToolResult> {
                     .unwrap_or_default(),
             }),
             "user" if results.is_empty() && is_internal_context(message) => {}
+            // A reminder some frameworks append after the results.
+            "system" | "developer" if results.is_empty() => {}
             _ => break,
         }
     }
@@ -499,7 +498,7 @@ mod tests {
         ]}"#;
         let request: ChatRequest<'_> = serde_json::from_str(results).unwrap();
         let turn = extract(&request, &HeaderMap::new(), None).unwrap();
-        assert_eq!(turn.text, "");
+        assert_eq!(turn.text, "weather?");
         assert_eq!(turn.tool_results, [ToolResult::new("c1", "sunny")]);
         let moved_on = r#"{"user":"u","messages":[
             {"role":"tool","tool_call_id":"c1","content":"sunny"},

@@ -453,6 +453,17 @@ def stream_json_session_key_keeps_history_in_one_process(openclaw, config):
     assert "--session-id" in claudes[0] and "stream-json" in claudes[0], claudes[0]
 
 
+def stream_json_openclaw_instructions_reach_the_model(openclaw, config, model):
+    # OpenClaw's system prompt (its STABLE section first) comes after Claude Code's own in the model's
+    # requests: the mock logs the start of the system prompt's last block.
+    prompt = "what are your instructions?"
+    openclaw.turn(config, "agent:main:stream-json-instructions", prompt)
+    lines = [line for line in model.log.read_text().splitlines() if prompt in line]
+    assert lines, "the model never saw the turn"
+    assert "openclaw:attempt:STABLE" in lines[-1] and "You are a personal assistant running inside OpenClaw" \
+        in lines[-1], lines[-1]
+
+
 def stream_json_claude_calls_an_openclaw_tool(openclaw, config, bridge):
     # OpenClaw offers its own tools with every request; the bridge gives them to Claude. The mock model
     # calls OpenClaw's `read` on a file of the workspace: OpenClaw runs it, sends the result back, and
@@ -600,6 +611,8 @@ def stream_json(suite, world):
                         stream_json_session_key_keeps_history_in_one_process, openclaw, config)
             suite.check("stream-json openclaw tools: Claude calls OpenClaw's own read tool through the bridge",
                         stream_json_claude_calls_an_openclaw_tool, openclaw, config, bridge)
+            suite.check("stream-json openclaw instructions: OpenClaw's system prompt is in the model's request",
+                        stream_json_openclaw_instructions_reach_the_model, openclaw, config, model)
     finally:
         model.stop()
 

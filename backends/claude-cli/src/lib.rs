@@ -125,6 +125,7 @@ mod stream_json;
 mod transcript;
 mod turn;
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -264,7 +265,7 @@ impl Inner {
                 let _ = paused.send(Resumption::Abandoned).await;
             }
         }
-        if turn.text.is_empty() && !turn.meta.tool_results.is_empty() {
+        if !turn.meta.tool_results.is_empty() {
             // Results for calls nobody waits on any more (they timed out, the bridge restarted): Claude
             // gets them as a message, rather than the client an error for what it did right.
             turn.text = late_results(&turn.meta.tool_results);
@@ -314,7 +315,10 @@ impl Inner {
         }
 
         let continuing = self.continuing(&slot, &turn.text, conversation).await;
-        let text = if slot.state.instructions_changed(&turn.meta.system_prompt) {
+        // A retry's note replaces the text: the instructions wait for the next new message.
+        let tell =
+            continuing.is_none() && slot.state.instructions_changed(&turn.meta.system_prompt);
+        let text = if tell {
             info!(session = %turn.session, "the client's instructions changed: claude gets them with the message");
             with_new_instructions(turn.meta.system_prompt.as_deref(), &turn.text)
         } else {
@@ -532,7 +536,7 @@ fn late_results(results: &[ToolResult]) -> String {
         "The results of your earlier tool calls came after those calls had been given up:",
     );
     for result in results {
-        text.push_str(&format!("\n\n[{}]\n{}", result.call_id, result.content));
+        let _ = write!(text, "\n\n[{}]\n{}", result.call_id, result.content);
     }
     text
 }

@@ -26,8 +26,8 @@ pub(crate) struct SessionState {
     new_conversation: AtomicBool,
     /// A turn waiting for the client's tool results: the session's next turn hands them over here.
     paused: Mutex<Option<mpsc::Sender<Resumption>>>,
-    /// The client's instructions Claude has in this conversation, as far as this bridge knows.
-    instructions: Mutex<Option<Option<String>>>,
+    /// A fingerprint of the client's instructions Claude has in this conversation, once known.
+    instructions: Mutex<Option<u64>>,
 }
 
 impl SessionState {
@@ -54,16 +54,22 @@ impl SessionState {
 
     /// A new conversation began with `instructions` in its system prompt.
     pub(crate) fn conversation_started_with(&self, instructions: &Option<String>) {
-        *self.instructions.lock().unwrap_or_else(|e| e.into_inner()) = Some(instructions.clone());
+        *self.instructions.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(fingerprint(instructions));
     }
 
-    /// Whether Claude must be told of the `current` instructions: yes when they differ from those it has;
-    /// not when nothing is known of what it has (the bridge restarted since the conversation began).
+    /// Whether Claude must be told of the `current` instructions: when they differ from those it has, or,
+    /// when nobody knows what it has (a process resumed the conversation after an idle stop or a restart
+    /// of the bridge, and a resumed conversation keeps its first instructions), whenever there are some.
     /// Remembers `current` as what it has from now on.
     pub(crate) fn instructions_changed(&self, current: &Option<String>) -> bool {
         let mut known = self.instructions.lock().unwrap_or_else(|e| e.into_inner());
-        let changed = known.as_ref().is_some_and(|known| known != current);
-        *known = Some(current.clone());
+        let now = fingerprint(current);
+        let changed = match *known {
+            Some(had) => had != now,
+            None => current.is_some(),
+        };
+        *known = Some(now);
         changed
     }
 
@@ -107,4 +113,11 @@ impl Drop for ConnectedGuard {
     fn drop(&mut self) {
         (self.0).0.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+fn fingerprint(instructions: &Option<String>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    instructions.hash(&mut hasher);
+    hasher.finish()
 }

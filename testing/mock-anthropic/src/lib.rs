@@ -68,6 +68,17 @@ impl RecordedRequest {
         self.path.starts_with("/v1/responses")
     }
 
+    /// The last text block of the request's system prompt: where Claude Code puts what
+    /// `--append-system-prompt` adds to its own.
+    pub fn system_tail(&self) -> Option<String> {
+        self.body["system"]
+            .as_array()?
+            .iter()
+            .rev()
+            .find_map(|block| block["text"].as_str())
+            .map(str::to_owned)
+    }
+
     /// Every prompt of the request's history, oldest first, as [`RecordedRequest::prompt`].
     pub fn prompts(&self) -> Vec<script::ChannelMessage> {
         if self.is_responses() {

@@ -102,17 +102,25 @@ pub(crate) fn call_result(call: &OpenCall, text: &str, is_error: bool) -> Value 
 }
 
 /// The client's tool calls of one turn: what the model called in its current step, the calls Claude Code
-/// waits on, and the results the client sent before Claude Code asked for them.
+/// waits on, and the answers for calls Claude Code has not asked for yet.
 #[derive(Debug, Default)]
 pub(crate) struct Calls {
     step: Vec<ToolCall>,
-    /// The ids of the calls last handed to the client, in order, until their results come.
+    /// The ids of the calls last handed to the client, in order.
     handed: Vec<String>,
     open: Vec<OpenCall>,
-    results: HashMap<String, String>,
+    /// Answers waiting for their call: `(text, is_error)` by `tool_use` id.
+    ready: HashMap<String, (String, bool)>,
     /// The client will not answer (it timed out, or sent a new message instead): every call gets an error.
     orphaned: Option<String>,
 }
+
+/// The result of a handed call the client's results said nothing about.
+const NO_RESULT: &str = "The client returned no result for this call.";
+
+/// The result of a call the main agent did not make in its own message (a subagent's): it never reaches
+/// the client, who could not tell it apart.
+const NOT_HANDED: &str = "The client's tools can be called only by the main agent.";
 
 impl Calls {
     /// The model called client tool `name` with `input` (a `tool_use` block of id `id`).
@@ -130,19 +138,27 @@ impl Calls {
         step
     }
 
-    /// Claude Code waits on `call`: its answer if it can be given now.
+    /// Claude Code waits on `call`: its answer if it can be given now. Claude Code writes a block's
+    /// `assistant` record before it calls the tool, so a call of no announced block is not the main
+    /// agent's.
     pub(crate) fn open(&mut self, call: OpenCall) -> Option<Value> {
-        if let Some(result) = self.results.remove(&call.tool_use_id) {
-            return Some(call_result(&call, &result, false));
+        if let Some((text, is_error)) = self.ready.remove(&call.tool_use_id) {
+            return Some(call_result(&call, &text, is_error));
         }
         if let Some(why) = &self.orphaned {
             return Some(call_result(&call, why, true));
+        }
+        let announced = self.handed.contains(&call.tool_use_id)
+            || self.step.iter().any(|step| step.id == call.tool_use_id);
+        if !announced {
+            return Some(call_result(&call, NOT_HANDED, true));
         }
         self.open.push(call);
         None
     }
 
-    /// The client's `results`: the answers to the open calls they are for (the rest wait for their call).
+    /// The client's `results` for the handed calls: the answers to the open calls (the others are answered
+    /// when Claude Code asks). A handed call without a result gets an error: the client has moved on.
     pub(crate) fn resolve(&mut self, results: Vec<ToolResult>) -> Vec<(OpenCall, Value)> {
         // A client may renumber the calls (OpenClaw does): a result for an id it was not given answers the
         // first handed call that has none yet, in order.
@@ -157,21 +173,29 @@ impl Calls {
             let id = if self.handed.contains(&result.call_id) {
                 result.call_id
             } else {
-                let taken = unanswered.pop().unwrap_or_else(|| result.call_id.clone());
-                tracing::debug!(given = %result.call_id, taken = %taken, "a result under an id the bridge did not hand out");
+                let Some(taken) = unanswered.pop() else {
+                    tracing::debug!(given = %result.call_id, "a result for no call of this turn");
+                    continue;
+                };
+                tracing::debug!(given = %result.call_id, %taken, "a result under an id the bridge did not hand out");
                 taken
             };
-            self.results.insert(id, result.content);
+            self.ready.insert(id, (result.content, false));
         }
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.open)
+        for id in std::mem::take(&mut self.handed) {
+            self.ready
+                .entry(id)
+                .or_insert_with(|| (NO_RESULT.to_owned(), true));
+        }
+        let (answerable, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.open)
             .into_iter()
-            .partition(|call| self.results.contains_key(&call.tool_use_id));
+            .partition(|call| self.ready.contains_key(&call.tool_use_id));
         self.open = waiting;
-        ready
+        answerable
             .into_iter()
             .map(|call| {
-                let result = self.results.remove(&call.tool_use_id).unwrap_or_default();
-                let answer = call_result(&call, &result, false);
+                let (text, is_error) = self.ready.remove(&call.tool_use_id).unwrap_or_default();
+                let answer = call_result(&call, &text, is_error);
                 (call, answer)
             })
             .collect()

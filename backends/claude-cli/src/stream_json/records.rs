@@ -23,12 +23,9 @@ pub(crate) enum Record {
         server: String,
         message: Value,
     },
-    /// The main agent calls one of the client's tools (a whole `tool_use` block of its message).
-    ClientToolUse {
-        id: String,
-        name: String,
-        input: Value,
-    },
+    /// The main agent calls the client's tools: the whole `tool_use` blocks of its message, as
+    /// `(id, name, input)`.
+    ClientToolUses(Vec<(String, String, Value)>),
     /// The main agent's model message is complete.
     MessageStop,
     /// Another request Claude Code waits on an answer to.
@@ -101,20 +98,26 @@ impl Record {
             // Claude Code writes each block of the model's message as an `assistant` record once it is
             // complete, before the message's `message_stop`.
             "assistant" if value["parent_tool_use_id"].is_null() => {
-                let client_call = value["message"]["content"]
+                let uses: Vec<(String, String, Value)> = value["message"]["content"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .find_map(|block| {
+                    .filter(|block| block["type"] == "tool_use")
+                    .filter_map(|block| {
                         let name = block["name"].as_str()?;
                         let name = name.strip_prefix(super::client_tools::PREFIX)?;
-                        (block["type"] == "tool_use").then(|| Self::ClientToolUse {
-                            id: str_of(&block["id"]),
-                            name: name.to_owned(),
-                            input: block["input"].clone(),
-                        })
-                    });
-                client_call.unwrap_or(Self::Other)
+                        Some((
+                            str_of(&block["id"]),
+                            name.to_owned(),
+                            block["input"].clone(),
+                        ))
+                    })
+                    .collect();
+                if uses.is_empty() {
+                    Self::Other
+                } else {
+                    Self::ClientToolUses(uses)
+                }
             }
             "control_request" => {
                 let request = &value["request"];

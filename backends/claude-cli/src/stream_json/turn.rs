@@ -97,6 +97,17 @@ impl TurnRun {
                 // Something outside claude's process group holds its output open.
                 () = &mut last_records, if exited.is_some() => Some(None),
                 resumed = resumption(&mut paused) => {
+                    let mut resumed = resumed;
+                    if let Resumed::TimedOut = resumed {
+                        // Results handed over just as the wait ran out still count.
+                        self.session.state.take_paused();
+                        if let Some(waiting) = paused.as_mut() {
+                            waiting.resumption.close();
+                            if let Ok(Resumption::Results { results, events, cancel }) = waiting.resumption.try_recv() {
+                                resumed = Resumed::Results { results, events, cancel };
+                            }
+                        }
+                    }
                     paused = None;
                     let answers = match resumed {
                         Resumed::Results { results, events, cancel } => {
@@ -105,10 +116,14 @@ impl TurnRun {
                             self.cancel = cancel;
                             calls.resolve(results)
                         }
-                        Resumed::Abandoned => calls.orphan("The person sent a new message instead of this tool's result; the call was not run."),
+                        Resumed::Abandoned => {
+                            // Nobody hears the rest of this turn: stop it, so that the new message need not
+                            // wait for it.
+                            self.cancel = cancelled();
+                            calls.orphan("The person sent a new message instead of this tool's result; the call was not run.")
+                        }
                         Resumed::TimedOut => {
                             warn!(%session, timeout = ?config.tool_result_timeout, "the client sent no tool results in time: the calls get an error");
-                            self.session.state.take_paused();
                             calls.orphan("The client did not return this tool's result in time; the call failed.")
                         }
                     };
@@ -166,12 +181,11 @@ impl TurnRun {
                     server,
                     message,
                 } => {
-                    let reply = if server == client_tools::SERVER {
-                        client_tools::reply(&request_id, &message, &io.tools)
-                    } else {
-                        McpReply::Now(Some(unknown_server(&server, &message)))
-                    };
-                    match reply {
+                    if server != client_tools::SERVER {
+                        refuse_server(process, session, &request_id, &server).await;
+                        continue;
+                    }
+                    match client_tools::reply(&request_id, &message, &io.tools) {
                         McpReply::Now(answer) => {
                             write_mcp(process, session, &request_id, answer).await;
                         }
@@ -184,7 +198,11 @@ impl TurnRun {
                         }
                     }
                 }
-                Record::ClientToolUse { id, name, input } => calls.announce(id, name, &input),
+                Record::ClientToolUses(uses) => {
+                    for (id, name, input) in uses {
+                        calls.announce(id, name, &input);
+                    }
+                }
                 Record::MessageStop => {
                     let step = calls.take_step();
                     if step.is_empty() {
@@ -192,14 +210,15 @@ impl TurnRun {
                     }
                     // The answer to this request ends with the calls; its stream ends, so that the
                     // session's next request (with the results) can come in. Claude waits meanwhile.
+                    // Registered first: the results may come as soon as the client has the calls.
                     info!(%session, calls = step.len(), "claude called the client's tools; waiting for their results");
+                    let (resume, resumption) = mpsc::channel(1);
+                    self.session.state.pause(resume);
                     for call in step {
                         self.emit(ReplyEvent::ToolCall(call)).await;
                     }
                     self.answered = true;
                     self.emit(ReplyEvent::End(FinishReason::ToolCalls)).await;
-                    let (resume, resumption) = mpsc::channel(1);
-                    self.session.state.pause(resume);
                     self.events = mpsc::channel(1).0;
                     self.cancel = CancellationToken::new();
                     paused = Some(Paused {
@@ -317,13 +336,27 @@ async fn write_mcp(
     }
 }
 
-/// The error answer to a message for an MCP server the bridge does not run.
-fn unknown_server(server: &str, message: &Value) -> Value {
-    json!({
-        "jsonrpc": "2.0",
-        "id": message.get("id").cloned().unwrap_or(Value::Null),
-        "error": {"code": -32601, "message": format!("the bridge runs no MCP server {server:?}")},
-    })
+/// Refuses a message for an MCP server the bridge does not run.
+async fn refuse_server(
+    process: &dyn ProcessHandle,
+    session: &SessionKey,
+    request_id: &str,
+    server: &str,
+) {
+    let line = super::error_line(
+        request_id,
+        &format!("the bridge runs no MCP server {server:?}"),
+    );
+    if let Err(err) = process.write(&line).await {
+        warn!(%session, %err, "cannot answer claude's MCP message");
+    }
+}
+
+/// A token that is cancelled already: the turn interrupts claude at once.
+fn cancelled() -> CancellationToken {
+    let token = CancellationToken::new();
+    token.cancel();
+    token
 }
 
 /// Answers a request Claude Code waits on, if `record` is one: a tool's permission is denied by the policy,
@@ -342,8 +375,10 @@ async fn answer_request(
             server,
             message,
         } => {
+            if server != client_tools::SERVER {
+                return refuse_server(process, session, &request_id, &server).await;
+            }
             let answer = match client_tools::reply(&request_id, &message, tools) {
-                _ if server != client_tools::SERVER => Some(unknown_server(&server, &message)),
                 McpReply::Now(answer) => answer,
                 McpReply::Call(call) => Some(client_tools::call_result(
                     &call,
