@@ -454,14 +454,13 @@ def stream_json_session_key_keeps_history_in_one_process(openclaw, config):
 
 
 def stream_json_openclaw_instructions_reach_the_model(openclaw, config, model):
-    # OpenClaw's system prompt (its STABLE section first) comes after Claude Code's own in the model's
-    # requests: the mock logs the start of the system prompt's last block.
+    # OpenClaw's system prompt comes after Claude Code's own in the model's requests: the mock logs the end
+    # of the system prompt, which is the end of OpenClaw's (its dynamic section).
     prompt = "what are your instructions?"
     openclaw.turn(config, "agent:main:stream-json-instructions", prompt)
     lines = [line for line in model.log.read_text().splitlines() if prompt in line]
     assert lines, "the model never saw the turn"
-    assert "openclaw:attempt:STABLE" in lines[-1] and "You are a personal assistant running inside OpenClaw" \
-        in lines[-1], lines[-1]
+    assert "<!-- /openclaw:attempt:DYNAMIC -->" in lines[-1], lines[-1]
 
 
 def stream_json_claude_calls_an_openclaw_tool(openclaw, config, bridge):

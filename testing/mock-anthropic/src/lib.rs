@@ -68,7 +68,7 @@ impl RecordedRequest {
         self.path.starts_with("/v1/responses")
     }
 
-    /// The last text block of the request's system prompt: where Claude Code puts what
+    /// The last text block of the request's system prompt: Claude Code ends it with what
     /// `--append-system-prompt` adds to its own.
     pub fn system_tail(&self) -> Option<String> {
         self.body["system"]
