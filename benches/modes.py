@@ -12,6 +12,8 @@ Measures, asserts nothing. Run by scripts/bench-modes, which builds the binaries
   BENCH_MODES                                                      the modes to run (channel stream-json acp
                                                                    openclaw)
   BENCH_NEW, BENCH_WARM                                            how many new sessions and warm turns
+  BENCH_SYSTEM_BYTES                                               a system message of this size in every
+                                                                   request (0: none)
 
 The modes:
 - `channel`, `stream-json`: the bridge's `--claude-mode`; a session per `user`;
@@ -54,6 +56,9 @@ OPENCLAW = os.environ.get("SYNTHESIS_OPENCLAW")
 CLAUDE_ACP = os.environ.get("SYNTHESIS_CLAUDE_ACP")
 MODES = os.environ.get("BENCH_MODES", "channel stream-json acp openclaw").split()
 NEW = int(os.environ.get("BENCH_NEW", "5"))
+# Instructions of this many bytes in a system message of every request, as OpenClaw sends (about 48 KB).
+SYSTEM_BYTES = int(os.environ.get("BENCH_SYSTEM_BYTES", "0"))
+SYSTEM = ("You follow the instructions of the app you work in. " * (SYSTEM_BYTES // 52 + 1))[:SYSTEM_BYTES]
 WARM = int(os.environ.get("BENCH_WARM", "20"))
 KEY = "sk-ant-bench-0123456789abcdefghijklmnopqrstuvwxyz"
 GATEWAY_TOKEN = "bench-gateway-token"
@@ -125,7 +130,10 @@ def turn(server, user, text):
     """One streamed turn: (seconds to the first text delta, seconds to [DONE], text chunks, text)."""
     host, port = server.addr.rsplit(":", 1)
     connection = http.client.HTTPConnection(host, int(port), timeout=PATIENCE)
-    body = {"model": server.model, "stream": True, "messages": [{"role": "user", "content": text}]}
+    messages = [{"role": "user", "content": text}]
+    if SYSTEM:
+        messages.insert(0, {"role": "system", "content": SYSTEM})
+    body = {"model": server.model, "stream": True, "messages": messages}
     headers = {"Content-Type": "application/json", **server.headers}
     if server.session_header:
         headers[server.session_header] = user

@@ -94,6 +94,15 @@ pub struct Slot<A, S = ()> {
 pub type SlotGuard<A> = OwnedMutexGuard<Option<A>>;
 
 impl<A, S> Slot<A, S> {
+    /// Waits for the session's agent, for a turn (turns of one session run one after the other); `None`
+    /// if `cancel` fires first.
+    pub async fn lock_for_turn(&self, cancel: &CancellationToken) -> Option<SlotGuard<A>> {
+        tokio::select! {
+            guard = self.agent.clone().lock_owned() => Some(guard),
+            () = cancel.cancelled() => None,
+        }
+    }
+
     /// Marks the session as used now: idle time counts from here.
     pub fn touch(&self) {
         *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();

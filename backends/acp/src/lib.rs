@@ -172,9 +172,8 @@ impl Inner {
             return Err(BackendError::unavailable("the bridge is shutting down"));
         }
         let slot = self.pool.slot(&turn.session);
-        let mut guard = tokio::select! {
-            guard = slot.agent.clone().lock_owned() => guard,
-            () = turn.cancel.cancelled() => return Err(BackendError::Cancelled),
+        let Some(mut guard) = slot.lock_for_turn(&turn.cancel).await else {
+            return Err(BackendError::Cancelled);
         };
         if self.shutdown.is_cancelled() {
             return Err(BackendError::unavailable("the bridge is shutting down"));

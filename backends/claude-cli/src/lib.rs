@@ -270,9 +270,8 @@ impl Inner {
             // gets them as a message, rather than the client an error for what it did right.
             turn.text = late_results(&turn.meta.tool_results);
         }
-        let mut guard = tokio::select! {
-            guard = slot.agent.clone().lock_owned() => guard,
-            () = turn.cancel.cancelled() => return Err(BackendError::Cancelled),
+        let Some(mut guard) = slot.lock_for_turn(&turn.cancel).await else {
+            return Err(BackendError::Cancelled);
         };
         if self.shutdown.is_cancelled() {
             return Err(BackendError::unavailable("the bridge is shutting down"));
