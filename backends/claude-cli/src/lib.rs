@@ -143,7 +143,7 @@ use uuid::Uuid;
 pub use crate::config::{ClaudeCliConfig, PermissionMode, UnknownPermissionMode};
 
 use crate::agent::{Agent, ClientSetup, Conversation, LaunchError, Mode, Services};
-use crate::pool::{Connected, Permit, Pool, SessionState, Slot, SlotGuard};
+use crate::pool::{Connected, Permit, Pool, SessionState, Slot, SlotGuard, fingerprint};
 use crate::transcript::Transcript;
 use crate::turn::{Resumption, TurnRun};
 use synthesis_bridge::pool::Sweep;
@@ -245,7 +245,7 @@ impl Inner {
         // A turn of this session waits for the client's tool results: these are they, or the client moved
         // on to a new message.
         if let Some(paused) = slot.state.take_paused() {
-            if !turn.meta.tool_results.is_empty() {
+            if !turn.meta.tool_results.is_empty() && !turn.meta.one_off {
                 let (events, reply) = mpsc::channel(EVENT_BUFFER);
                 let resumption = Resumption::Results {
                     results: std::mem::take(&mut turn.meta.tool_results),
@@ -315,8 +315,7 @@ impl Inner {
 
         let continuing = self.continuing(&slot, &turn.text, conversation).await;
         // A retry's note replaces the text: the instructions wait for the next new message.
-        let tell =
-            continuing.is_none() && slot.state.instructions_changed(&turn.meta.system_prompt);
+        let tell = continuing.is_none() && slot.state.instructions_differ(&turn.meta.system_prompt);
         let text = if tell {
             info!(session = %turn.session, "the client's instructions changed: claude gets them with the message");
             with_new_instructions(turn.meta.system_prompt.as_deref(), &turn.text)
@@ -386,6 +385,8 @@ impl Inner {
             config: self.services.config.clone(),
             events,
             one_off,
+            // Known to Claude once the message reaches it.
+            instructions: fingerprint(&turn.meta.system_prompt),
         };
         tokio::spawn(run.run().in_current_span());
         reply_stream(reply)

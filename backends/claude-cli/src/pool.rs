@@ -61,16 +61,16 @@ impl SessionState {
     /// Whether Claude must be told of the `current` instructions: when they differ from those it has, or,
     /// when nobody knows what it has (a process resumed the conversation after an idle stop or a restart
     /// of the bridge, and a resumed conversation keeps its first instructions), whenever there are some.
-    /// Remembers `current` as what it has from now on.
-    pub(crate) fn instructions_changed(&self, current: &Option<String>) -> bool {
-        let mut known = self.instructions.lock().unwrap_or_else(|e| e.into_inner());
-        let now = fingerprint(current);
-        let changed = match *known {
-            Some(had) => had != now,
+    pub(crate) fn instructions_differ(&self, current: &Option<String>) -> bool {
+        match *self.instructions.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(had) => had != fingerprint(current),
             None => current.is_some(),
-        };
-        *known = Some(now);
-        changed
+        }
+    }
+
+    /// Claude got a message with the instructions of fingerprint `instructions` (or told of them).
+    pub(crate) fn remember_instructions(&self, instructions: u64) {
+        *self.instructions.lock().unwrap_or_else(|e| e.into_inner()) = Some(instructions);
     }
 
     /// Asks the next turn to start a new conversation.
@@ -115,7 +115,8 @@ impl Drop for ConnectedGuard {
     }
 }
 
-fn fingerprint(instructions: &Option<String>) -> u64 {
+/// A short stand-in for instructions of tens of kilobytes.
+pub(crate) fn fingerprint(instructions: &Option<String>) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     instructions.hash(&mut hasher);

@@ -70,6 +70,9 @@ pub(crate) struct TurnRun {
     pub(crate) events: mpsc::Sender<ReplyEvent>,
     /// The turn of a request that named no session: its process is stopped when it is over.
     pub(crate) one_off: bool,
+    /// The fingerprint of the client's instructions with this turn: Claude has them once the message
+    /// reached it (with them, or without a change).
+    pub(crate) instructions: u64,
 }
 
 impl TurnRun {
@@ -90,6 +93,9 @@ impl TurnRun {
         }
         // A turn that waited for tool results no longer does.
         self.session.state.take_paused();
+        if self.delivered {
+            self.session.state.remember_instructions(self.instructions);
+        }
         if self.one_off {
             return;
         }

@@ -103,8 +103,14 @@ impl TurnRun {
                         self.session.state.take_paused();
                         if let Some(waiting) = paused.as_mut() {
                             waiting.resumption.close();
-                            if let Ok(Resumption::Results { results, events, cancel }) = waiting.resumption.try_recv() {
-                                resumed = Resumed::Results { results, events, cancel };
+                            // After `close`, `recv` takes what a sender had begun to hand over and then
+                            // says there is nothing more.
+                            match waiting.resumption.recv().await {
+                                Some(Resumption::Results { results, events, cancel }) => {
+                                    resumed = Resumed::Results { results, events, cancel };
+                                }
+                                Some(Resumption::Abandoned) => resumed = Resumed::Abandoned,
+                                None => {}
                             }
                         }
                     }
@@ -114,6 +120,9 @@ impl TurnRun {
                             debug!(%session, results = results.len(), "the client's tool results came; claude goes on");
                             self.events = events;
                             self.cancel = cancel;
+                            // The rest of the answer is a new response: it starts without a paragraph break.
+                            said_anything = false;
+                            paragraph_break = false;
                             calls.resolve(results)
                         }
                         Resumed::Abandoned => {
@@ -206,6 +215,15 @@ impl TurnRun {
                 Record::MessageStop => {
                     let step = calls.take_step();
                     if step.is_empty() {
+                        continue;
+                    }
+                    if interrupts > 0 {
+                        // Cancelled: nobody takes the calls.
+                        for (call, answer) in
+                            calls.orphan("The request was cancelled; the call was not run.")
+                        {
+                            write_mcp(process, session, &call.request_id, Some(answer)).await;
+                        }
                         continue;
                     }
                     // The answer to this request ends with the calls; its stream ends, so that the
