@@ -33,6 +33,7 @@
 //! }
 //! ```
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -177,6 +178,18 @@ impl ToolResult {
             call_id: call_id.into(),
             content: content.into(),
         }
+    }
+
+    /// `results` as a message to an agent with no call waiting for them (the calls were given up, or it
+    /// never made them): better it reads them than gets the question they answer a second time.
+    pub fn as_message(results: &[ToolResult]) -> String {
+        let mut text = String::from(
+            "The results of earlier tool calls came after those calls had been given up:",
+        );
+        for result in results {
+            let _ = write!(text, "\n\n[{}]\n{}", result.call_id, result.content);
+        }
+        text
     }
 }
 

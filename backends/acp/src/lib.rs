@@ -99,7 +99,7 @@ use synthesis_bridge::pool::Sweep;
 use synthesis_bridge::store::{self, now_in_millis};
 use synthesis_bridge::{
     AgentBackend, BackendError, BackendStatus, ReplyStream, SessionRecord, SessionStore, Spawner,
-    Turn,
+    ToolResult, Turn,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -167,7 +167,12 @@ impl AcpBackend {
 }
 
 impl Inner {
-    async fn run_turn(&self, turn: Turn) -> Result<ReplyStream, BackendError> {
+    async fn run_turn(&self, mut turn: Turn) -> Result<ReplyStream, BackendError> {
+        // An ACP agent is offered no client tools, so results are for calls it did not make (the client
+        // switched agents mid-loop): it reads them rather than get the question again.
+        if !turn.meta.tool_results.is_empty() {
+            turn.text = ToolResult::as_message(&turn.meta.tool_results);
+        }
         if self.shutdown.is_cancelled() {
             return Err(BackendError::unavailable("the bridge is shutting down"));
         }

@@ -12,7 +12,7 @@ use synthesis_backend_acp::{AcpBackend, AcpConfig};
 use synthesis_bridge::spawner::fake::{FakeProcess, FakeSpawner};
 use synthesis_bridge::{
     AgentBackend, BackendError, FinishReason, MemoryStore, ReplyEvent, SessionKey, SessionRecord,
-    SessionStore, Turn, Usage,
+    SessionStore, ToolResult, Turn, Usage,
 };
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -566,5 +566,26 @@ async fn a_session_the_agent_lost_after_reopening_it_is_replaced_on_the_next_tur
     );
     let record = store.get(&key).await.unwrap().unwrap();
     assert_eq!(record.conversation_id.as_deref(), Some("s-new"));
+    backend.shutdown().await;
+}
+
+#[tokio::test]
+async fn tool_results_for_calls_the_agent_never_made_reach_it_as_a_message() {
+    let log = Log::default();
+    let agent = echo_agent(&log, json!({}));
+    let backend = backend(&agent, Arc::new(MemoryStore::new()));
+    let mut results = turn("a", "what is the weather?");
+    results.meta = results
+        .meta
+        .with_tool_results(vec![ToolResult::new("call_1", "sunny")]);
+    let events = events(&backend, results).await;
+    let ReplyEvent::TextDelta(text) = &events[0] else {
+        panic!("{events:?}");
+    };
+    assert!(
+        text.starts_with("reply to: The results of earlier tool calls")
+            && text.ends_with("[call_1]\nsunny"),
+        "{text}"
+    );
     backend.shutdown().await;
 }

@@ -125,7 +125,6 @@ mod stream_json;
 mod transcript;
 mod turn;
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -268,7 +267,7 @@ impl Inner {
         if !turn.meta.tool_results.is_empty() {
             // Results for calls nobody waits on any more (they timed out, the bridge restarted): Claude
             // gets them as a message, rather than the client an error for what it did right.
-            turn.text = late_results(&turn.meta.tool_results);
+            turn.text = ToolResult::as_message(&turn.meta.tool_results);
         }
         let Some(mut guard) = slot.lock_for_turn(&turn.cancel).await else {
             return Err(BackendError::Cancelled);
@@ -528,17 +527,6 @@ fn with_new_instructions(instructions: Option<&str>, text: &str) -> String {
             "[The app you are working in has withdrawn its earlier instructions. The message follows.]\n\n{text}"
         ),
     }
-}
-
-/// Tool results that no call waits for any more, as a message to Claude.
-fn late_results(results: &[ToolResult]) -> String {
-    let mut text = String::from(
-        "The results of your earlier tool calls came after those calls had been given up:",
-    );
-    for result in results {
-        let _ = write!(text, "\n\n[{}]\n{}", result.call_id, result.content);
-    }
-    text
 }
 
 /// The Claude Code session id of `record`'s conversation. Claude Code takes the id it is given, so one is
