@@ -132,6 +132,9 @@ impl TurnRun {
                             calls.orphan("The person sent a new message instead of this tool's result; the call was not run.")
                         }
                         Resumed::TimedOut => {
+                            // Not interrupted: an interrupt right after the error answer makes Claude Code
+                            // record the call as refused by the user, and the model loses why it failed
+                            // (N8). Claude finishes the turn, unheard.
                             warn!(%session, timeout = ?config.tool_result_timeout, "the client sent no tool results in time: the calls get an error");
                             calls.orphan("The client did not return this tool's result in time; the call failed.")
                         }
