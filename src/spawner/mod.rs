@@ -201,6 +201,53 @@ pub enum SpawnError {
 /// A process's standard output as a byte stream ([`Stdio::Pipes`]).
 pub type ProcessStdout = Pin<Box<dyn AsyncRead + Send>>;
 
+/// A process's standard output read a line at a time, for agents that speak one JSON object a line.
+///
+/// ```
+/// use synthesis_bridge::spawner::OutputLines;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut lines = OutputLines::new(Box::pin(&b"{\"a\":1}\r\n\xff\n"[..]));
+/// assert_eq!(lines.next().await.as_deref(), Some("{\"a\":1}"));
+/// assert_eq!(lines.next().await.as_deref(), Some("\u{fffd}"));
+/// assert_eq!(lines.next().await, None);
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct OutputLines<R = ProcessStdout> {
+    reader: tokio::io::BufReader<R>,
+    bytes: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> OutputLines<R> {
+    /// Reads `output`.
+    pub fn new(output: R) -> Self {
+        Self {
+            reader: tokio::io::BufReader::new(output),
+            bytes: Vec::new(),
+        }
+    }
+
+    /// The next line, without its line end; invalid UTF-8 (a tool's output may hold some) is replaced,
+    /// not an error. `None` once the output ends, or cannot be read any more.
+    pub async fn next(&mut self) -> Option<String> {
+        use tokio::io::AsyncBufReadExt;
+        self.bytes.clear();
+        match self.reader.read_until(b'\n', &mut self.bytes).await {
+            Ok(0) => None,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&self.bytes);
+                Some(line.trim_end_matches(['\n', '\r']).to_owned())
+            }
+            Err(err) => {
+                tracing::debug!(%err, "cannot read a process's output");
+                None
+            }
+        }
+    }
+}
+
 /// A running (or finished) process.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]

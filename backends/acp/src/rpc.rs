@@ -17,8 +17,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde_json::{Value, json};
 use synthesis_bridge::SessionKey;
-use synthesis_bridge::spawner::{ProcessHandle, ProcessStdout};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use synthesis_bridge::spawner::{OutputLines, ProcessHandle, ProcessStdout};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, trace};
 
@@ -265,19 +264,8 @@ struct Reader {
 impl Reader {
     async fn run(self, stdout: ProcessStdout) {
         let session = &self.session;
-        let mut stdout = BufReader::new(stdout);
-        let mut bytes = Vec::new();
-        loop {
-            bytes.clear();
-            match stdout.read_until(b'\n', &mut bytes).await {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(err) => {
-                    debug!(%session, %err, "cannot read the agent's output");
-                    break;
-                }
-            }
-            let line = String::from_utf8_lossy(&bytes);
+        let mut lines = OutputLines::new(stdout);
+        while let Some(line) = lines.next().await {
             let Ok(message) = serde_json::from_str::<Value>(line.trim()) else {
                 // Agents log to standard error, but a stray line on standard output is not fatal.
                 debug!(%session, line = %line.chars().take(200).collect::<String>(), "not a JSON-RPC message");

@@ -21,9 +21,8 @@ pub(crate) mod turn;
 use std::path::Path;
 
 use serde_json::{Value, json};
-use synthesis_bridge::spawner::{ProcessHandle, ProcessSpec, ProcessStdout, Stdio};
+use synthesis_bridge::spawner::{OutputLines, ProcessHandle, ProcessSpec, ProcessStdout, Stdio};
 use synthesis_bridge::{ClientTool, SessionKey};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
@@ -137,20 +136,8 @@ fn spec(
 
 /// Reads `stdout` line by line into records until it ends or nobody takes them any more.
 async fn read_records(stdout: ProcessStdout, records: mpsc::Sender<Record>, session: SessionKey) {
-    let mut stdout = BufReader::new(stdout);
-    let mut bytes = Vec::new();
-    loop {
-        bytes.clear();
-        match stdout.read_until(b'\n', &mut bytes).await {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(err) => {
-                debug!(%session, %err, "cannot read claude's output");
-                break;
-            }
-        }
-        // A tool's output may hold invalid UTF-8; a line is still a record.
-        let line = String::from_utf8_lossy(&bytes);
+    let mut lines = OutputLines::new(stdout);
+    while let Some(line) = lines.next().await {
         let Some(record) = Record::parse(line.trim_end()) else {
             debug!(%session, line = %line.chars().take(200).collect::<String>(), "not a stream-json record");
             continue;
