@@ -144,7 +144,7 @@ impl TurnRun {
                             tool_names.insert(call, names);
                             continue;
                         }
-                        let Some(text) = message_text(&params, &session_id) else { continue };
+                        let Some(text) = message_text(params, &session_id) else { continue };
                         if text.is_empty() {
                             continue;
                         }
@@ -240,12 +240,12 @@ impl TurnRun {
 }
 
 /// The text of an `agent_message_chunk` of session `session_id`, if `params` is one.
-fn message_text(params: &Value, session_id: &str) -> Option<String> {
+fn message_text(params: Value, session_id: &str) -> Option<String> {
     // Only chunks are read: an update of a kind this ACP version does not know is skipped, not an error.
     if params["update"]["sessionUpdate"] != "agent_message_chunk" {
         return None;
     }
-    let notification: SessionNotification = serde_json::from_value(params.clone()).ok()?;
+    let notification: SessionNotification = serde_json::from_value(params).ok()?;
     if notification.session_id.to_string() != session_id {
         return None;
     }
@@ -314,20 +314,20 @@ mod tests {
     fn only_the_sessions_message_chunks_are_text() {
         let chunk = |session: &str, kind: &str| json!({"sessionId": session, "update": {"sessionUpdate": kind, "content": {"type": "text", "text": "hi"}}});
         assert_eq!(
-            message_text(&chunk("s-1", "agent_message_chunk"), "s-1").as_deref(),
+            message_text(chunk("s-1", "agent_message_chunk"), "s-1").as_deref(),
             Some("hi")
         );
         assert_eq!(
-            message_text(&chunk("s-2", "agent_message_chunk"), "s-1"),
+            message_text(chunk("s-2", "agent_message_chunk"), "s-1"),
             None
         );
         assert_eq!(
-            message_text(&chunk("s-1", "agent_thought_chunk"), "s-1"),
+            message_text(chunk("s-1", "agent_thought_chunk"), "s-1"),
             None
         );
         let unknown =
             json!({"sessionId": "s-1", "update": {"sessionUpdate": "something_new", "x": 1}});
-        assert_eq!(message_text(&unknown, "s-1"), None);
+        assert_eq!(message_text(unknown, "s-1"), None);
     }
 
     #[test]

@@ -191,12 +191,12 @@ impl Agent {
         })
     }
 
-    /// Why it cannot serve a turn that asks for `client`, if it cannot: the client's tools are listed once,
+    /// Why it cannot serve a turn that offers `tools`, if it cannot: the client's tools are listed once,
     /// at start-up. (The channel mode does not offer them. Instructions are not a reason: a resumed
     /// conversation keeps those it started with, so a change goes to Claude as a note instead.)
-    pub(crate) fn unfit_for(&self, client: &ClientSetup) -> Option<&'static str> {
+    pub(crate) fn unfit_for(&self, tools: &[ClientTool]) -> Option<&'static str> {
         let tools_matter = matches!(self.io, Io::StreamJson(_));
-        (tools_matter && self.client.tools != client.tools).then_some("the client's tools changed")
+        (tools_matter && self.client.tools != tools).then_some("the client's tools changed")
     }
 
     /// Why this agent cannot take another turn, if it cannot.

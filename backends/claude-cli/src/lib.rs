@@ -397,7 +397,7 @@ impl Inner {
             "the conversation changed"
         } else if agent.workspace != turn.workspace {
             "the workspace changed"
-        } else if let Some(reason) = agent.unfit_for(&ClientSetup::of(turn)) {
+        } else if let Some(reason) = agent.unfit_for(&turn.meta.tools) {
             // Claude Code takes its system prompt, and an in-process server's tool list, once: a change
             // takes a new process, which resumes the conversation.
             reason
