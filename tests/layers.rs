@@ -11,12 +11,13 @@ use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, StreamBody};
 use synthesis_bridge::layers::concurrency::{
-    AdmissionElapsed, ConcurrencyPerKeyLayer, QueueFull, SlotLease,
+    AdmissionElapsed, ConcurrencyPerKeyLayer, QueueFull, SlotBody, SlotLease,
 };
 use synthesis_bridge::layers::heartbeat::{HeartbeatFrame, HeartbeatLayer};
 use synthesis_bridge::layers::timeout::{DeadlineElapsed, IdleElapsed, StreamTimeoutLayer};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tower::util::BoxCloneService;
 use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 use tower_test::mock;
 
@@ -202,37 +203,67 @@ async fn two_keys_run_concurrently() {
     b.await.unwrap().unwrap();
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_slot_is_held_until_the_body_is_done_and_every_lease_is_dropped() {
-    // A handler whose work outlives its response: it keeps a clone of the lease until told to stop.
-    let (work_done, mut work_done_rx) = mpsc::unbounded_channel::<SlotLease>();
-    let (served, mut served_rx) = mpsc::unbounded_channel::<&'static str>();
+/// A per-key service whose handler's work outlives its response: it takes the request's lease with
+/// the function given and hands it to the test, which ends the work by dropping it. Its response body stays
+/// open and is never written.
+struct LastingWork {
+    layer: ConcurrencyPerKeyLayer<KeyOf, HeaderValue>,
+    service: BoxCloneService<Request<()>, Response<SlotBody<StreamingBody>>, BoxError>,
+    /// The ids of the requests served, in order.
+    served: mpsc::UnboundedReceiver<&'static str>,
+    /// Their leases, one per running piece of work.
+    work: mpsc::UnboundedReceiver<SlotLease>,
+}
+
+fn service_with_lasting_work(take_lease: fn(&SlotLease) -> SlotLease) -> LastingWork {
+    let (work, work_rx) = mpsc::unbounded_channel::<SlotLease>();
+    let (served, served_rx) = mpsc::unbounded_channel::<&'static str>();
     let layer = per_key();
     let service =
         ServiceBuilder::new()
             .layer(layer.clone())
             .service_fn(move |request: Request<()>| {
-                let lease = request.extensions().get::<SlotLease>().cloned().unwrap();
-                let id = *request.extensions().get::<&'static str>().unwrap();
-                served.send(id).unwrap();
-                work_done.send(lease).unwrap();
+                let lease = take_lease(request.extensions().get::<SlotLease>().unwrap());
+                served
+                    .send(*request.extensions().get::<&'static str>().unwrap())
+                    .unwrap();
+                work.send(lease).unwrap();
                 let (frames, body) = streaming_body();
                 // The body stays open as long as `frames` lives: it is moved into the response's extensions.
                 let mut response = Response::new(body);
-                response
-                    .extensions_mut()
-                    .insert(std::sync::Arc::new(frames));
+                response.extensions_mut().insert(Arc::new(frames));
                 async move { Ok::<_, Infallible>(response) }
             });
+    LastingWork {
+        layer,
+        service: BoxCloneService::new(service),
+        served: served_rx,
+        work: work_rx,
+    }
+}
 
+/// Two requests for the same key, told apart by the id in their extensions.
+fn first_and_second() -> (Request<()>, Request<()>) {
     let mut first = keyed("k");
     first.extensions_mut().insert("first");
     let mut second = keyed("k");
     second.extensions_mut().insert("second");
+    (first, second)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_is_held_until_the_body_is_done_and_every_lease_is_dropped() {
+    let LastingWork {
+        layer,
+        service,
+        served: mut served_rx,
+        work: mut work_rx,
+    } = service_with_lasting_work(SlotLease::clone);
+    let (first, second) = first_and_second();
     let response = service.clone().oneshot(first).await.unwrap();
     let waiting = tokio::spawn(service.clone().oneshot(second));
     assert_eq!(served_rx.recv().await, Some("first"));
-    let lease = work_done_rx.recv().await.unwrap();
+    let lease = work_rx.recv().await.unwrap();
 
     // The client goes away: the body is dropped, but the work (the lease) is still running.
     drop(response);
@@ -245,7 +276,36 @@ async fn a_slot_is_held_until_the_body_is_done_and_every_lease_is_dropped() {
     drop(lease);
     assert_eq!(served_rx.recv().await, Some("second"));
     drop(waiting.await.unwrap().unwrap());
-    drop(work_done_rx.recv().await.unwrap());
+    drop(work_rx.recv().await.unwrap());
+    assert_eq!(layer.active_keys(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_claimed_lease_frees_the_slot_though_nobody_reads_the_body() {
+    // A handler that knows when its work is over claims the lease: the body, which a client that stopped
+    // reading keeps alive and unpolled, no longer holds the slot.
+    let LastingWork {
+        layer,
+        service,
+        served: mut served_rx,
+        work: mut work_rx,
+    } = service_with_lasting_work(SlotLease::claim);
+    let (first, second) = first_and_second();
+    // Kept and never polled, like the body of a client that stopped reading.
+    let unread = service.clone().oneshot(first).await.unwrap();
+    let waiting = tokio::spawn(service.clone().oneshot(second));
+    assert_eq!(served_rx.recv().await, Some("first"));
+    let lease = work_rx.recv().await.unwrap();
+    settle().await;
+    assert!(served_rx.try_recv().is_err(), "admitted while still busy");
+
+    // The work ends: the next request goes in, the first body still unread.
+    drop(lease);
+    let next = tokio::time::timeout(Duration::from_secs(60), served_rx.recv()).await;
+    assert_eq!(next, Ok(Some("second")), "the unread body holds the slot");
+    drop(waiting.await.unwrap().unwrap());
+    drop(work_rx.recv().await.unwrap());
+    drop(unread);
     assert_eq!(layer.active_keys(), 0);
 }
 

@@ -49,7 +49,12 @@ impl tower::Service<Request<ChatTurn>> for TurnService {
     }
 
     fn call(&mut self, request: Request<ChatTurn>) -> Self::Future {
-        let lease = request.extensions().get::<SlotLease>().cloned();
+        // The turn holds the session's slot until the agent is done, not until the client has read the
+        // last byte: a client that stopped reading must not keep the session from its next turn.
+        let lease = request
+            .extensions()
+            .get::<SlotLease>()
+            .map(SlotLease::claim);
         let shared = self.shared.clone();
         Box::pin(async move {
             let answered = answer(&shared, request.into_body(), lease).await;

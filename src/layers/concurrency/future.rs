@@ -90,7 +90,9 @@ where
                 }
                 StateProj::Calling { call, lease } => {
                     let response = ready!(call.poll(cx)).map_err(Into::into)?;
-                    return Poll::Ready(Ok(response.map(|body| SlotBody::new(body, lease.take()))));
+                    // A claimed lease is the handler's to hold; the body lets go of its share.
+                    let lease = lease.take().filter(|lease| !lease.is_claimed());
+                    return Poll::Ready(Ok(response.map(|body| SlotBody::new(body, lease))));
                 }
                 StateProj::Refused { error } => {
                     return Poll::Ready(Err(error.take().expect("polled after completion")));

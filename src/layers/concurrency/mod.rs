@@ -9,6 +9,9 @@
 //!   [`SlotLease`] (a request extension) is gone. A handler whose work can outlive the response, such as an
 //!   agent still stopping after its client left, keeps a clone until the work is really over, so the next
 //!   request never finds the work still running.
+//! - A handler that knows better than the body when its work is over [claims](SlotLease::claim) the lease:
+//!   then only the lease's clones hold the slot. A client that stops reading keeps a body alive for as long
+//!   as it stays connected, and nothing polls it to its end; the work behind it may long be over.
 //! - The key table holds only keys with requests in flight or waiting.
 //!
 //! # Example
@@ -52,6 +55,7 @@ mod table;
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use body::SlotBody;
 pub use error::{AdmissionElapsed, QueueFull};
@@ -62,11 +66,16 @@ pub use service::ConcurrencyPerKey;
 /// A share in the slot a request holds, found in the request's extensions.
 ///
 /// The slot is freed once the response body is done and every clone of the lease is dropped: clone it into
-/// work that outlives the response.
+/// work that outlives the response. Or [claim](Self::claim) it, and only the clones hold the slot.
 #[derive(Clone)]
 pub struct SlotLease {
+    held: Arc<Held>,
+}
+
+struct Held {
     // Type-erased so that handlers need not know the key type.
-    _slot: Arc<dyn Any + Send + Sync>,
+    _slot: Box<dyn Any + Send + Sync>,
+    claimed: AtomicBool,
 }
 
 impl SlotLease {
@@ -75,8 +84,23 @@ impl SlotLease {
         K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
     {
         Self {
-            _slot: Arc::new(slot),
+            held: Arc::new(Held {
+                _slot: Box::new(slot),
+                claimed: AtomicBool::new(false),
+            }),
         }
+    }
+
+    /// Takes the slot's release into the handler's hands: the response body no longer holds the slot, and
+    /// it is freed once every clone of the lease is dropped, however long the client takes to read the
+    /// body. Claim it before the handler's response is returned.
+    pub fn claim(&self) -> Self {
+        self.held.claimed.store(true, Ordering::Release);
+        self.clone()
+    }
+
+    fn is_claimed(&self) -> bool {
+        self.held.claimed.load(Ordering::Acquire)
     }
 }
 
