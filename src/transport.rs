@@ -17,7 +17,7 @@
 //! The backend's side of one exchange, over an in-process pair standing in for a real connection:
 //!
 //! ```
-//! use synthesis_bridge::transport::{ChannelEvent, ChannelLink, InboundMessage, ReplyFrame};
+//! use synthesis_bridge::transport::{ChannelEvent, ChannelLink, InboundMessage, ReplyFrame, ToPlugin};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -25,7 +25,9 @@
 //! link.send(InboundMessage::new("agent::chat", "hello")).await.unwrap();
 //!
 //! // The transport forwards the message to the plugin and relays its answer.
-//! let inbound = peer.messages.recv().await.unwrap();
+//! let Some(ToPlugin::Message(inbound)) = peer.messages.recv().await else {
+//!     panic!("the message was not delivered");
+//! };
 //! peer.events
 //!     .send(ChannelEvent::Reply(ReplyFrame::last(format!("echo: {}", inbound.content))))
 //!     .await
@@ -45,6 +47,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+use crate::backend::ToolCall;
 use crate::session::SessionKey;
 
 /// A message for the agent, pushed to its plugin.
@@ -83,6 +86,47 @@ impl InboundMessage {
                 ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
                 retry_of: None,
             },
+        }
+    }
+}
+
+/// What the backend hands a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ToPlugin {
+    /// A user message for the agent.
+    Message(InboundMessage),
+    /// The answer to the agent's call of one of the client's tools ([`ChannelEvent::ToolCall`]).
+    ToolAnswer(ToolAnswer),
+}
+
+/// The answer to the agent's call of one of the client's tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ToolAnswer {
+    /// The [`ToolCall::id`] it answers.
+    pub call_id: String,
+    /// The result's text, or why there is none.
+    pub content: String,
+    /// Whether the call failed: the client gave no result, or the turn moved on.
+    pub is_error: bool,
+}
+
+impl ToolAnswer {
+    /// The client's result `content` for call `call_id`.
+    pub fn new(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            call_id: call_id.into(),
+            content: content.into(),
+            is_error: false,
+        }
+    }
+
+    /// The call `call_id` failed, for the reason `why`.
+    pub fn failed(call_id: impl Into<String>, why: impl Into<String>) -> Self {
+        Self {
+            is_error: true,
+            ..Self::new(call_id, why)
         }
     }
 }
@@ -151,6 +195,9 @@ pub enum ChannelEvent {
     /// (Replies lost with a dropped connection are the exception: the report then comes after
     /// [`ChannelEvent::Disconnected`].)
     TurnEnded(TurnEnd),
+    /// The agent calls one of the client's tools and waits for its [`ToolAnswer`]
+    /// ([`ChannelLink::answer`]).
+    ToolCall(ToolCall),
 }
 
 /// The agent's report that it finished working on a message.
@@ -266,7 +313,7 @@ pub trait ChannelTransport: Send + Sync + 'static {
 /// The backend's handle on one plugin connection: send messages, receive events.
 #[derive(Debug)]
 pub struct ChannelLink {
-    messages: mpsc::Sender<InboundMessage>,
+    messages: mpsc::Sender<ToPlugin>,
     events: mpsc::Receiver<ChannelEvent>,
     connected: watch::Receiver<bool>,
 }
@@ -275,8 +322,8 @@ pub struct ChannelLink {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct LinkPeer {
-    /// Messages the backend wants delivered to the plugin.
-    pub messages: mpsc::Receiver<InboundMessage>,
+    /// What the backend wants delivered to the plugin.
+    pub messages: mpsc::Receiver<ToPlugin>,
     /// Where to put what the plugin says.
     pub events: mpsc::Sender<ChannelEvent>,
     /// Whether a plugin connection is up right now.
@@ -304,8 +351,17 @@ impl ChannelLink {
 
     /// Hands `message` to the transport for delivery.
     pub async fn send(&self, message: InboundMessage) -> Result<(), TransportError> {
+        self.deliver(ToPlugin::Message(message)).await
+    }
+
+    /// Hands the answer to a [`ChannelEvent::ToolCall`] to the transport for delivery.
+    pub async fn answer(&self, answer: ToolAnswer) -> Result<(), TransportError> {
+        self.deliver(ToPlugin::ToolAnswer(answer)).await
+    }
+
+    async fn deliver(&self, item: ToPlugin) -> Result<(), TransportError> {
         self.messages
-            .send(message)
+            .send(item)
             .await
             .map_err(|_| TransportError::Closed)
     }

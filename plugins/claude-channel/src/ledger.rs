@@ -1,7 +1,8 @@
-//! What the pusher and the `reply` tool share, and the two rules that tie them together:
+//! What the pusher and the tools share, and the two rules that tie them together:
 //!
-//! - **A push waits while a `reply` call is open.** Claude Code 2.1.329 silently drops a channel
-//!   notification that arrives while a tool call to the same server is open
+//! - **A push waits while a tool call is open** (`reply`, or one of the client's tools). Claude Code
+//!   2.1.329 silently drops a channel notification that arrives while a tool call to the same server is
+//!   open
 //!   (`docs/claude-cli-measurements.md`, section H). A call is open until its result is written: rmcp
 //!   writes the result after the handler returned, and could write a notification sent meanwhile first,
 //!   so the call ends when the writer has seen its result go (`written`). The bridge itself pushes only
@@ -27,14 +28,14 @@ struct Pushed {
     answered: bool,
 }
 
-/// The messages pushed to Claude Code and the `reply` calls in progress; clones share them.
+/// The messages pushed to Claude Code and the tool calls in progress; clones share them.
 #[derive(Debug, Clone)]
 pub(crate) struct Ledger {
     pushed: Arc<Mutex<VecDeque<Pushed>>>,
     calls: Arc<watch::Sender<OpenCalls>>,
 }
 
-/// The `reply` calls Claude Code is waiting on.
+/// The tool calls Claude Code is waiting on.
 #[derive(Debug, Default)]
 struct OpenCalls {
     /// Calls whose handler is running.
@@ -52,15 +53,15 @@ impl OpenCalls {
     }
 }
 
-/// One `reply` call in progress; dropping it ends the handler, and the call ends once its result is
+/// One tool call in progress; dropping it ends the handler, and the call ends once its result is
 /// written.
 #[derive(Debug)]
-pub(crate) struct ReplyCall {
+pub(crate) struct ToolCallGuard {
     calls: Arc<watch::Sender<OpenCalls>>,
     id: serde_json::Value,
 }
 
-impl Drop for ReplyCall {
+impl Drop for ToolCallGuard {
     fn drop(&mut self) {
         let id = std::mem::take(&mut self.id);
         self.calls.send_modify(|calls| {
@@ -147,10 +148,10 @@ impl Ledger {
         }
     }
 
-    /// The `reply` call with JSON-RPC id `id` begins; its handler ends when the returned guard is dropped.
-    pub(crate) fn reply_call(&self, id: serde_json::Value) -> ReplyCall {
+    /// The tool call with JSON-RPC id `id` begins; its handler ends when the returned guard is dropped.
+    pub(crate) fn tool_call(&self, id: serde_json::Value) -> ToolCallGuard {
         self.calls.send_modify(|calls| calls.running += 1);
-        ReplyCall {
+        ToolCallGuard {
             calls: self.calls.clone(),
             id,
         }
@@ -176,8 +177,8 @@ impl Ledger {
         });
     }
 
-    /// Returns once no `reply` call is open: none is running and every result is written.
-    pub(crate) async fn wait_until_no_reply_call(&self) {
+    /// Returns once no tool call is open: none is running and every result is written.
+    pub(crate) async fn wait_until_no_tool_call(&self) {
         let _ = self.calls.subscribe().wait_for(OpenCalls::none).await;
     }
 }
@@ -191,11 +192,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_push_waits_until_no_reply_call_is_open_and_every_result_is_written() {
         let ledger = Ledger::default();
-        let first = ledger.reply_call(1.into());
-        let second = ledger.reply_call(2.into());
+        let first = ledger.tool_call(1.into());
+        let second = ledger.tool_call(2.into());
         let waiter = tokio::spawn({
             let ledger = ledger.clone();
-            async move { ledger.wait_until_no_reply_call().await }
+            async move { ledger.wait_until_no_tool_call().await }
         });
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(!waiter.is_finished(), "two calls are open");
@@ -220,16 +221,16 @@ mod tests {
     async fn a_cancelled_call_whose_result_is_never_written_does_not_hold_pushes() {
         let ledger = Ledger::default();
         // Cancelled while its handler runs, as Claude Code does on ESC during the call.
-        let call = ledger.reply_call(3.into());
+        let call = ledger.tool_call(3.into());
         ledger.cancelled(&3.into());
         drop(call);
-        tokio::time::timeout(Duration::from_millis(1), ledger.wait_until_no_reply_call())
+        tokio::time::timeout(Duration::from_millis(1), ledger.wait_until_no_tool_call())
             .await
             .expect("nothing is open");
         // Cancelled after its handler returned, before rmcp wrote the result.
-        drop(ledger.reply_call(4.into()));
+        drop(ledger.tool_call(4.into()));
         ledger.cancelled(&4.into());
-        tokio::time::timeout(Duration::from_millis(1), ledger.wait_until_no_reply_call())
+        tokio::time::timeout(Duration::from_millis(1), ledger.wait_until_no_tool_call())
             .await
             .expect("nothing is open");
     }

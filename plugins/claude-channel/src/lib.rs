@@ -40,8 +40,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
+use rmcp::model::Tool;
 pub use server::{ChannelServer, ReplyArgs};
-use synthesis_claude_channel_protocol::{ENV_SESSION, ENV_TOKEN, ENV_WS_URL};
+use synthesis_claude_channel_protocol::{ENV_CLIENT_TOOLS, ENV_SESSION, ENV_TOKEN, ENV_WS_URL};
 
 /// How the channel server reaches the bridge and paces its pushes.
 #[derive(Debug, Clone)]
@@ -65,6 +66,9 @@ pub struct ChannelConfig {
     pub reconnect_max: Duration,
     /// How long a `reply` call waits for the bridge to be reachable before it fails.
     pub reply_wait: Duration,
+    /// The client's tools (`SYNTHESIS_CLIENT_TOOLS`), listed beside `reply`. A call of one goes to the
+    /// bridge, which hands it to the client, and waits for the client's result.
+    pub client_tools: Vec<Tool>,
 }
 
 impl ChannelConfig {
@@ -82,6 +86,7 @@ impl ChannelConfig {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             reply_wait: Duration::from_secs(10),
+            client_tools: Vec::new(),
         }
     }
 
@@ -93,11 +98,19 @@ impl ChannelConfig {
                 .filter(|value| !value.is_empty())
                 .ok_or(ChannelError::MissingEnv(name))
         };
-        Ok(Self::new(
-            var(ENV_WS_URL)?,
-            var(ENV_SESSION)?,
-            var(ENV_TOKEN)?,
-        ))
+        let config = Self::new(var(ENV_WS_URL)?, var(ENV_SESSION)?, var(ENV_TOKEN)?);
+        let client_tools = match std::env::var(ENV_CLIENT_TOOLS) {
+            Ok(tools) if !tools.trim().is_empty() => serde_json::from_str(&tools)
+                .map_err(|error| ChannelError::BadEnv(ENV_CLIENT_TOOLS, error.to_string()))?,
+            _ => Vec::new(),
+        };
+        Ok(config.client_tools(client_tools))
+    }
+
+    /// Sets [`ChannelConfig::client_tools`].
+    pub fn client_tools(mut self, tools: Vec<Tool>) -> Self {
+        self.client_tools = tools;
+        self
     }
 
     /// Sets [`ChannelConfig::settle`].
@@ -129,6 +142,9 @@ pub enum ChannelError {
         "{0} is not set: `bridge channel` is started by Claude Code in a session the bridge runs, not by hand"
     )]
     MissingEnv(&'static str),
+    /// A variable the bridge sets does not hold what it should.
+    #[error("{0} is not valid: {1}")]
+    BadEnv(&'static str, String),
     /// The MCP session with Claude Code failed.
     #[error("the MCP session with Claude Code failed: {0}")]
     Mcp(String),
@@ -150,7 +166,7 @@ where
 {
     let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
     let link = link::BridgeLink::start(config.clone(), inbound_tx);
-    let server = ChannelServer::new(config.session.clone(), link.clone(), config.reply_wait);
+    let server = ChannelServer::new(&config, link.clone());
     let tools_listed = server.tools_listed();
     let ledger = server.ledger();
     let writer = written::WatchedWriter::new(writer, ledger.clone());

@@ -1,8 +1,9 @@
-//! The plugin's WebSocket connection to the bridge: hello, inbound messages in, reply frames out, and a
-//! reconnect with backoff whenever the connection is lost, unless the bridge refused or stopped this
-//! process.
+//! The plugin's WebSocket connection to the bridge: hello, inbound messages in, reply frames out, the
+//! client's tool calls out and their results in, and a reconnect with backoff whenever the connection is
+//! lost, unless the bridge refused or stopped this process.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -35,7 +36,23 @@ pub(crate) struct BridgeLink {
     outgoing: mpsc::Sender<Outgoing>,
     /// The number of the connection that is up, if one is.
     connected: watch::Receiver<Option<u64>>,
+    calls: Calls,
     task: Arc<AbortHandle>,
+}
+
+/// The client's result for a tool call: its text, and whether the call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ToolOutcome {
+    pub(crate) content: String,
+    pub(crate) is_error: bool,
+}
+
+/// The tool calls sent to the bridge that wait for their result, by id. A connection that ends drops
+/// them: the bridge fails the turn they belonged to, and no result comes for them on a later connection.
+type Calls = Arc<Mutex<HashMap<String, oneshot::Sender<ToolOutcome>>>>;
+
+fn lock(calls: &Calls) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<ToolOutcome>>> {
+    calls.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Why a frame did not reach the bridge.
@@ -55,12 +72,45 @@ impl BridgeLink {
     ) -> Self {
         let (outgoing, outgoing_rx) = mpsc::channel(64);
         let (connected_tx, connected) = watch::channel(None);
-        let task = tokio::spawn(run(config, inbound, outgoing_rx, connected_tx));
+        let calls = Calls::default();
+        let ends = Ends {
+            inbound,
+            calls: calls.clone(),
+        };
+        let task = tokio::spawn(run(config, ends, outgoing_rx, connected_tx));
         Self {
             outgoing,
             connected,
+            calls,
             task: Arc::new(task.abort_handle()),
         }
+    }
+
+    /// Sends the client's tool call `id` (within `wait`, as [`send`](Self::send)) and waits for its
+    /// result, however long the client takes.
+    pub(crate) async fn call_tool(
+        &self,
+        id: String,
+        name: String,
+        arguments: serde_json::Value,
+        wait: Duration,
+    ) -> Result<ToolOutcome, SendError> {
+        let (answer, outcome) = oneshot::channel();
+        lock(&self.calls).insert(id.clone(), answer);
+        // However the wait ends, the call is not waited on any more.
+        let _forget = Forget {
+            calls: &self.calls,
+            id: &id,
+        };
+        let frame = PluginFrame::ToolCall {
+            id: id.clone(),
+            name,
+            arguments,
+        };
+        self.send(frame, wait).await?;
+        outcome.await.map_err(|_| {
+            SendError::Lost("the connection dropped before the result came".to_owned())
+        })
     }
 
     /// Sends `frame` once the bridge is reachable and returns when it has been written to the socket, all
@@ -98,6 +148,24 @@ impl BridgeLink {
     }
 }
 
+/// Removes a tool call from the waiting ones when its wait ends.
+struct Forget<'a> {
+    calls: &'a Calls,
+    id: &'a str,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(self.calls).remove(self.id);
+    }
+}
+
+/// Where what the bridge sends goes: messages to the pusher, tool results to the calls waiting for them.
+struct Ends {
+    inbound: mpsc::UnboundedSender<InboundMessage>,
+    calls: Calls,
+}
+
 /// How one connection ended.
 enum Ended {
     /// Try again after a pause.
@@ -109,15 +177,17 @@ enum Ended {
 
 async fn run(
     config: ChannelConfig,
-    inbound: mpsc::UnboundedSender<InboundMessage>,
+    ends: Ends,
     mut outgoing: mpsc::Receiver<Outgoing>,
     connected: watch::Sender<Option<u64>>,
 ) {
     let mut backoff = config.reconnect_min;
     let mut failures = 0_u32;
     for number in 0_u64.. {
-        let ended = connection(number, &config, &inbound, &mut outgoing, &connected).await;
+        let ended = connection(number, &config, &ends, &mut outgoing, &connected).await;
         connected.send_replace(None);
+        // Their results would have come on this connection.
+        lock(&ends.calls).clear();
         // Frames queued for a connection that is gone would reach the bridge late, after it failed their
         // turn: tell their senders instead.
         while let Ok(pending) = outgoing.try_recv() {
@@ -152,7 +222,7 @@ async fn run(
 async fn connection(
     number: u64,
     config: &ChannelConfig,
-    inbound: &mpsc::UnboundedSender<InboundMessage>,
+    ends: &Ends,
     outgoing: &mut mpsc::Receiver<Outgoing>,
     connected: &watch::Sender<Option<u64>>,
 ) -> Ended {
@@ -198,8 +268,17 @@ async fn connection(
                     }
                     Ok(BridgeFrame::Inbound(message)) => {
                         debug!(session = %config.session, message_id = %message.meta.message_id, "inbound message");
-                        if inbound.send(message).is_err() {
+                        if ends.inbound.send(message).is_err() {
                             return Ended::Final("the MCP session is over".to_owned());
+                        }
+                    }
+                    Ok(BridgeFrame::ToolResult { id, content, is_error }) => {
+                        debug!(session = %config.session, call = %id, is_error, "a tool result");
+                        match lock(&ends.calls).remove(&id) {
+                            Some(waiting) => {
+                                let _ = waiting.send(ToolOutcome { content, is_error });
+                            }
+                            None => debug!(session = %config.session, call = %id, "a result for a call nobody waits on"),
                         }
                     }
                     Ok(BridgeFrame::Ping) => {

@@ -21,7 +21,7 @@ pub(crate) const CHANNEL_NOTIFICATION: &str = "notifications/claude/channel";
 const TOOLS_LIST_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Waits until `tools/list` has been answered and `settle` has passed, then pushes every message from
-/// `inbound` (those that arrived earlier first), never while a `reply` call is open, and records each in
+/// `inbound` (those that arrived earlier first), never while a tool call is open, and records each in
 /// `ledger`.
 pub(crate) async fn push_when_ready(
     peer: Peer<RoleServer>,
@@ -43,7 +43,7 @@ pub(crate) async fn push_when_ready(
     }
     tokio::time::sleep(settle).await;
     while let Some(message) = inbound.recv().await {
-        ledger.wait_until_no_reply_call().await;
+        ledger.wait_until_no_tool_call().await;
         let message_id = message.meta.message_id.clone();
         ledger.pushed(message_id.clone());
         match peer.send_notification(channel_notification(message)).await {

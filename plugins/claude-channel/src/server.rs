@@ -1,16 +1,17 @@
-//! The MCP server Claude Code talks to: the `claude/channel` capability, the instructions, and the
-//! `reply` tool.
+//! The MCP server Claude Code talks to: the `claude/channel` capability, the instructions, the `reply`
+//! tool, and the client's tools, whose calls go to the bridge and wait for the client's results.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolResult, CancelledNotificationParam, ContentBlock, DiscoverRequestMethod,
-    DiscoverResult, Implementation, JsonObject, ListToolsResult, PaginatedRequestParams,
-    ServerCapabilities, ServerConfig,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelledNotificationParam,
+    ContentBlock, DiscoverRequestMethod, DiscoverResult, Implementation, JsonObject,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
@@ -19,8 +20,16 @@ use synthesis_claude_channel_protocol::PluginFrame;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::ChannelConfig;
 use crate::ledger::Ledger;
-use crate::link::BridgeLink;
+use crate::link::{BridgeLink, ToolOutcome};
+
+/// The `reply` tool's name; a client tool of the same name cannot be offered beside it.
+const REPLY: &str = "reply";
+
+/// Where Claude Code puts the model's `tool_use` id in a `tools/call` (2.1.329): the call's id for the
+/// client.
+const TOOL_USE_ID: &str = "claudecode/toolUseId";
 
 /// The capability that makes Claude Code treat this server as a channel.
 const CHANNEL_CAPABILITY: &str = "claude/channel";
@@ -60,18 +69,73 @@ pub struct ChannelServer {
     tools_listed: Arc<watch::Sender<bool>>,
     ledger: Ledger,
     tool_router: ToolRouter<Self>,
+    client_tools: Arc<[Tool]>,
 }
 
 #[tool_router]
 impl ChannelServer {
-    pub(crate) fn new(session: String, link: BridgeLink, reply_wait: Duration) -> Self {
+    pub(crate) fn new(config: &ChannelConfig, link: BridgeLink) -> Self {
+        let client_tools = config
+            .client_tools
+            .iter()
+            .filter(|tool| {
+                let clash = tool.name == REPLY;
+                if clash {
+                    warn!(session = %config.session, "the client's tool \"reply\" has the name of the channel's own: it is not offered");
+                }
+                !clash
+            })
+            .cloned()
+            .collect();
         Self {
-            session,
+            session: config.session.clone(),
             link,
-            reply_wait,
+            reply_wait: config.reply_wait,
             tools_listed: Arc::new(watch::channel(false).0),
             ledger: Ledger::default(),
             tool_router: Self::tool_router(),
+            client_tools,
+        }
+    }
+
+    fn client_tool(&self, name: &str) -> Option<&Tool> {
+        self.client_tools.iter().find(|tool| tool.name == name)
+    }
+
+    /// A call of one of the client's tools: the bridge hands it to the client, and the client's result is
+    /// the call's. It stays open as long as the client takes; the bridge answers it with an error when
+    /// the client gives up.
+    async fn call_client_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let rpc_id = serde_json::to_value(&context.id).unwrap_or_default();
+        let _open = self.ledger.tool_call(rpc_id.clone());
+        let id = request
+            .meta
+            .as_ref()
+            .and_then(|meta| meta.0.0.get(TOOL_USE_ID))
+            .or_else(|| context.meta.0.0.get(TOOL_USE_ID))
+            .and_then(|id| id.as_str())
+            .map_or_else(|| format!("call_{rpc_id}"), str::to_owned);
+        let arguments = serde_json::Value::Object(request.arguments.unwrap_or_default());
+        let name = request.name.into_owned();
+        info!(session = %self.session, tool = %name, call = %id, "a call of the client's tool goes to the bridge");
+        let called = self.link.call_tool(id, name, arguments, self.reply_wait);
+        tokio::select! {
+            outcome = called => match outcome {
+                Ok(ToolOutcome { content, is_error: false }) => {
+                    CallToolResult::success(vec![ContentBlock::text(content)])
+                }
+                Ok(ToolOutcome { content, is_error: true }) => refused(content),
+                Err(error) => {
+                    warn!(session = %self.session, %error, "a call of the client's tool got no result");
+                    refused(format!("the client's tool gave no result: {error}"))
+                }
+            },
+            // rmcp writes nothing for a cancelled call.
+            () = context.ct.cancelled() => refused("cancelled".to_owned()),
         }
     }
 
@@ -94,7 +158,7 @@ impl ChannelServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let id = serde_json::to_value(&context.id).unwrap_or_default();
-        let _open = self.ledger.reply_call(id);
+        let _open = self.ledger.tool_call(id);
         if args.chat_id != self.session {
             return Ok(refused(format!(
                 "chat_id {:?} is not this chat; answer with chat_id \"{}\"",
@@ -184,6 +248,28 @@ impl ServerHandler for ChannelServer {
         if !self.tools_listed.send_replace(true) {
             info!(session = %self.session, "Claude Code listed the tools; messages can be pushed");
         }
-        Ok(ListToolsResult::with_all_items(self.tool_router.list_all()))
+        let mut tools = self.tool_router.list_all();
+        tools.extend(self.client_tools.iter().cloned());
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        if self.client_tool(&request.name).is_some() {
+            return Ok(self.call_client_tool(request, context).await.into());
+        }
+        self.tool_router
+            .call(ToolCallContext::new(self, request, context))
+            .await
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tool_router
+            .get(name)
+            .or_else(|| self.client_tool(name))
+            .cloned()
     }
 }

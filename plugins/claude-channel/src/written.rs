@@ -77,7 +77,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_response_written_in_pieces_ends_its_call() {
         let ledger = Ledger::default();
-        drop(ledger.reply_call(4.into()));
+        drop(ledger.tool_call(4.into()));
         let mut line = Vec::new();
         observe(
             &mut line,
@@ -87,10 +87,10 @@ mod tests {
         observe(&mut line, b"\n{\"jsonrpc\":\"2.0\",\"id\":4,", &ledger);
         let waiting = tokio::time::timeout(
             std::time::Duration::from_secs(1),
-            ledger.wait_until_no_reply_call(),
+            ledger.wait_until_no_tool_call(),
         );
         assert!(waiting.await.is_err(), "only a notification was written");
         observe(&mut line, b"\"result\":{}}\n", &ledger);
-        ledger.wait_until_no_reply_call().await;
+        ledger.wait_until_no_tool_call().await;
     }
 }

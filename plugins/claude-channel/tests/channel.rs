@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use synthesis_bridge::SessionKey;
 use synthesis_bridge::transport::{
-    ChannelEvent, ChannelLink, ChannelTransport, InboundMessage, ReplyFrame,
+    ChannelEvent, ChannelLink, ChannelTransport, InboundMessage, ReplyFrame, ToolAnswer,
 };
+use synthesis_bridge::{SessionKey, ToolCall};
 use synthesis_claude_channel_protocol::close;
 use synthesis_plugin_claude_channel::{ChannelConfig, serve};
 use synthesis_transport_ws::{WsConfig, WsTransport};
@@ -250,6 +250,101 @@ async fn claude_codes_handshake_then_queued_messages_and_replies_reach_the_bridg
     assert_eq!(claude.notification().await["params"]["content"], "thanks");
     assert!(link.try_recv().is_none(), "the refused reply sent nothing");
 
+    assert!(claude.close().await.is_ok());
+}
+
+#[tokio::test]
+async fn the_clients_tools_are_listed_and_their_calls_wait_for_the_bridges_answer() {
+    let transport = WsTransport::bind("127.0.0.1:0".parse().unwrap(), WsConfig::default())
+        .await
+        .unwrap();
+    let ticket = transport.register(&SessionKey::new(SESSION).unwrap());
+    let weather = serde_json::from_value(json!({
+        "name": "get_weather", "description": "The weather in a city",
+        "inputSchema": {"type": "object", "properties": {"city": {"type": "string"}}},
+        "annotations": {"readOnlyHint": true}, "_meta": {"anthropic/alwaysLoad": true},
+    }))
+    .unwrap();
+    // A client tool named like the channel's own cannot be offered beside it.
+    let clash = serde_json::from_value(json!({"name": "reply", "inputSchema": {"type": "object"}}))
+        .unwrap();
+    let config = ChannelConfig::new(transport.endpoint(), SESSION, ticket.token.clone())
+        .settle(Duration::from_millis(10))
+        .client_tools(vec![weather, clash]);
+    let mut claude = ClaudeCode::start(config);
+    let mut link = transport.accept(&ticket, PATIENCE).await.unwrap();
+    claude.handshake().await;
+    let tools = claude.list_tools().await;
+    let names: Vec<&str> = tools["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|tool| tool["name"].as_str())
+        .collect();
+    assert_eq!(names, ["reply", "get_weather"], "{tools}");
+    let listed = &tools["result"]["tools"][1];
+    assert_eq!(listed["annotations"]["readOnlyHint"], true, "{tools}");
+    assert_eq!(listed["_meta"]["anthropic/alwaysLoad"], true, "{tools}");
+
+    let message = InboundMessage::new(SESSION, "weather?");
+    link.send(message.clone()).await.unwrap();
+    assert_eq!(claude.notification().await["params"]["content"], "weather?");
+
+    // A call reaches the bridge under the model's tool_use id, and waits for its answer.
+    claude
+        .send(
+            json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
+            "name": "get_weather", "arguments": {"city": "Paris"},
+            "_meta": {"claudecode/toolUseId": "toolu_5", "progressToken": 5}}}),
+        )
+        .await;
+    let event = tokio::time::timeout(PATIENCE, link.recv()).await.unwrap();
+    assert_eq!(
+        event,
+        Some(ChannelEvent::ToolCall(ToolCall::new(
+            "toolu_5",
+            "get_weather",
+            r#"{"city":"Paris"}"#
+        )))
+    );
+    // No push while the call is open: Claude Code would drop it.
+    let later = InboundMessage::new(SESSION, "later");
+    link.send(later).await.unwrap();
+    assert!(
+        claude.quiet_for(Duration::from_millis(300)).await,
+        "pushed during an open call"
+    );
+    link.answer(ToolAnswer::new("toolu_5", "sunny"))
+        .await
+        .unwrap();
+    let result = claude.read().await;
+    assert_eq!(result["id"], 5, "{result}");
+    assert_eq!(tool_text(&result), "sunny");
+    assert_eq!(result["result"]["isError"], false, "{result}");
+    assert_eq!(claude.notification().await["params"]["content"], "later");
+
+    // A failed call is an error result the model reads.
+    let failed = tokio::spawn(async move {
+        let event = tokio::time::timeout(PATIENCE, link.recv()).await.unwrap();
+        let Some(ChannelEvent::ToolCall(call)) = event else {
+            panic!("expected a tool call, got {event:?}");
+        };
+        link.answer(ToolAnswer::failed(call.id, "no result in time"))
+            .await
+            .unwrap();
+        link
+    });
+    let response = claude
+        .request(
+            json!(6),
+            "tools/call",
+            Some(json!({"name": "get_weather", "arguments": {"city": "Oslo"},
+            "_meta": {"claudecode/toolUseId": "toolu_6"}})),
+        )
+        .await;
+    assert_eq!(response["result"]["isError"], true, "{response}");
+    assert_eq!(tool_text(&response), "no result in time");
+    let _link = failed.await.unwrap();
     assert!(claude.close().await.is_ok());
 }
 

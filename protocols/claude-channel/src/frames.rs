@@ -1,9 +1,10 @@
 //! The wire protocol between the bridge and agent-side plugins: JSON text frames, one object per
 //! WebSocket message, told apart by `type`. `docs/protocol.md` describes it for plugin authors.
 //!
-//! It is the seed bridge's protocol, so that seed-era plugins keep working, with three additions: the
-//! `token` of `hello`, the `message_id` of `reply`, and the `error` frame. Beside it, the agent's hooks
-//! report over HTTP to [`HOOKS_PATH`] (see [`hooks`](crate::hooks)).
+//! It is the seed bridge's protocol, so that seed-era plugins keep working, with these additions: the
+//! `token` of `hello`, the `message_id` of `reply`, the `error` frame, and the client's tool calls
+//! (`tool_call` out, `tool_result` back). Beside it, the agent's hooks report over HTTP to [`HOOKS_PATH`]
+//! (see [`hooks`](crate::hooks)).
 
 use serde::{Deserialize, Serialize};
 use synthesis_bridge::transport::InboundMessage;
@@ -20,6 +21,9 @@ pub const ENV_WS_URL: &str = "SYNTHESIS_WS_URL";
 pub const ENV_TOKEN: &str = "SYNTHESIS_BRIDGE_TOKEN";
 /// The environment variable that carries the session key a spawned process serves.
 pub const ENV_SESSION: &str = "SYNTHESIS_OPENCLAW_SESSION";
+/// The environment variable that carries the client's tools, when its requests offer some: a JSON array
+/// of MCP tool definitions (`name`, `description`, `inputSchema`, …) for the plugin to list beside its own.
+pub const ENV_CLIENT_TOOLS: &str = "SYNTHESIS_CLIENT_TOOLS";
 
 /// A frame a plugin sends to the bridge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +53,17 @@ pub enum PluginFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message_id: Option<String>,
     },
+    /// The agent calls one of the client's tools; the bridge answers with `tool_result` once the client
+    /// has run it.
+    ToolCall {
+        /// The call's id: the model's `tool_use` id when the agent gives it.
+        id: String,
+        /// The tool's name, as the client declared it.
+        name: String,
+        /// The arguments, a JSON object.
+        #[serde(default)]
+        arguments: serde_json::Value,
+    },
     /// The agent failed the message in flight; the bridge ends the turn with this message.
     Error {
         /// What went wrong.
@@ -69,6 +84,16 @@ pub enum BridgeFrame {
     HelloAck,
     /// A user message for the agent.
     Inbound(InboundMessage),
+    /// The answer to a `tool_call`.
+    ToolResult {
+        /// The call's id.
+        id: String,
+        /// The result's text.
+        content: String,
+        /// Whether the call failed (the client gave no result in time, the turn moved on, …).
+        #[serde(default)]
+        is_error: bool,
+    },
     /// Liveness probe; answer `pong`.
     Ping,
     /// The answer to a plugin's `ping`.
@@ -130,6 +155,30 @@ mod tests {
             }
         );
         assert_eq!(parse(r#"{"type":"pong"}"#), PluginFrame::Pong);
+    }
+
+    #[test]
+    fn tool_calls_and_their_results_round_trip() {
+        let call = parse(
+            r#"{"type":"tool_call","id":"toolu_1","name":"read","arguments":{"path":"a.txt"}}"#,
+        );
+        assert_eq!(
+            call,
+            PluginFrame::ToolCall {
+                id: "toolu_1".into(),
+                name: "read".into(),
+                arguments: serde_json::json!({"path": "a.txt"}),
+            }
+        );
+        let result = BridgeFrame::ToolResult {
+            id: "toolu_1".into(),
+            content: "hello".into(),
+            is_error: false,
+        };
+        assert_eq!(
+            result.to_text(),
+            r#"{"type":"tool_result","id":"toolu_1","content":"hello","is_error":false}"#
+        );
     }
 
     #[test]

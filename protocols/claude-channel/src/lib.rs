@@ -24,5 +24,6 @@ pub mod frames;
 pub mod hooks;
 
 pub use frames::{
-    BridgeFrame, ENV_SESSION, ENV_TOKEN, ENV_WS_URL, HOOKS_PATH, PATH, PluginFrame, close,
+    BridgeFrame, ENV_CLIENT_TOOLS, ENV_SESSION, ENV_TOKEN, ENV_WS_URL, HOOKS_PATH, PATH,
+    PluginFrame, close,
 };

@@ -7,7 +7,8 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use synthesis_bridge::transport::{ChannelEvent, ReplyFrame};
+use synthesis_bridge::ToolCall;
+use synthesis_bridge::transport::{ChannelEvent, ReplyFrame, ToPlugin};
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -155,15 +156,29 @@ async fn relay(
                     Some(Err(err)) => return Some(format!("the connection failed: {err}")),
                 }
             }
-            message = messages.recv() => {
-                let Some(message) = message else {
-                    close_with(&mut sink, close::REGISTRATION_ENDED.into(), "the bridge stopped this session").await;
-                    return None;
+            item = messages.recv() => {
+                let frame = match item {
+                    None => {
+                        close_with(&mut sink, close::REGISTRATION_ENDED.into(), "the bridge stopped this session").await;
+                        return None;
+                    }
+                    Some(ToPlugin::Message(message)) => {
+                        // Its hooks will name it: only a message handed over counts as the agent's.
+                        session.prompts().pushed(&message.meta.message_id);
+                        BridgeFrame::Inbound(message)
+                    }
+                    Some(ToPlugin::ToolAnswer(answer)) => BridgeFrame::ToolResult {
+                        id: answer.call_id,
+                        content: answer.content,
+                        is_error: answer.is_error,
+                    },
+                    Some(other) => {
+                        warn!(session = %session.key, item = ?other, "cannot deliver this to a plugin");
+                        continue;
+                    }
                 };
-                // Its hooks will name it: only a message handed over counts as the agent's.
-                session.prompts().pushed(&message.meta.message_id);
-                if let Err(err) = sink.send(text(&BridgeFrame::Inbound(message))).await {
-                    return Some(format!("cannot deliver a message: {err}"));
+                if let Err(err) = sink.send(text(&frame)).await {
+                    return Some(format!("cannot deliver a frame: {err}"));
                 }
             }
             Some(end) = turn_ends.recv() => {
@@ -223,6 +238,11 @@ async fn handle(
             ChannelEvent::Reply(frame)
         }
         PluginFrame::Error { message } => ChannelEvent::Error { message },
+        PluginFrame::ToolCall {
+            id,
+            name,
+            arguments,
+        } => ChannelEvent::ToolCall(ToolCall::new(id, name, arguments.to_string())),
         PluginFrame::Ping => {
             return sink
                 .send(text(&BridgeFrame::Pong))
@@ -250,6 +270,8 @@ async fn handle(
             .message_id
             .as_deref()
             .is_some_and(|id| session.prompts().is_live(id)),
+        // The agent waits for the call's answer, which a dropped call would never get.
+        ChannelEvent::ToolCall(_) => session.prompts().any_live(),
         _ => false,
     };
     if live {

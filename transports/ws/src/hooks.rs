@@ -78,6 +78,11 @@ impl Prompts {
             || self.open.iter().any(|(_, open)| open == message_id)
     }
 
+    /// Whether any message is being answered: a tool call can only be part of one.
+    pub(crate) fn any_live(&self) -> bool {
+        !self.pushed.is_empty() || !self.open.is_empty()
+    }
+
     /// A `UserPromptSubmit` for `prompt_id` with `prompt`.
     fn start(&mut self, prompt_id: String, prompt: &str) -> Start {
         let folded = self.open.iter().any(|(open, _)| *open == prompt_id);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use synthesis_bridge::SessionKey;
 use synthesis_bridge::transport::{
-    ChannelEvent, ChannelLink, ChannelTicket, InboundMessage, LinkPeer, TransportError, TurnEnd,
+    ChannelEvent, ChannelLink, ChannelTicket, LinkPeer, ToPlugin, TransportError, TurnEnd,
 };
 use tokio::sync::{OwnedMutexGuard, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -38,7 +38,7 @@ pub(crate) struct Session {
     pub(crate) key: SessionKey,
     pub(crate) events: mpsc::Sender<ChannelEvent>,
     /// Held by the connection that currently serves the session.
-    messages: Arc<tokio::sync::Mutex<mpsc::Receiver<InboundMessage>>>,
+    messages: Arc<tokio::sync::Mutex<mpsc::Receiver<ToPlugin>>>,
     connected: watch::Sender<bool>,
     /// Whether a plugin has ever said hello; `accept` waits for it.
     greeted: watch::Sender<bool>,
@@ -68,7 +68,7 @@ struct Current {
 pub(crate) struct Attachment {
     id: u64,
     pub(crate) session: Arc<Session>,
-    pub(crate) messages: OwnedMutexGuard<mpsc::Receiver<InboundMessage>>,
+    pub(crate) messages: OwnedMutexGuard<mpsc::Receiver<ToPlugin>>,
     /// Fired when a newer connection replaces this one.
     pub(crate) replaced: CancellationToken,
     /// The session's `Stop` reports, while this connection serves it.
