@@ -8,8 +8,9 @@ mod support;
 
 use http::StatusCode;
 use serde_json::Value;
+use support::client_tools;
 use support::real_claude::{
-    TURN_PATIENCE, World, claude_children, kill_claude, post_to, post_turn,
+    Mode, TURN_PATIENCE, World, claude_children, kill_claude, post_to, post_turn,
     post_until_the_model_has_it, transcripts, turn, wait_until,
 };
 use synthesis_mock_anthropic::script;
@@ -111,6 +112,24 @@ async fn the_real_claude_cli_answers_through_the_channel_and_resumes_after_a_res
             .any(|pair| pair[0] == "--resume" && pair[1] == conversation),
         "{args:?}"
     );
+}
+
+#[tokio::test]
+#[ignore = "needs the pinned claude CLI: run scripts/e2e-claude"]
+async fn the_channel_hands_the_clients_tool_calls_to_the_client_and_goes_on_with_their_results() {
+    let world = World::new().await;
+    let bridge = world.start_bridge().await;
+    client_tools::round_trips(&world, &bridge, "agent::e2e-client-tools").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the pinned claude CLI: run scripts/e2e-claude"]
+async fn the_channel_gives_a_tool_call_without_a_result_an_error_after_the_timeout() {
+    let world = World::new().await;
+    let bridge = world
+        .start_bridge_with(Mode::Channel, &["--tool-result-timeout", "1s"])
+        .await;
+    client_tools::times_out(&world, &bridge, "agent::e2e-tool-timeout").await;
 }
 
 /// What the model answers `text` with, as the client sees it.

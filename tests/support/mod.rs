@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod bridge_process;
+pub mod client_tools;
 pub mod openclaw;
 pub mod real_claude;
 

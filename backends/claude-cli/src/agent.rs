@@ -43,8 +43,8 @@ impl Conversation {
     }
 }
 
-/// What the client asks of a process besides its conversation: its tools (stream-json mode) and its
-/// instructions, both given when the process starts.
+/// What the client asks of a process besides its conversation: its tools and its instructions, both given
+/// when the process starts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct ClientSetup {
     pub(crate) tools: Vec<ClientTool>,
@@ -192,11 +192,10 @@ impl Agent {
     }
 
     /// Why it cannot serve a turn that offers `tools`, if it cannot: the client's tools are listed once,
-    /// at start-up. (The channel mode does not offer them. Instructions are not a reason: a resumed
-    /// conversation keeps those it started with, so a change goes to Claude as a note instead.)
+    /// at start-up. (Instructions are not a reason: a resumed conversation keeps those it started with,
+    /// so a change goes to Claude as a note instead.)
     pub(crate) fn unfit_for(&self, tools: &[ClientTool]) -> Option<&'static str> {
-        let tools_matter = matches!(self.io, Io::StreamJson(_));
-        (tools_matter && self.client.tools != tools).then_some("the client's tools changed")
+        (self.client.tools != tools).then_some("the client's tools changed")
     }
 
     /// Why this agent cannot take another turn, if it cannot.

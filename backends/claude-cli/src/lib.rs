@@ -116,6 +116,7 @@
 
 mod agent;
 mod channel;
+mod client_tools;
 mod config;
 pub mod plugin;
 mod pool;

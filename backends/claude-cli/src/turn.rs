@@ -1,15 +1,17 @@
 //! One turn on a running agent, whatever the mode: the task that owns the session's slot for the turn,
 //! relays the mode's exchange with Claude, and leaves the slot ready for the next turn.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use synthesis_bridge::spawner::{ProcessExit, ProcessHandle};
 use synthesis_bridge::transport::InboundMessage;
-use synthesis_bridge::{BackendError, ReplyEvent, ToolResult};
+use synthesis_bridge::{BackendError, FinishReason, ReplyEvent, ToolCall, ToolResult};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use crate::agent::Io;
 use crate::config::ClaudeCliConfig;
@@ -39,6 +41,42 @@ pub(crate) enum Resumption {
     },
     /// A new user message instead: the calls get an error, and the turn finishes unheard.
     Abandoned,
+}
+
+/// A turn's wait for the client's tool results, once its answer ended with calls of the client's tools.
+pub(crate) struct ToolWait {
+    resumption: mpsc::Receiver<Resumption>,
+    /// When the calls get an error instead (`--tool-result-timeout`).
+    until: Pin<Box<Sleep>>,
+}
+
+/// How a wait for tool results ended, once the turn took it up.
+#[derive(Debug)]
+pub(crate) enum Resumed {
+    /// The client's results: the rest of the answer goes to their request.
+    Results(Vec<ToolResult>),
+    /// A new message came instead: the turn is cancelled, as nobody hears the rest.
+    Abandoned,
+    /// `--tool-result-timeout` passed: Claude finishes the turn, unheard.
+    TimedOut,
+}
+
+/// How the wait in `wait` ends (`None`: it timed out); never, when there is none.
+pub(crate) async fn wait_ends(wait: &mut Option<ToolWait>) -> Option<Resumption> {
+    let Some(waiting) = wait else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        resumption = waiting.resumption.recv() => Some(resumption.unwrap_or(Resumption::Abandoned)),
+        () = &mut waiting.until => None,
+    }
+}
+
+/// A token that is cancelled already: the turn stops Claude at once.
+fn cancelled() -> CancellationToken {
+    let token = CancellationToken::new();
+    token.cancel();
+    token
 }
 
 /// What a turn left behind.
@@ -120,6 +158,67 @@ impl TurnRun {
     pub(crate) async fn emit(&self, event: ReplyEvent) {
         // A consumer that went away has cancelled the turn; it is still finished properly.
         let _ = self.events.send(event).await;
+    }
+
+    /// Ends this request's answer with `step`, calls of the client's tools that Claude waits on: its
+    /// stream ends, so that the session's next request, with their results, can come in.
+    pub(crate) async fn hand_out(&mut self, step: Vec<ToolCall>) -> ToolWait {
+        // Registered first: the results may come as soon as the client has the calls.
+        let (resume, resumption) = mpsc::channel(1);
+        self.session.state.pause(resume);
+        for call in step {
+            self.emit(ReplyEvent::ToolCall(call)).await;
+        }
+        self.answered = true;
+        self.emit(ReplyEvent::End(FinishReason::ToolCalls)).await;
+        // Nobody hears the turn until the results come.
+        self.events = mpsc::channel(1).0;
+        self.cancel = CancellationToken::new();
+        ToolWait {
+            resumption,
+            until: Box::pin(tokio::time::sleep(self.config.tool_result_timeout)),
+        }
+    }
+
+    /// Takes up how `wait` ended (`ended`, `None` if it timed out).
+    pub(crate) async fn take_up(
+        &mut self,
+        ended: Option<Resumption>,
+        mut wait: ToolWait,
+    ) -> Resumed {
+        let ended = match ended {
+            Some(resumption) => Some(resumption),
+            None => {
+                // Results handed over just as the wait ran out still count.
+                self.session.state.take_paused();
+                wait.resumption.close();
+                // After `close`, `recv` takes what a sender had begun to hand over and then says there is
+                // nothing more.
+                wait.resumption.recv().await
+            }
+        };
+        match ended {
+            Some(Resumption::Results {
+                results,
+                events,
+                cancel,
+            }) => {
+                self.events = events;
+                self.cancel = cancel;
+                Resumed::Results(results)
+            }
+            Some(Resumption::Abandoned) => {
+                // Nobody hears the rest of this turn: stop it, so that the new message need not wait.
+                self.cancel = cancelled();
+                Resumed::Abandoned
+            }
+            // Not cancelled: an interrupt right after the error answer makes Claude Code record the call as
+            // refused by the user, and the model loses why it failed (N8).
+            None => {
+                warn!(session = %self.message.meta.chat_id, timeout = ?self.config.tool_result_timeout, "the client sent no tool results in time: the calls get an error");
+                Resumed::TimedOut
+            }
+        }
     }
 
     pub(crate) async fn fail(&self, error: BackendError, aftermath: Aftermath) -> Aftermath {

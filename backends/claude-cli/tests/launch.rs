@@ -9,8 +9,8 @@ use synthesis_backend_claude_cli::{ClaudeCliBackend, ClaudeCliConfig, Permission
 use synthesis_bridge::spawner::{ProcessSpec, SpawnError, Stdio};
 use synthesis_bridge::transport::ChannelTicket;
 use synthesis_bridge::{
-    AgentBackend, BackendError, MemoryStore, MockChannelTransport, MockSpawner, SessionKey,
-    SessionRecord, SessionStore, Turn,
+    AgentBackend, BackendError, ClientTool, MemoryStore, MockChannelTransport, MockSpawner,
+    SessionKey, SessionRecord, SessionStore, Turn,
 };
 use uuid::Uuid;
 
@@ -58,6 +58,15 @@ async fn spawned_by_one_turn(
     captured: &Mutex<Option<ProcessSpec>>,
 ) -> ProcessSpec {
     let turn = Turn::new(SessionKey::new("agent::chat").unwrap(), workspace, "hello");
+    spawned_by(backend, turn, captured).await
+}
+
+/// Runs `turn`, which fails with the spawn, and returns what was to be spawned.
+async fn spawned_by(
+    backend: &ClaudeCliBackend,
+    turn: Turn,
+    captured: &Mutex<Option<ProcessSpec>>,
+) -> ProcessSpec {
     let err = backend
         .run_turn(turn)
         .await
@@ -76,6 +85,16 @@ async fn launched(
     config: ClaudeCliConfig,
     store: Arc<MemoryStore>,
     workspace: &Path,
+) -> ProcessSpec {
+    launched_for(config, store, workspace, Vec::new()).await
+}
+
+/// [`launched`], for a turn that offers the client's `tools`.
+async fn launched_for(
+    config: ClaudeCliConfig,
+    store: Arc<MemoryStore>,
+    workspace: &Path,
+    tools: Vec<ClientTool>,
 ) -> ProcessSpec {
     let (spawner, captured) = capturing_spawner();
     let mut transport = MockChannelTransport::new();
@@ -98,7 +117,9 @@ async fn launched(
         .withf(|ticket| ticket.token == TOKEN)
         .return_const(());
     let backend = ClaudeCliBackend::new(config, Arc::new(spawner), Arc::new(transport), store);
-    spawned_by_one_turn(&backend, workspace, &captured).await
+    let mut turn = Turn::new(SessionKey::new("agent::chat").unwrap(), workspace, "hello");
+    turn.meta.tools = tools;
+    spawned_by(&backend, turn, &captured).await
 }
 
 fn config() -> ClaudeCliConfig {
@@ -179,6 +200,69 @@ async fn a_first_launch_starts_a_new_conversation_in_the_workspace() {
         assert!(value.ends_with("127.0.0.1,localhost,::1"), "{value}");
     }
     assert_eq!(strings(&spec.env_remove), vec!["SYNTHESIS_API_KEY"]);
+}
+
+#[tokio::test]
+async fn the_clients_tools_go_to_the_plugin_and_are_allowed() {
+    let workspace = tempfile::tempdir().unwrap();
+    let weather = ClientTool::new(
+        "get_weather",
+        serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+    )
+    .with_description("The weather in a city");
+    let spec = launched_for(
+        config(),
+        Arc::new(MemoryStore::new()),
+        workspace.path(),
+        vec![weather],
+    )
+    .await;
+    let args = strings(&spec.args);
+    let allowed = args.iter().position(|arg| arg == "--allowedTools").unwrap();
+    assert_eq!(
+        args[allowed + 1..allowed + 3],
+        ["mcp__synthesis__reply", "mcp__synthesis__get_weather"]
+    );
+    let (_, tools) = env(&spec)
+        .into_iter()
+        .find(|(key, _)| key == "SYNTHESIS_CLIENT_TOOLS")
+        .expect("the tools are in the environment");
+    let tools: serde_json::Value = serde_json::from_str(&tools).unwrap();
+    assert_eq!(tools[0]["name"], "get_weather");
+    assert_eq!(tools[0]["description"], "The weather in a city");
+    assert_eq!(
+        tools[0]["inputSchema"]["properties"]["city"]["type"],
+        "string"
+    );
+    assert_eq!(tools[0]["annotations"]["readOnlyHint"], true);
+}
+
+#[tokio::test]
+async fn tools_too_big_for_the_plugins_environment_are_refused_before_anything_starts() {
+    let workspace = tempfile::tempdir().unwrap();
+    let mut transport = MockChannelTransport::new();
+    transport
+        .expect_hook_endpoint()
+        .return_const(Some(HOOKS.to_owned()));
+    let backend = ClaudeCliBackend::new(
+        config(),
+        Arc::new(MockSpawner::new()),
+        Arc::new(transport),
+        Arc::new(MemoryStore::new()),
+    );
+    let huge = ClientTool::new("huge", serde_json::json!({"type": "object"}))
+        .with_description("x".repeat(130 * 1024));
+    let mut turn = Turn::new(
+        SessionKey::new("agent::chat").unwrap(),
+        workspace.path(),
+        "hi",
+    );
+    turn.meta.tools = vec![huge];
+    let err = backend.run_turn(turn).await.err().expect("refused");
+    assert!(
+        matches!(&err, BackendError::Rejected(message) if message.contains("stream-json")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

@@ -3,11 +3,12 @@
 use std::path::Path;
 
 use serde_json::json;
-use synthesis_bridge::SessionKey;
 use synthesis_bridge::spawner::{ProcessSpec, Stdio};
-use synthesis_claude_channel_protocol::{ENV_SESSION, ENV_TOKEN, ENV_WS_URL};
+use synthesis_bridge::{BackendError, SessionKey};
+use synthesis_claude_channel_protocol::{ENV_CLIENT_TOOLS, ENV_SESSION, ENV_TOKEN, ENV_WS_URL};
 
 use crate::agent::{ClientSetup, Conversation};
+use crate::client_tools::tool_json;
 use crate::config::ClaudeCliConfig;
 
 /// The variable that names the Claude Code conversation a process continues.
@@ -27,7 +28,7 @@ pub(crate) struct Launch<'a> {
     ///
     /// [`ChannelTransport::hook_endpoint`]: synthesis_bridge::transport::ChannelTransport::hook_endpoint
     pub(crate) hooks: &'a str,
-    /// The client's instructions (its tools are not offered in this mode).
+    /// The client's instructions, and its tools, which the plugin lists beside `reply`.
     pub(crate) client: &'a ClientSetup,
 }
 
@@ -59,6 +60,7 @@ pub(crate) fn spec(config: &ClaudeCliConfig, launch: &Launch<'_>) -> ProcessSpec
         // Last of ours, as it takes every value up to the next flag.
         .arg("--allowedTools")
         .arg(config.reply_tool())
+        .args(client_tools_allowed(config, launch.client))
         .args(&config.allowed_tools)
         .args(&config.extra_args)
         // The key clients use to reach the bridge is not the agent's business, nor its tools'.
@@ -67,6 +69,9 @@ pub(crate) fn spec(config: &ClaudeCliConfig, launch: &Launch<'_>) -> ProcessSpec
     for (key, value) in &config.env {
         spec = spec.env(key, value);
     }
+    if !launch.client.tools.is_empty() {
+        spec = spec.env(ENV_CLIENT_TOOLS, client_tools(launch.client));
+    }
     spec.env(ENV_WS_URL, launch.endpoint)
         .env(ENV_SESSION, launch.session.as_str())
         .env(ENV_CLAUDE_SESSION, id.to_string())
@@ -74,6 +79,39 @@ pub(crate) fn spec(config: &ClaudeCliConfig, launch: &Launch<'_>) -> ProcessSpec
         // Claude Code's hook client honours HTTP_PROXY even for loopback: keep the reports direct.
         .env("NO_PROXY", no_proxy("NO_PROXY"))
         .env("no_proxy", no_proxy("no_proxy"))
+}
+
+/// The most one variable of a process's environment can hold on Linux (`MAX_ARG_STRLEN`, its name and `=`
+/// included).
+const ENV_LIMIT: usize = 128 * 1024;
+
+/// Refuses client tools that `SYNTHESIS_CLIENT_TOOLS` cannot carry: the process would not start.
+pub(crate) fn check_client_tools(client: &ClientSetup) -> Result<(), BackendError> {
+    let size = ENV_CLIENT_TOOLS.len() + 1 + client_tools(client).len();
+    if size < ENV_LIMIT {
+        return Ok(());
+    }
+    Err(BackendError::Rejected(format!(
+        "the request's tools take {} KiB, more than the channel mode can hand its plugin ({} KiB); the stream-json mode (--claude-mode stream-json) has no such limit",
+        size / 1024,
+        ENV_LIMIT / 1024
+    )))
+}
+
+/// `SYNTHESIS_CLIENT_TOOLS`: the MCP definitions of the client's tools, for the plugin to list.
+fn client_tools(client: &ClientSetup) -> String {
+    let tools: Vec<serde_json::Value> = client.tools.iter().map(tool_json).collect();
+    serde_json::Value::from(tools).to_string()
+}
+
+/// The `--allowedTools` entries that let the model call the client's tools without asking: the client
+/// offered them, and runs them itself.
+fn client_tools_allowed(config: &ClaudeCliConfig, client: &ClientSetup) -> Vec<String> {
+    client
+        .tools
+        .iter()
+        .map(|tool| format!("mcp__{}__{}", config.channel_name, tool.name))
+        .collect()
 }
 
 /// `name`'s value in the bridge's environment, with the loopback names added.

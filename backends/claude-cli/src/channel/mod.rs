@@ -80,6 +80,7 @@ pub(crate) async fn launch(
         )
         .into());
     };
+    launch::check_client_tools(client)?;
     let ticket = transport.register(session);
     let endpoint = transport.endpoint();
     let spec = launch::spec(

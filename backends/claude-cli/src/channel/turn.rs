@@ -12,6 +12,12 @@
 //!   keeps the message from starting twice, so a slow first push cannot put it into the conversation a
 //!   second time. After [`ClaudeCliConfig::delivery_attempts`] the turn fails and the process is
 //!   restarted, so a message given up on cannot start later.
+//! - **The client's tools.** The plugin lists them beside `reply` and relays Claude's calls
+//!   ([`ChannelEvent::ToolCall`]). Calls that come within [`GATHER`] of each other end this request's
+//!   answer together, as parallel tool calls; the turn then waits for their results
+//!   ([`TurnRun::hand_out`]). Nothing tells the end of the model's step here (the stream-json mode sees
+//!   its `message_stop`), so a call of the same step that comes later goes out in the next answer: each
+//!   call is answered either way.
 //!
 //! [`ClaudeCliConfig::delivery_attempts`]: crate::ClaudeCliConfig::delivery_attempts
 //! [`ClaudeCliConfig::prompt_end_wait`]: crate::ClaudeCliConfig::prompt_end_wait
@@ -19,16 +25,17 @@
 use std::time::Duration;
 
 use synthesis_bridge::spawner::{OutputMark, ProcessHandle};
-use synthesis_bridge::transport::ChannelEvent;
+use synthesis_bridge::transport::{ChannelEvent, ChannelLink, ToolAnswer};
 use synthesis_bridge::{BackendError, ReplyEvent, SessionKey};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::agent::{Agent, Io};
 use crate::channel::ChannelIo;
+use crate::client_tools::{Answer, Calls, why};
 use crate::config::ClaudeCliConfig;
 use crate::pool::SlotGuard;
-use crate::turn::{Aftermath, FAR, TurnRun, exited_mid_turn};
+use crate::turn::{Aftermath, FAR, Resumed, TurnRun, exited_mid_turn, wait_ends};
 
 /// ESC interrupts Claude Code's running prompt.
 const ESC: &[u8] = b"\x1b";
@@ -36,6 +43,10 @@ const ESC: &[u8] = b"\x1b";
 const INTERRUPTED: &str = "Interrupted";
 /// How many times ESC is typed before a process that will not stop is stopped for good.
 const ESC_ATTEMPTS: u32 = 5;
+
+/// How long the turn waits for more calls of the client's tools after one came, before the answer ends
+/// with them: Claude Code starts the read-only calls of one step as each of their blocks is complete.
+const GATHER: Duration = Duration::from_millis(50);
 
 /// How long after its plugin's connection drops a process that is exiting has to be seen exiting.
 const EXIT_AFTER_DISCONNECT: Duration = Duration::from_millis(250);
@@ -85,6 +96,9 @@ impl TurnRun {
                     debug!(session = %session, message_id = ?end.message_id, "a prompt is over");
                     channel.finished(end.message_id);
                 }
+                ChannelEvent::ToolCall(call) => {
+                    answer_call(&channel.link, session, call.id, Answer::error(why::NO_TURN)).await;
+                }
                 other => {
                     info!(session = %session, event = ?other, "dropped a frame from between turns: it answers no turn")
                 }
@@ -114,6 +128,12 @@ impl TurnRun {
         // Once cancelled, how many settle periods have passed; once ESC was typed, where the output stood.
         let mut cancelled: Option<u32> = None;
         let mut esc_at: Option<OutputMark> = None;
+        // The client's tool calls; once this request's answer ended with some, the wait for their results;
+        // and when the calls that came go out.
+        let mut calls = Calls::<String>::default();
+        let mut waiting = None;
+        let gather = tokio::time::sleep(FAR);
+        tokio::pin!(gather);
         loop {
             let (process, session, channel) = parts(&mut self.slot);
             if stage == Stage::Waiting {
@@ -200,6 +220,28 @@ impl TurnRun {
                 exit = process.wait() => {
                     let error = exited_mid_turn(process, exit);
                     return self.fail(error, Aftermath::Broken).await;
+                }
+                () = &mut gather, if calls.have_step() && waiting.is_none() => {
+                    let step = calls.take_step();
+                    info!(session = %session, calls = step.len(), "claude called the client's tools; waiting for their results");
+                    waiting = Some(self.hand_out(step).await);
+                    continue;
+                }
+                ended = wait_ends(&mut waiting) => {
+                    let wait = waiting.take().expect("a wait ended");
+                    let resumed = self.take_up(ended, wait).await;
+                    let (_, session, channel) = parts(&mut self.slot);
+                    if let Resumed::Results(results) = &resumed {
+                        debug!(session = %session, results = results.len(), "the client's tool results came; claude goes on");
+                        // The rest of the answer is a new response, which Claude's last words may be.
+                        said_anything = false;
+                    }
+                    for (call, answer) in calls.take_up(resumed) {
+                        answer_call(&channel.link, session, call, answer).await;
+                    }
+                    // Calls that came while the client had the others go out in this answer.
+                    gather.as_mut().reset(Instant::now() + GATHER);
+                    continue;
                 }
                 event = channel.link.recv() => event,
             };
@@ -288,6 +330,26 @@ impl TurnRun {
                     self.emit(ReplyEvent::end()).await;
                     return Aftermath::Healthy;
                 }
+                ChannelEvent::ToolCall(call) => {
+                    // Claude Code reports a prompt's start before it asks the model: a call before that
+                    // belongs to no turn of the client's.
+                    if stage != Stage::Started || cancelled.is_some() {
+                        let why = if cancelled.is_some() {
+                            why::CANCELLED
+                        } else {
+                            why::NO_TURN
+                        };
+                        answer_call(&channel.link, session, call.id, Answer::error(why)).await;
+                        continue;
+                    }
+                    debug!(session = %session, tool = %call.name, call = %call.id, "claude calls a client tool");
+                    let id = call.id.clone();
+                    calls.announce(call);
+                    if let Some((id, answer)) = calls.open(id) {
+                        answer_call(&channel.link, session, id, answer).await;
+                    }
+                    gather.as_mut().reset(Instant::now() + GATHER);
+                }
                 ChannelEvent::Error { message } => {
                     if stage == Stage::Waiting {
                         debug!(session = %session, %message, "ignored an error about an earlier message");
@@ -355,6 +417,18 @@ fn parts(slot: &mut SlotGuard) -> (&dyn ProcessHandle, &SessionKey, &mut Channel
         unreachable!("a channel turn runs on a launched channel agent");
     };
     (&**process, session, channel)
+}
+
+/// Answers the client's tool call `call_id` through the plugin.
+async fn answer_call(link: &ChannelLink, session: &SessionKey, call_id: String, answer: Answer) {
+    let answer = if answer.is_error {
+        ToolAnswer::failed(call_id, answer.text)
+    } else {
+        ToolAnswer::new(call_id, answer.text)
+    };
+    if let Err(err) = link.answer(answer).await {
+        warn!(session = %session, %err, "cannot answer claude's call of a client tool");
+    }
 }
 
 /// Types ESC into the terminal: Claude Code is on this turn's prompt (it started, and nothing else is

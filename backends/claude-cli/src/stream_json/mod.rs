@@ -14,8 +14,8 @@
 //! - a turn is cancelled with the `interrupt` control request: Claude Code ends the prompt with an error
 //!   `result` within milliseconds, and the next line starts a clean prompt in the same process.
 
-pub(crate) mod client_tools;
 mod records;
+pub(crate) mod sdk_server;
 pub(crate) mod turn;
 
 use std::path::Path;
@@ -116,8 +116,8 @@ fn spec(
         .args(client.system_prompt_args());
     let mut allowed = config.allowed_tools.clone();
     if !tools.is_empty() {
-        spec = spec.arg("--mcp-config").arg(client_tools::mcp_config());
-        allowed.push(client_tools::allowed());
+        spec = spec.arg("--mcp-config").arg(sdk_server::mcp_config());
+        allowed.push(sdk_server::allowed());
     }
     if !allowed.is_empty() {
         // Last of ours, as it takes every value up to the next flag.

@@ -17,7 +17,7 @@ pub(crate) enum Record {
         tool_name: String,
     },
     /// A message of Claude Code's MCP client to one of the bridge's in-process (`sdk`) MCP servers: the
-    /// client's tools ([`super::client_tools`]).
+    /// client's tools ([`super::sdk_server`]).
     Mcp {
         request_id: String,
         server: String,
@@ -105,7 +105,7 @@ impl Record {
                     .filter(|block| block["type"] == "tool_use")
                     .filter_map(|block| {
                         let name = block["name"].as_str()?;
-                        let name = name.strip_prefix(super::client_tools::PREFIX)?;
+                        let name = name.strip_prefix(super::sdk_server::PREFIX)?;
                         Some((
                             str_of(&block["id"]),
                             name.to_owned(),

@@ -3,26 +3,20 @@
 
 use std::time::Duration;
 
-use std::pin::Pin;
-use synthesis_bridge::spawner::ProcessHandle;
-
 use serde_json::{Value, json};
-use synthesis_bridge::{
-    BackendError, ClientTool, FinishReason, ReplyEvent, SessionKey, ToolResult,
-};
-use tokio::sync::mpsc;
+use synthesis_bridge::spawner::ProcessHandle;
+use synthesis_bridge::{BackendError, ClientTool, ReplyEvent, SessionKey, ToolCall};
 use tokio::time::Instant;
-use tokio::time::Sleep;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::client_tools::{self, Calls, McpReply};
+use super::sdk_server::{self, McpReply, OpenCall, call_result};
 use super::{Record, StreamJsonIo};
 use crate::agent::{Agent, Io};
+use crate::client_tools::{Answer, Calls, why};
 use crate::config::ClaudeCliConfig;
 use crate::pool::SlotGuard;
 use crate::screen::{self, NO_CONVERSATION, flat};
-use crate::turn::{Aftermath, FAR, Resumption, TurnRun, exited_mid_turn};
+use crate::turn::{Aftermath, FAR, Resumed, TurnRun, exited_mid_turn, wait_ends};
 
 /// How many times the interrupt is sent before a process that will not stop is stopped for good.
 const INTERRUPT_ATTEMPTS: u32 = 5;
@@ -77,8 +71,8 @@ impl TurnRun {
         tokio::pin!(last_records);
         // The client's tool calls, and, once this request's answer ended with some, the wait for their
         // results.
-        let mut calls = Calls::default();
-        let mut paused: Option<Paused> = None;
+        let mut calls = Calls::<OpenCall>::default();
+        let mut waiting = None;
         loop {
             let (process, session, io) = parts(&mut self.slot);
             let record = tokio::select! {
@@ -96,51 +90,18 @@ impl TurnRun {
                 }
                 // Something outside claude's process group holds its output open.
                 () = &mut last_records, if exited.is_some() => Some(None),
-                resumed = resumption(&mut paused) => {
-                    let mut resumed = resumed;
-                    if let Resumed::TimedOut = resumed {
-                        // Results handed over just as the wait ran out still count.
-                        self.session.state.take_paused();
-                        if let Some(waiting) = paused.as_mut() {
-                            waiting.resumption.close();
-                            // After `close`, `recv` takes what a sender had begun to hand over and then
-                            // says there is nothing more.
-                            match waiting.resumption.recv().await {
-                                Some(Resumption::Results { results, events, cancel }) => {
-                                    resumed = Resumed::Results { results, events, cancel };
-                                }
-                                Some(Resumption::Abandoned) => resumed = Resumed::Abandoned,
-                                None => {}
-                            }
-                        }
+                ended = wait_ends(&mut waiting) => {
+                    let wait = waiting.take().expect("a wait ended");
+                    let resumed = self.take_up(ended, wait).await;
+                    let (process, session, _) = parts(&mut self.slot);
+                    if let Resumed::Results(results) = &resumed {
+                        debug!(%session, results = results.len(), "the client's tool results came; claude goes on");
+                        // The rest of the answer is a new response: it starts without a paragraph break.
+                        said_anything = false;
+                        paragraph_break = false;
                     }
-                    paused = None;
-                    let answers = match resumed {
-                        Resumed::Results { results, events, cancel } => {
-                            debug!(%session, results = results.len(), "the client's tool results came; claude goes on");
-                            self.events = events;
-                            self.cancel = cancel;
-                            // The rest of the answer is a new response: it starts without a paragraph break.
-                            said_anything = false;
-                            paragraph_break = false;
-                            calls.resolve(results)
-                        }
-                        Resumed::Abandoned => {
-                            // Nobody hears the rest of this turn: stop it, so that the new message need not
-                            // wait for it.
-                            self.cancel = cancelled();
-                            calls.orphan("The person sent a new message instead of this tool's result; the call was not run.")
-                        }
-                        Resumed::TimedOut => {
-                            // Not interrupted: an interrupt right after the error answer makes Claude Code
-                            // record the call as refused by the user, and the model loses why it failed
-                            // (N8). Claude finishes the turn, unheard.
-                            warn!(%session, timeout = ?config.tool_result_timeout, "the client sent no tool results in time: the calls get an error");
-                            calls.orphan("The client did not return this tool's result in time; the call failed.")
-                        }
-                    };
-                    for (call, answer) in answers {
-                        write_mcp(process, session, &call.request_id, Some(answer)).await;
+                    for (call, answer) in calls.take_up(resumed) {
+                        answer_call(process, session, &call, &answer).await;
                     }
                     continue;
                 }
@@ -193,26 +154,25 @@ impl TurnRun {
                     server,
                     message,
                 } => {
-                    if server != client_tools::SERVER {
+                    if server != sdk_server::SERVER {
                         refuse_server(process, session, &request_id, &server).await;
                         continue;
                     }
-                    match client_tools::reply(&request_id, &message, &io.tools) {
+                    match sdk_server::reply(&request_id, &message, &io.tools) {
                         McpReply::Now(answer) => {
                             write_mcp(process, session, &request_id, answer).await;
                         }
                         McpReply::Call(call) => {
                             debug!(%session, tool_use = %call.tool_use_id, "claude calls a client tool");
-                            let request_id = call.request_id.clone();
-                            if let Some(answer) = calls.open(call) {
-                                write_mcp(process, session, &request_id, Some(answer)).await;
+                            if let Some((call, answer)) = calls.open(call) {
+                                answer_call(process, session, &call, &answer).await;
                             }
                         }
                     }
                 }
                 Record::ClientToolUses(uses) => {
                     for (id, name, input) in uses {
-                        calls.announce(id, name, &input);
+                        calls.announce(ToolCall::new(id, name, input.to_string()));
                     }
                 }
                 Record::MessageStop => {
@@ -222,30 +182,14 @@ impl TurnRun {
                     }
                     if interrupts > 0 {
                         // Cancelled: nobody takes the calls.
-                        for (call, answer) in
-                            calls.orphan("The request was cancelled; the call was not run.")
-                        {
-                            write_mcp(process, session, &call.request_id, Some(answer)).await;
+                        for (call, answer) in calls.orphan(why::CANCELLED) {
+                            answer_call(process, session, &call, &answer).await;
                         }
                         continue;
                     }
-                    // The answer to this request ends with the calls; its stream ends, so that the
-                    // session's next request (with the results) can come in. Claude waits meanwhile.
-                    // Registered first: the results may come as soon as the client has the calls.
+                    // The answer to this request ends with the calls. Claude waits meanwhile.
                     info!(%session, calls = step.len(), "claude called the client's tools; waiting for their results");
-                    let (resume, resumption) = mpsc::channel(1);
-                    self.session.state.pause(resume);
-                    for call in step {
-                        self.emit(ReplyEvent::ToolCall(call)).await;
-                    }
-                    self.answered = true;
-                    self.emit(ReplyEvent::End(FinishReason::ToolCalls)).await;
-                    self.events = mpsc::channel(1).0;
-                    self.cancel = CancellationToken::new();
-                    paused = Some(Paused {
-                        resumption,
-                        until: Box::pin(tokio::time::sleep(config.tool_result_timeout)),
-                    });
+                    waiting = Some(self.hand_out(step).await);
                 }
                 Record::Result(result) => {
                     debug!(%session, subtype = %result.subtype, "the prompt is over");
@@ -310,36 +254,15 @@ fn died(
     ))
 }
 
-/// The wait of a turn whose answer ended with calls of the client's tools.
-struct Paused {
-    resumption: mpsc::Receiver<Resumption>,
-    /// When the calls get an error instead (`--tool-result-timeout`).
-    until: Pin<Box<Sleep>>,
-}
-
-/// How a wait for tool results ended.
-enum Resumed {
-    Results {
-        results: Vec<ToolResult>,
-        events: mpsc::Sender<ReplyEvent>,
-        cancel: CancellationToken,
-    },
-    Abandoned,
-    TimedOut,
-}
-
-/// How the wait in `paused` ends; never, when there is none.
-async fn resumption(paused: &mut Option<Paused>) -> Resumed {
-    let Some(paused) = paused else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        resumption = paused.resumption.recv() => match resumption {
-            Some(Resumption::Results { results, events, cancel }) => Resumed::Results { results, events, cancel },
-            Some(Resumption::Abandoned) | None => Resumed::Abandoned,
-        },
-        () = &mut paused.until => Resumed::TimedOut,
-    }
+/// Answers `call` with `answer`.
+async fn answer_call(
+    process: &dyn ProcessHandle,
+    session: &SessionKey,
+    call: &OpenCall,
+    answer: &Answer,
+) {
+    let message = call_result(call, answer);
+    write_mcp(process, session, &call.request_id, Some(message)).await;
 }
 
 /// Answers Claude Code's MCP message `request_id` with `answer` (a JSON-RPC message; a notification needs
@@ -373,13 +296,6 @@ async fn refuse_server(
     }
 }
 
-/// A token that is cancelled already: the turn interrupts claude at once.
-fn cancelled() -> CancellationToken {
-    let token = CancellationToken::new();
-    token.cancel();
-    token
-}
-
 /// Answers a request Claude Code waits on, if `record` is one: a tool's permission is denied by the policy,
 /// an MCP message for the client's tools is answered (a call, outside a turn, fails), anything else is
 /// refused. Other records need no answer.
@@ -396,16 +312,12 @@ async fn answer_request(
             server,
             message,
         } => {
-            if server != client_tools::SERVER {
+            if server != sdk_server::SERVER {
                 return refuse_server(process, session, &request_id, &server).await;
             }
-            let answer = match client_tools::reply(&request_id, &message, tools) {
+            let answer = match sdk_server::reply(&request_id, &message, tools) {
                 McpReply::Now(answer) => answer,
-                McpReply::Call(call) => Some(client_tools::call_result(
-                    &call,
-                    "The client's tools can be called only while a turn runs.",
-                    true,
-                )),
+                McpReply::Call(call) => Some(call_result(&call, &Answer::error(why::NO_TURN))),
             };
             return write_mcp(process, session, &request_id, answer).await;
         }
