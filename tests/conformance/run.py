@@ -121,6 +121,8 @@ def bridge_env(world, model=None):
             "ANTHROPIC_BASE_URL": model.url, "ANTHROPIC_API_KEY": MODEL_KEY,
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
             "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL": "1", "DISABLE_AUTOUPDATER": "1",
+            # Without it, the features seeded into the config (channels) are not read with the traffic off.
+            "CLAUDE_CODE_GB_DISK_CACHE_WHEN_TELEMETRY_OFF": "1",
         })
     return env
 
@@ -158,23 +160,27 @@ class MockModel:
         stop(self.process)
 
 
-def seed_claude_config(world):
+def seed_claude_config(world, channels=False):
     """What the real CLI needs in its config to run without asking anything: onboarding done and the
-    mock's key approved. The channels feature is not turned on: the stream-json mode does not need it."""
+    mock's key approved. The channels feature is turned on, with the workspace trusted, only for the channel
+    mode: the stream-json mode needs neither."""
     config = {"hasCompletedOnboarding": True,
               "customApiKeyResponses": {"approved": [MODEL_KEY[-20:]], "rejected": []}}
+    if channels:
+        config["cachedGrowthBookFeatures"] = {"tengu_harbor": True}
+        config["projects"] = {str((world / "workspace").resolve()): {"hasTrustDialogAccepted": True}}
     (world / "claude" / ".claude.json").write_text(json.dumps(config))
 
 
 class Bridge:
     """The `bridge` binary, started on a free port; stopped with SIGTERM, as a service manager would. With
-    the mock `model`, its agent is the real Claude Code in the stream-json mode."""
+    the mock `model`, its agent is the real Claude Code in `mode`."""
 
-    def __init__(self, world, *extra, model=None):
+    def __init__(self, world, *extra, model=None, mode="stream-json"):
         self.log = world / "bridge.log"
         claude = FAKE_CLAUDE
         if model:
-            extra, claude = (*extra, "--claude-mode", "stream-json"), CLAUDE
+            extra, claude = (*extra, "--claude-mode", mode), CLAUDE
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [str(BRIDGE), *bridge_args("127.0.0.1:0", world, *extra, claude=claude)],
@@ -463,17 +469,18 @@ def stream_json_openclaw_instructions_reach_the_model(openclaw, config, model):
     assert "<!-- /openclaw:attempt:DYNAMIC -->" in lines[-1], lines[-1]
 
 
-def stream_json_claude_calls_an_openclaw_tool(openclaw, config, bridge):
+def claude_calls_an_openclaw_tool(openclaw, config, bridge, mode):
     # OpenClaw offers its own tools with every request; the bridge gives them to Claude. The mock model
     # calls OpenClaw's `read` on a file of the workspace: OpenClaw runs it, sends the result back, and
     # Claude's same turn goes on with it.
-    offered = re.findall(r'starting claude \(stream-json\).*tools=\[([^\]]*)\]', bridge.log.read_text())
-    names = {name.strip().strip('"') for listed in offered for name in listed.split(",")}
-    assert "read" in names, f"OpenClaw's tools as the bridge got them: {sorted(names)}"
+    session = f"agent:main:{mode}-tools"
     note = openclaw.world / "workspace" / "note.txt"
     note.write_text("the secret word is marmalade\n")
     prompt = f'CALL read {{"path": "{note}"}}'
-    reply = openclaw.turn(config, "agent:main:stream-json-tools", prompt)
+    reply = openclaw.turn(config, session, prompt)
+    offered = re.findall(rf'starting claude \({mode}\).*tools=\[([^\]]*)\]', bridge.log.read_text())
+    names = {name.strip().strip('"') for listed in offered for name in listed.split(",")}
+    assert "read" in names, f"OpenClaw's tools as the bridge got them: {sorted(names)}"
     assert reply.startswith(f"reply to: {prompt} (tools said: ") and "marmalade" in reply, reply
 
 
@@ -609,9 +616,27 @@ def stream_json(suite, world):
             suite.check("stream-json openclaw session key: the history is kept, in one claude process",
                         stream_json_session_key_keeps_history_in_one_process, openclaw, config)
             suite.check("stream-json openclaw tools: Claude calls OpenClaw's own read tool through the bridge",
-                        stream_json_claude_calls_an_openclaw_tool, openclaw, config, bridge)
+                        claude_calls_an_openclaw_tool, openclaw, config, bridge, "stream-json")
             suite.check("stream-json openclaw instructions: OpenClaw's system prompt is in the model's request",
                         stream_json_openclaw_instructions_reach_the_model, openclaw, config, model)
+    finally:
+        model.stop()
+
+
+def channel(suite, world):
+    """OpenClaw's tools through the channel mode, with the real Claude Code and its channel plugin."""
+    if not suite.selected("channel openclaw"):
+        return
+    for directory in ("workspace", "claude"):
+        (world / directory).mkdir(parents=True)
+    seed_claude_config(world, channels=True)
+    model = MockModel(world)
+    try:
+        with running(Bridge(world, "--heartbeat", "1s", model=model, mode="channel")) as bridge:
+            openclaw = OpenClaw(world)
+            config = openclaw.write_config("provider", OpenClaw.config(bridge.url, world / "workspace"))
+            suite.check("channel openclaw tools: Claude calls OpenClaw's own read tool through the bridge",
+                        claude_calls_an_openclaw_tool, openclaw, config, bridge, "channel")
     finally:
         model.stop()
 
@@ -648,6 +673,7 @@ def main(only):
             suite.check("openclaw new sessionId in a session: a new agent conversation",
                         new_conversation_starts_a_new_agent_conversation, openclaw, config)
         stream_json(suite, world / "stream-json")
+        channel(suite, world / "channel")
         if suite.failed:
             for log in sorted([*world.rglob("bridge.log"), *world.rglob("gateway.log"),
                                *world.rglob("mock-anthropic.log")]):

@@ -27,6 +27,9 @@ use crate::link::{BridgeLink, ToolOutcome};
 /// The `reply` tool's name; a client tool of the same name cannot be offered beside it.
 const REPLY: &str = "reply";
 
+/// The `_meta` key that keeps a tool out of Claude Code's tool search (`docs/claude-cli-measurements.md`, N8).
+const ALWAYS_LOAD: &str = "anthropic/alwaysLoad";
+
 /// Where Claude Code puts the model's `tool_use` id in a `tools/call` (2.1.329): the call's id for the
 /// client.
 const TOOL_USE_ID: &str = "claudecode/toolUseId";
@@ -249,6 +252,12 @@ impl ServerHandler for ChannelServer {
             info!(session = %self.session, "Claude Code listed the tools; messages can be pushed");
         }
         let mut tools = self.tool_router.list_all();
+        for tool in &mut tools {
+            // Offered to the model directly: Claude Code's tool search (on unless ENABLE_TOOL_SEARCH=false)
+            // would otherwise defer it, and the model answer without it.
+            let meta = tool.meta.get_or_insert_with(Default::default);
+            meta.0.insert(ALWAYS_LOAD.to_owned(), true.into());
+        }
         tools.extend(self.client_tools.iter().cloned());
         Ok(ListToolsResult::with_all_items(tools))
     }

@@ -199,6 +199,8 @@ async fn claude_codes_handshake_then_queued_messages_and_replies_reach_the_bridg
     let tools = claude.list_tools().await;
     let reply_tool = &tools["result"]["tools"][0];
     assert_eq!(reply_tool["name"], "reply", "{tools}");
+    // Never deferred behind Claude Code's tool search.
+    assert_eq!(reply_tool["_meta"]["anthropic/alwaysLoad"], true, "{tools}");
     assert_eq!(
         reply_tool["inputSchema"]["required"],
         json!(["chat_id", "text", "message_id"])

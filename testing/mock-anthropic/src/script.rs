@@ -437,11 +437,12 @@ pub fn channel_messages(text: &str) -> Vec<ChannelMessage> {
         let body = &after[tag_end + 1..tag_end + close];
         found.push(ChannelMessage {
             attributes: attributes(&after[..tag_end]),
-            content: body
-                .strip_prefix('\n')
-                .unwrap_or(body)
-                .trim_end_matches('\n')
-                .to_owned(),
+            content: without_stamp(
+                body.strip_prefix('\n')
+                    .unwrap_or(body)
+                    .trim_end_matches('\n'),
+            )
+            .to_owned(),
         });
         rest = &after[tag_end + close + "</channel>".len()..];
     }

@@ -95,7 +95,8 @@ pub(crate) async fn launch(
             client,
         },
     );
-    info!(%session, ?conversation, workspace = %workspace.display(), "starting claude");
+    let tool_names: Vec<&str> = client.tools.iter().map(|tool| tool.name.as_str()).collect();
+    info!(%session, ?conversation, workspace = %workspace.display(), tools = ?tool_names, "starting claude (channel)");
     let process = match spawner.spawn(spec).await {
         Ok(process) => process,
         Err(err) => {
