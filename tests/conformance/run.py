@@ -484,6 +484,18 @@ def claude_calls_an_openclaw_tool(openclaw, config, bridge, mode):
     assert reply.startswith(f"reply to: {prompt} (tools said: ") and "marmalade" in reply, reply
 
 
+def one_shot_without_a_session_is_answered(openclaw, config, bridge, answer):
+    """`openclaw infer model run`: OpenClaw's one-shot model call names no session, as its background runs
+    (the memory plugin's) do. The bridge answers it as a one-off turn (`answer` of the prompt) rather than
+    refusing it."""
+    prompt = "a question that names no session"
+    code, out = openclaw.run(config, "infer", "model", "run", "--local", "--prompt", prompt, "--json")
+    assert code == 0, out
+    assert out["outputs"][0]["text"] == answer(prompt), out
+    turns = [line for line in bridge.log.read_text().splitlines() if "turn received" in line]
+    assert "key_source=OneOff" in turns[-1], turns[-1]
+
+
 # The agent stays silent for SILENCE; OpenClaw gives up after TIMEOUT without a chunk (the first included,
 # so TIMEOUT leaves room for starting the agent) unless heartbeats come.
 TIMEOUT, SILENCE = 5, 10
@@ -619,6 +631,9 @@ def stream_json(suite, world):
                         claude_calls_an_openclaw_tool, openclaw, config, bridge, "stream-json")
             suite.check("stream-json openclaw instructions: OpenClaw's system prompt is in the model's request",
                         stream_json_openclaw_instructions_reach_the_model, openclaw, config, model)
+            suite.check("stream-json openclaw one-shot: a call without a session is answered by a fresh claude",
+                        one_shot_without_a_session_is_answered, openclaw, config, bridge,
+                        lambda prompt: f"reply to: {prompt}")
     finally:
         model.stop()
 
@@ -659,6 +674,9 @@ def main(only):
             suite.check("openclaw exec: .final is the reply", exec_final_is_the_reply, openclaw, config)
             suite.check("openclaw session key: one agent process and conversation each",
                         session_key_keeps_its_agent, openclaw, config)
+            suite.check("openclaw one-shot: a call without a session is answered as a one-off turn",
+                        one_shot_without_a_session_is_answered, openclaw, config, bridge,
+                        lambda prompt: f"echo: {prompt}")
             suite.check(f"openclaw timeoutSeconds {TIMEOUT}, agent silent {SILENCE} s: heartbeats keep it waiting",
                         heartbeat_outlasts_provider_timeout, openclaw, bridge)
             suite.check("openclaw control: without heartbeats the same turn times out",
