@@ -194,7 +194,7 @@ struct Args {
     #[arg(long, env = "SYNTHESIS_FALLBACK_SESSION")]
     fallback_session: Option<String>,
 
-    /// How long a turn in which Claude called the client's tools (stream-json mode) waits for their
+    /// How long a turn in which Claude called the client's tools waits for their
     /// results, which come with the session's next request; then each call gets an error and Claude goes
     /// on.
     #[arg(long, env = "SYNTHESIS_TOOL_RESULT_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]

@@ -107,6 +107,16 @@ pub(crate) enum Mode {
     StreamJson,
 }
 
+impl Mode {
+    /// Refuses client `tools` that a process of this mode could not be started with.
+    pub(crate) fn check_client_tools(&self, tools: &[ClientTool]) -> Result<(), BackendError> {
+        match self {
+            Mode::Channel(_) => crate::channel::check_client_tools(tools),
+            Mode::StreamJson => Ok(()),
+        }
+    }
+}
+
 /// The services an agent needs, shared by every agent of a backend.
 #[derive(Clone)]
 pub(crate) struct Services {

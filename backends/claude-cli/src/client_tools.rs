@@ -122,9 +122,12 @@ const NO_RESULT: &str = "The client returned no result for this call.";
 const NOT_HANDED: &str = "The client's tools can be called only by the main agent.";
 
 impl<C: OpenCall> Calls<C> {
-    /// The model called one of the client's tools (its `tool_use` id is the call's id).
+    /// The model called one of the client's tools (its `tool_use` id is the call's id). Once nobody will
+    /// answer, there is nothing to hand out: the call gets its error when it is opened.
     pub(crate) fn announce(&mut self, call: ToolCall) {
-        self.step.push(call);
+        if self.orphaned.is_none() {
+            self.step.push(call);
+        }
     }
 
     /// Whether calls wait to be handed to the client.
@@ -259,6 +262,9 @@ mod tests {
         assert_eq!(calls.open(call("toolu_c")), None);
         let failed = calls.orphan("gone");
         assert_eq!(failed, [(call("toolu_c"), Answer::error("gone"))]);
+        // Later calls have nothing to hand out, and fail when opened.
+        calls.announce(read("toolu_d"));
+        assert!(!calls.have_step());
         assert!(calls.open(call("toolu_d")).unwrap().1.is_error);
     }
 

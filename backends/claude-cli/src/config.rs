@@ -125,7 +125,7 @@ pub struct ClaudeCliConfig {
     /// again for the same session, is taken as the client's retry (channel mode): Claude then carries on with the
     /// earlier message rather than get it twice. `None`: every turn is a new message.
     pub retry_window: Option<Duration>,
-    /// How long a turn that called the client's tools (stream-json mode) waits for their results, which
+    /// How long a turn that called the client's tools waits for their results, which
     /// come with the session's next request. Then each open call gets an error result and Claude goes on.
     pub tool_result_timeout: Duration,
 }

@@ -26,9 +26,11 @@
 //!   started a prompt, `Stop` that the prompt is over, `StopFailure` that its model request failed. A turn
 //!   ends when the plugin sends its final reply, or when `Stop` comes: Claude answered without the reply
 //!   tool, and its last words are the answer;
-//! - `--permission-mode` (`dontAsk` by default) with `--allowedTools mcp__NAME__reply` and any extras;
-//! - the environment `SYNTHESIS_WS_URL`, `SYNTHESIS_OPENCLAW_SESSION`, `SYNTHESIS_CLAUDE_SESSION` and
-//!   `SYNTHESIS_BRIDGE_TOKEN` on top of the bridge's own.
+//! - `--permission-mode` (`dontAsk` by default) with `--allowedTools mcp__NAME__reply`, the client's
+//!   tools (`mcp__NAME__TOOL`) and any extras;
+//! - the environment `SYNTHESIS_WS_URL`, `SYNTHESIS_OPENCLAW_SESSION`, `SYNTHESIS_CLAUDE_SESSION`,
+//!   `SYNTHESIS_BRIDGE_TOKEN` and, when the client offers tools, `SYNTHESIS_CLIENT_TOOLS` on top of the
+//!   bridge's own.
 //!
 //! A message is pushed only once the previous prompt is over, and counts as delivered only when Claude
 //! Code confirms it started a prompt; one that is not confirmed in time is pushed again (the transport
@@ -291,6 +293,10 @@ impl Inner {
         let fits = guard
             .as_ref()
             .map(|agent| self.fits(agent, conversation, &turn));
+        if fits != Some(true) {
+            // A new process is needed: refuse what it could not take before the running one is stopped.
+            self.services.mode.check_client_tools(&turn.meta.tools)?;
+        }
         if fits == Some(false)
             && let Some(agent) = guard.take()
         {
@@ -399,8 +405,8 @@ impl Inner {
         } else if agent.workspace != turn.workspace {
             "the workspace changed"
         } else if let Some(reason) = agent.unfit_for(&turn.meta.tools) {
-            // Claude Code takes its system prompt, and an in-process server's tool list, once: a change
-            // takes a new process, which resumes the conversation.
+            // Claude Code takes an MCP server's tool list once: a change takes a new process, which
+            // resumes the conversation.
             reason
         } else if let Some(reason) = agent.broken() {
             reason

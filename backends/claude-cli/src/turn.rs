@@ -11,7 +11,9 @@ use synthesis_bridge::{BackendError, FinishReason, ReplyEvent, ToolCall, ToolRes
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, warn};
+
+use crate::client_tools::{Answer, Calls, OpenCall};
 
 use crate::agent::Io;
 use crate::config::ClaudeCliConfig;
@@ -59,6 +61,14 @@ pub(crate) enum Resumed {
     Abandoned,
     /// `--tool-result-timeout` passed: Claude finishes the turn, unheard.
     TimedOut,
+}
+
+/// What a turn does once its wait for tool results ended.
+pub(crate) struct TakenUp<C> {
+    /// The answers to give the calls Claude waits on.
+    pub(crate) answers: Vec<(C, Answer)>,
+    /// Whether the client's results came: the rest of the answer goes to their request.
+    pub(crate) results_came: bool,
 }
 
 /// How the wait in `wait` ends (`None`: it timed out); never, when there is none.
@@ -180,12 +190,14 @@ impl TurnRun {
         }
     }
 
-    /// Takes up how `wait` ended (`ended`, `None` if it timed out).
-    pub(crate) async fn take_up(
+    /// Takes up how `wait` ended (`ended`, `None` if it timed out): the answers `calls` get now, and
+    /// whether the client's results came (then the rest of the answer is a new response).
+    pub(crate) async fn take_up<C: OpenCall>(
         &mut self,
         ended: Option<Resumption>,
         mut wait: ToolWait,
-    ) -> Resumed {
+        calls: &mut Calls<C>,
+    ) -> TakenUp<C> {
         let ended = match ended {
             Some(resumption) => Some(resumption),
             None => {
@@ -197,27 +209,33 @@ impl TurnRun {
                 wait.resumption.recv().await
             }
         };
-        match ended {
+        let session = &self.message.meta.chat_id;
+        let (resumed, results_came) = match ended {
             Some(Resumption::Results {
                 results,
                 events,
                 cancel,
             }) => {
+                debug!(%session, results = results.len(), "the client's tool results came; claude goes on");
                 self.events = events;
                 self.cancel = cancel;
-                Resumed::Results(results)
+                (Resumed::Results(results), true)
             }
             Some(Resumption::Abandoned) => {
                 // Nobody hears the rest of this turn: stop it, so that the new message need not wait.
                 self.cancel = cancelled();
-                Resumed::Abandoned
+                (Resumed::Abandoned, false)
             }
             // Not cancelled: an interrupt right after the error answer makes Claude Code record the call as
             // refused by the user, and the model loses why it failed (N8).
             None => {
-                warn!(session = %self.message.meta.chat_id, timeout = ?self.config.tool_result_timeout, "the client sent no tool results in time: the calls get an error");
-                Resumed::TimedOut
+                warn!(%session, timeout = ?self.config.tool_result_timeout, "the client sent no tool results in time: the calls get an error");
+                (Resumed::TimedOut, false)
             }
+        };
+        TakenUp {
+            answers: calls.take_up(resumed),
+            results_came,
         }
     }
 

@@ -137,6 +137,12 @@ impl Ledger {
         }
     }
 
+    /// Whether a pushed message still waits for the last part of its answer. (One answered without the
+    /// tool counts as waiting: nothing says it was answered.)
+    pub(crate) fn awaiting_answer(&self) -> bool {
+        self.messages().iter().any(|m| !m.answered)
+    }
+
     /// Records that the last part of the answer to `message_id` was sent.
     pub(crate) fn answered(&self, message_id: &str) {
         if let Some(message) = self

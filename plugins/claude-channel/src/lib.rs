@@ -4,10 +4,12 @@
 //! It has two ends:
 //! - **Claude Code**, over MCP on standard input and output. It declares the `claude/channel` capability,
 //!   hands each chat message to Claude as a `notifications/claude/channel` notification, and offers the
-//!   `reply` tool through which Claude answers.
+//!   `reply` tool through which Claude answers, and the client's tools (`SYNTHESIS_CLIENT_TOOLS`), whose
+//!   calls wait for the client's results.
 //! - **The bridge**, over the WebSocket protocol of `synthesis-transport-ws` (`docs/protocol.md`): it
 //!   connects to `SYNTHESIS_WS_URL` with the process's secret, receives `inbound` messages, sends `reply`
-//!   frames, and reconnects with backoff when the bridge goes away.
+//!   frames, relays the client's tool calls (`tool_call` out, `tool_result` back), and reconnects with
+//!   backoff when the bridge goes away.
 //!
 //! Two facts about the real CLI shape it (`docs/claude-cli-measurements.md`): Claude Code probes with a
 //! `server/discover` request, which must fail at once with -32601 (a success disables channels); and a

@@ -24,6 +24,9 @@ use crate::ChannelConfig;
 use crate::ledger::Ledger;
 use crate::link::{BridgeLink, ToolOutcome};
 
+/// Why a call of the client's tools after the final reply fails.
+const AFTER_THE_ANSWER: &str = "Your answer was already sent with the reply tool, which ended the sender's request: the client's tools can be called only before the final reply.";
+
 /// The `reply` tool's name; a client tool of the same name cannot be offered beside it.
 const REPLY: &str = "reply";
 
@@ -44,7 +47,8 @@ const INSTRUCTIONS: &str = "\
 Messages from a chat arrive as user turns inside <channel source=… chat_id=… message_id=… ts=…> tags. \
 The person who sent one sees only what you send with the `reply` tool: answer every such message by \
 calling `reply` with its chat_id and message_id and your answer as `text`. A long answer may go in parts: \
-set `partial` to true on every part but the last.";
+set `partial` to true on every part but the last. The last part ends the sender's request: use any other \
+tools before it.";
 
 /// The arguments of the `reply` tool.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -115,6 +119,10 @@ impl ChannelServer {
     ) -> CallToolResult {
         let rpc_id = serde_json::to_value(&context.id).unwrap_or_default();
         let _open = self.ledger.tool_call(rpc_id.clone());
+        // The bridge ended the request with the final reply: nobody would hand the call to the client.
+        if !self.ledger.awaiting_answer() {
+            return refused(AFTER_THE_ANSWER.to_owned());
+        }
         let id = request
             .meta
             .as_ref()

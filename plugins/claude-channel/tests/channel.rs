@@ -311,7 +311,7 @@ async fn the_clients_tools_are_listed_and_their_calls_wait_for_the_bridges_answe
     );
     // No push while the call is open: Claude Code would drop it.
     let later = InboundMessage::new(SESSION, "later");
-    link.send(later).await.unwrap();
+    link.send(later.clone()).await.unwrap();
     assert!(
         claude.quiet_for(Duration::from_millis(300)).await,
         "pushed during an open call"
@@ -346,7 +346,35 @@ async fn the_clients_tools_are_listed_and_their_calls_wait_for_the_bridges_answe
         .await;
     assert_eq!(response["result"]["isError"], true, "{response}");
     assert_eq!(tool_text(&response), "no result in time");
-    let _link = failed.await.unwrap();
+    let mut link = failed.await.unwrap();
+
+    // Once both messages have their final reply, a call is refused at once: nobody would take it.
+    for (id, message_id) in [(7, &message.meta.message_id), (8, &later.meta.message_id)] {
+        let sent = claude
+            .reply(
+                id,
+                json!({"chat_id": SESSION, "text": "done", "message_id": message_id}),
+            )
+            .await;
+        assert_eq!(tool_text(&sent), "sent", "{sent}");
+    }
+    let refused = claude
+        .request(
+            json!(9),
+            "tools/call",
+            Some(json!({"name": "get_weather", "arguments": {"city": "Rome"}})),
+        )
+        .await;
+    assert_eq!(refused["result"]["isError"], true, "{refused}");
+    assert!(tool_text(&refused).contains("already sent"), "{refused}");
+    for _ in 0..2 {
+        let reply = tokio::time::timeout(PATIENCE, link.recv()).await.unwrap();
+        assert!(matches!(reply, Some(ChannelEvent::Reply(_))), "{reply:?}");
+    }
+    assert!(
+        link.try_recv().is_none(),
+        "the refused call reached the bridge"
+    );
     assert!(claude.close().await.is_ok());
 }
 

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::json;
 use synthesis_bridge::spawner::{ProcessSpec, Stdio};
-use synthesis_bridge::{BackendError, SessionKey};
+use synthesis_bridge::{BackendError, ClientTool, SessionKey};
 use synthesis_claude_channel_protocol::{ENV_CLIENT_TOOLS, ENV_SESSION, ENV_TOKEN, ENV_WS_URL};
 
 use crate::agent::{ClientSetup, Conversation};
@@ -70,7 +70,7 @@ pub(crate) fn spec(config: &ClaudeCliConfig, launch: &Launch<'_>) -> ProcessSpec
         spec = spec.env(key, value);
     }
     if !launch.client.tools.is_empty() {
-        spec = spec.env(ENV_CLIENT_TOOLS, client_tools(launch.client));
+        spec = spec.env(ENV_CLIENT_TOOLS, client_tools(&launch.client.tools));
     }
     spec.env(ENV_WS_URL, launch.endpoint)
         .env(ENV_SESSION, launch.session.as_str())
@@ -86,8 +86,8 @@ pub(crate) fn spec(config: &ClaudeCliConfig, launch: &Launch<'_>) -> ProcessSpec
 const ENV_LIMIT: usize = 128 * 1024;
 
 /// Refuses client tools that `SYNTHESIS_CLIENT_TOOLS` cannot carry: the process would not start.
-pub(crate) fn check_client_tools(client: &ClientSetup) -> Result<(), BackendError> {
-    let size = ENV_CLIENT_TOOLS.len() + 1 + client_tools(client).len();
+pub(crate) fn check_client_tools(tools: &[ClientTool]) -> Result<(), BackendError> {
+    let size = ENV_CLIENT_TOOLS.len() + 1 + client_tools(tools).len();
     if size < ENV_LIMIT {
         return Ok(());
     }
@@ -99,8 +99,8 @@ pub(crate) fn check_client_tools(client: &ClientSetup) -> Result<(), BackendErro
 }
 
 /// `SYNTHESIS_CLIENT_TOOLS`: the MCP definitions of the client's tools, for the plugin to list.
-fn client_tools(client: &ClientSetup) -> String {
-    let tools: Vec<serde_json::Value> = client.tools.iter().map(tool_json).collect();
+fn client_tools(tools: &[ClientTool]) -> String {
+    let tools: Vec<serde_json::Value> = tools.iter().map(tool_json).collect();
     serde_json::Value::from(tools).to_string()
 }
 

@@ -3,6 +3,8 @@
 //! Launching it until its plugin says hello, and what the bridge keeps about its channel.
 
 mod launch;
+
+pub(crate) use launch::check_client_tools;
 pub(crate) mod turn;
 
 use std::collections::VecDeque;
@@ -80,7 +82,6 @@ pub(crate) async fn launch(
         )
         .into());
     };
-    launch::check_client_tools(client)?;
     let ticket = transport.register(session);
     let endpoint = transport.endpoint();
     let spec = launch::spec(

@@ -35,7 +35,7 @@ use crate::channel::ChannelIo;
 use crate::client_tools::{Answer, Calls, why};
 use crate::config::ClaudeCliConfig;
 use crate::pool::SlotGuard;
-use crate::turn::{Aftermath, FAR, Resumed, TurnRun, exited_mid_turn, wait_ends};
+use crate::turn::{Aftermath, FAR, TurnRun, exited_mid_turn, wait_ends};
 
 /// ESC interrupts Claude Code's running prompt.
 const ESC: &[u8] = b"\x1b";
@@ -167,6 +167,10 @@ impl TurnRun {
                     }
                     debug!(session = %session, "interrupting claude");
                     cancelled = Some(0);
+                    // Nobody takes the calls Claude made for this request.
+                    for (call, answer) in calls.orphan(why::CANCELLED) {
+                        answer_call(&channel.link, session, call, answer).await;
+                    }
                     if stage == Stage::Started {
                         interrupt(process, session, &mut esc_at).await;
                     }
@@ -221,7 +225,7 @@ impl TurnRun {
                     let error = exited_mid_turn(process, exit);
                     return self.fail(error, Aftermath::Broken).await;
                 }
-                () = &mut gather, if calls.have_step() && waiting.is_none() => {
+                () = &mut gather, if calls.have_step() && waiting.is_none() && cancelled.is_none() => {
                     let step = calls.take_step();
                     info!(session = %session, calls = step.len(), "claude called the client's tools; waiting for their results");
                     waiting = Some(self.hand_out(step).await);
@@ -229,14 +233,13 @@ impl TurnRun {
                 }
                 ended = wait_ends(&mut waiting) => {
                     let wait = waiting.take().expect("a wait ended");
-                    let resumed = self.take_up(ended, wait).await;
-                    let (_, session, channel) = parts(&mut self.slot);
-                    if let Resumed::Results(results) = &resumed {
-                        debug!(session = %session, results = results.len(), "the client's tool results came; claude goes on");
+                    let taken = self.take_up(ended, wait, &mut calls).await;
+                    if taken.results_came {
                         // The rest of the answer is a new response, which Claude's last words may be.
                         said_anything = false;
                     }
-                    for (call, answer) in calls.take_up(resumed) {
+                    let (_, session, channel) = parts(&mut self.slot);
+                    for (call, answer) in taken.answers {
                         answer_call(&channel.link, session, call, answer).await;
                     }
                     // Calls that came while the client had the others go out in this answer.

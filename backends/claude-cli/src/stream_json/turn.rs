@@ -16,7 +16,7 @@ use crate::client_tools::{Answer, Calls, why};
 use crate::config::ClaudeCliConfig;
 use crate::pool::SlotGuard;
 use crate::screen::{self, NO_CONVERSATION, flat};
-use crate::turn::{Aftermath, FAR, Resumed, TurnRun, exited_mid_turn, wait_ends};
+use crate::turn::{Aftermath, FAR, TurnRun, exited_mid_turn, wait_ends};
 
 /// How many times the interrupt is sent before a process that will not stop is stopped for good.
 const INTERRUPT_ATTEMPTS: u32 = 5;
@@ -92,15 +92,14 @@ impl TurnRun {
                 () = &mut last_records, if exited.is_some() => Some(None),
                 ended = wait_ends(&mut waiting) => {
                     let wait = waiting.take().expect("a wait ended");
-                    let resumed = self.take_up(ended, wait).await;
-                    let (process, session, _) = parts(&mut self.slot);
-                    if let Resumed::Results(results) = &resumed {
-                        debug!(%session, results = results.len(), "the client's tool results came; claude goes on");
+                    let taken = self.take_up(ended, wait, &mut calls).await;
+                    if taken.results_came {
                         // The rest of the answer is a new response: it starts without a paragraph break.
                         said_anything = false;
                         paragraph_break = false;
                     }
-                    for (call, answer) in calls.take_up(resumed) {
+                    let (process, session, _) = parts(&mut self.slot);
+                    for (call, answer) in taken.answers {
                         answer_call(process, session, &call, &answer).await;
                     }
                     continue;
