@@ -324,6 +324,41 @@ class OpenClaw:
         return out["payloads"][0]["text"]
 
 
+class Gateway:
+    """`openclaw gateway run` with the OpenClaw `config` (a dict), for turns that go through the gateway as
+    a chat app's do; stopped with its process group."""
+
+    def __init__(self, openclaw, name, config):
+        self.openclaw = openclaw
+        config = {**config, "gateway": {"mode": "local", "port": free_port(), "bind": "loopback",
+                                        "auth": {"mode": "token", "token": "gateway-token"}}}
+        # OpenClaw writes beside its config: give it a directory of its own.
+        self.config_path = openclaw.world / name / "openclaw.json"
+        self.config_path.parent.mkdir(parents=True)
+        self.config_path.write_text(json.dumps(config, indent=2))
+        self.log = openclaw.world / name / "gateway.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(openclaw.command("gateway", "run"), env=openclaw.env(self.config_path),
+                                            cwd=openclaw.world / "workspace", stdin=subprocess.DEVNULL,
+                                            stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + OPENCLAW_PATIENCE
+        while "[gateway] ready" not in self.log.read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"no gateway:\n{self.log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.2)
+
+    def turn(self, session_key, message):
+        """`openclaw agent --session-key K -m M`, through the gateway. Returns the reply."""
+        code, out = self.openclaw.run(self.config_path, "agent", "--session-key", session_key, "-m", message)
+        assert code == 0, f"exit {code}: {out}"
+        return out["result"]["payloads"][0]["text"]
+
+    def stop(self):
+        if self.process.poll() is None:
+            stop(self.process, signal_to=lambda sig: os.killpg(self.process.pid, sig))
+
+
 def history(reply):
     """`turn N of conversation U`, fake_claude's answer to `history` → (N, U)."""
     found = re.fullmatch(r"turn (\d+) of conversation (\S+)", reply)
@@ -469,27 +504,35 @@ def stream_json_openclaw_instructions_reach_the_model(openclaw, config, model):
     assert "<!-- /openclaw:attempt:DYNAMIC -->" in lines[-1], lines[-1]
 
 
-def claude_calls_an_openclaw_tool(openclaw, config, bridge, mode):
-    # OpenClaw offers its own tools with every request; the bridge gives them to Claude. The mock model
-    # calls OpenClaw's `read` on a file of the workspace: OpenClaw runs it, sends the result back, and
-    # Claude's same turn goes on with it.
+def openclaw_gateway_with_claude(openclaw, bridge, model, mode):
+    # OpenClaw's gateway offers its own tools with every request; the bridge gives them to Claude. The mock
+    # model calls OpenClaw's `read` on a file of the workspace: OpenClaw runs it, sends the result back, and
+    # Claude's same turn goes on with it. The model's request ends with OpenClaw's system prompt. Then the
+    # gateway's one-shot model call, which names no session, is answered by a fresh claude.
     session = f"agent:main:{mode}-tools"
     note = openclaw.world / "workspace" / "note.txt"
     note.write_text("the secret word is marmalade\n")
     prompt = f'CALL read {{"path": "{note}"}}'
-    reply = openclaw.turn(config, session, prompt)
+    provider = OpenClaw.config(bridge.url, openclaw.world / "workspace")
+    with running(Gateway(openclaw, f"{mode}-gateway", provider)) as gateway:
+        reply = gateway.turn(session, prompt)
+        one_shot_without_a_session_is_answered(openclaw, gateway.config_path, bridge,
+                                               lambda asked: f"reply to: {asked}", "--gateway")
     offered = re.findall(rf'starting claude \({mode}\).*tools=\[([^\]]*)\]', bridge.log.read_text())
     names = {name.strip().strip('"') for listed in offered for name in listed.split(",")}
     assert "read" in names, f"OpenClaw's tools as the bridge got them: {sorted(names)}"
     assert reply.startswith(f"reply to: {prompt} (tools said: ") and "marmalade" in reply, reply
+    asked = [line for line in model.log.read_text().splitlines() if "CALL read" in line and str(note) in line]
+    assert asked, "the model never saw the turn"
+    assert "<!-- /openclaw:attempt:DYNAMIC -->" in asked[0], asked[0]
 
 
-def one_shot_without_a_session_is_answered(openclaw, config, bridge, answer):
+def one_shot_without_a_session_is_answered(openclaw, config, bridge, answer, where="--local"):
     """`openclaw infer model run`: OpenClaw's one-shot model call names no session, as its background runs
     (the memory plugin's) do. The bridge answers it as a one-off turn (`answer` of the prompt) rather than
-    refusing it."""
+    refusing it. `where`: `--local`, or `--gateway` through a running gateway."""
     prompt = "a question that names no session"
-    code, out = openclaw.run(config, "infer", "model", "run", "--local", "--prompt", prompt, "--json")
+    code, out = openclaw.run(config, "infer", "model", "run", where, "--prompt", prompt)
     assert code == 0, out
     assert out["outputs"][0]["text"] == answer(prompt), out
     turns = [line for line in bridge.log.read_text().splitlines() if "turn received" in line]
@@ -556,7 +599,7 @@ def plugin_runs_the_bridge_under_the_gateway(world):
     a turn sent through the gateway reaches it, and stopping the gateway stops the bridge."""
     openclaw = OpenClaw(world, home="gateway-home")
     own = side_world(world, "plugin")
-    bridge_port, gateway_port = free_port(), free_port()
+    bridge_port = free_port()
     config = OpenClaw.config(f"http://127.0.0.1:{bridge_port}/v1", world / "workspace")
     config["plugins"] = {
         "load": {"paths": [str(PLUGIN)]},
@@ -567,37 +610,22 @@ def plugin_runs_the_bridge_under_the_gateway(world):
             "env": {"CLAUDE_CONFIG_DIR": str(own / "claude")},
         }}},
     }
-    config["gateway"] = {"mode": "local", "port": gateway_port, "bind": "loopback",
-                         "auth": {"mode": "token", "token": "gateway-token"}}
-    # OpenClaw writes beside its config: give it a directory of its own.
-    config_path = openclaw.home / ".openclaw" / "openclaw.json"
-    config_path.parent.mkdir(parents=True)
-    config_path.write_text(json.dumps(config, indent=2))
-
-    log_path = world / "plugin" / "gateway.log"
-    with open(log_path, "wb") as log:
-        # Its own process group, so that a gateway killed after a failed check takes its bridge along.
-        gateway = subprocess.Popen(openclaw.command("gateway", "run"), env=openclaw.env(config_path),
-                                   cwd=world / "workspace", stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                   start_new_session=True)
+    gateway = Gateway(openclaw, "plugin-gateway", config)
     try:
         deadline = time.monotonic() + OPENCLAW_PATIENCE
-        while not ("[gateway] ready" in log_path.read_text(errors="replace") and port_open(bridge_port)):
-            assert gateway.poll() is None and time.monotonic() < deadline, \
-                f"no gateway with a bridge:\n{log_path.read_text(errors='replace')[-3000:]}"
+        while not port_open(bridge_port):
+            assert gateway.process.poll() is None and time.monotonic() < deadline, \
+                f"no bridge under the gateway:\n{gateway.log.read_text(errors='replace')[-3000:]}"
             time.sleep(0.2)
-        code, out = openclaw.run(config_path, "agent", "--session-key", "agent:main:plugin",
-                                 "-m", "hello through the gateway")
-        assert code == 0, out
-        assert out["result"]["payloads"][0]["text"] == "echo: hello through the gateway", out
+        reply = gateway.turn("agent:main:plugin", "hello through the gateway")
+        assert reply == "echo: hello through the gateway", reply
         assert agents_configured_in(own / "claude"), "the plugin's bridge runs the session's agent"
         # SIGTERM to the gateway alone: the plugin stops the bridge.
-        stop(gateway)
+        stop(gateway.process)
         assert not port_open(bridge_port), "the bridge still listens after the gateway stopped"
         assert not agents_configured_in(own / "claude"), "an agent outlived its bridge"
     finally:
-        if gateway.poll() is None:
-            stop(gateway, signal_to=lambda sig: os.killpg(gateway.pid, sig))
+        gateway.stop()
         kill_bridges_of(own)
 
 
@@ -627,8 +655,9 @@ def stream_json(suite, world):
                         stream_json_exec_final_is_the_reply, openclaw, config)
             suite.check("stream-json openclaw session key: the history is kept, in one claude process",
                         stream_json_session_key_keeps_history_in_one_process, openclaw, config)
-            suite.check("stream-json openclaw tools: Claude calls OpenClaw's own read tool through the bridge",
-                        claude_calls_an_openclaw_tool, openclaw, config, bridge, "stream-json")
+            suite.check("stream-json openclaw gateway: Claude gets OpenClaw's system prompt and calls its read tool; "
+                        "a call without a session is answered",
+                        openclaw_gateway_with_claude, openclaw, bridge, model, "stream-json")
             suite.check("stream-json openclaw instructions: OpenClaw's system prompt is in the model's request",
                         stream_json_openclaw_instructions_reach_the_model, openclaw, config, model)
             suite.check("stream-json openclaw one-shot: a call without a session is answered by a fresh claude",
@@ -648,10 +677,9 @@ def channel(suite, world):
     model = MockModel(world)
     try:
         with running(Bridge(world, "--heartbeat", "1s", model=model, mode="channel")) as bridge:
-            openclaw = OpenClaw(world)
-            config = openclaw.write_config("provider", OpenClaw.config(bridge.url, world / "workspace"))
-            suite.check("channel openclaw tools: Claude calls OpenClaw's own read tool through the bridge",
-                        claude_calls_an_openclaw_tool, openclaw, config, bridge, "channel")
+            suite.check("channel openclaw gateway: Claude gets OpenClaw's system prompt and calls its read tool; "
+                        "a call without a session is answered",
+                        openclaw_gateway_with_claude, OpenClaw(world), bridge, model, "channel")
     finally:
         model.stop()
 
