@@ -79,6 +79,7 @@
 
 pub mod backend;
 pub mod http;
+pub mod instructions;
 pub mod layers;
 pub mod metrics;
 pub mod openai;

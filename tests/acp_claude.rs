@@ -222,3 +222,50 @@ async fn acp_fails_a_turn_at_once_when_the_agent_dies_and_the_next_turn_reopens_
         );
     }
 }
+
+#[tokio::test]
+#[ignore = "needs the pinned claude CLI and Claude ACP agent: run scripts/e2e-claude"]
+async fn acp_gives_the_agent_the_clients_instructions_with_the_first_message_and_a_change() {
+    let world = World::new().await;
+    let bridge = world.start_bridge_in(Mode::Acp).await;
+    let ask = |system: &str, text: &str| {
+        json!({"model": "claude", "user": "agent::acp-system", "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": text},
+        ]})
+    };
+    // The newest user message of the first model request whose prompt ends with `text`.
+    let told = |text: &str| {
+        let request = world
+            .api
+            .requests()
+            .into_iter()
+            .find(|request| request.prompt().is_some_and(|p| p.content.ends_with(text)))
+            .unwrap_or_else(|| panic!("the mock never saw {text:?}"));
+        request.body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rfind(|message| message["role"] == "user")
+            .unwrap()
+            .to_string()
+    };
+    let note = "in place of any it gave before";
+    let rules = "You are the OpenClaw agent. Always answer in haiku.";
+    let changed = "You are the OpenClaw agent. Answer in prose.";
+    for (system, text) in [
+        (rules, "first with rules"),
+        (rules, "second with the same rules"),
+        (changed, "third with new rules"),
+    ] {
+        let (status, body) = post_json(&bridge, ask(system, text)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let first = told("first with rules");
+    assert!(first.contains(rules) && first.contains(note), "{first}");
+    let second = told("second with the same rules");
+    assert!(!second.contains(note), "told once: {second}");
+    let third = told("third with new rules");
+    assert!(third.contains(changed) && third.contains(note), "{third}");
+    assert_eq!(agents(&bridge).len(), 1, "no restart for instructions");
+}

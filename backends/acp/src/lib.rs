@@ -95,6 +95,7 @@ mod turn;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use synthesis_bridge::instructions::{fingerprint, with_instructions};
 use synthesis_bridge::pool::Sweep;
 use synthesis_bridge::store::{self, now_in_millis};
 use synthesis_bridge::{
@@ -207,7 +208,7 @@ impl Inner {
         }
         if guard.is_none() {
             let ready = self.start(&turn, record.conversation_id.as_deref());
-            let agent = tokio::select! {
+            let (agent, opened) = tokio::select! {
                 agent = tokio::time::timeout(self.config.ready_timeout, ready) => agent.unwrap_or_else(|_| Err(BackendError::unavailable(format!(
                     "the ACP agent {} did not open its session within {:?}",
                     self.config.agent_name(),
@@ -215,6 +216,10 @@ impl Inner {
                 ))))?,
                 () = turn.cancel.cancelled() => return Err(BackendError::Cancelled),
             };
+            if opened == Opened::New {
+                // ACP has no system prompt: the client's instructions come with the first message.
+                slot.state.instructions.started_without();
+            }
             record.conversation_id = agent.session_id.clone();
             *guard = Some(agent);
         }
@@ -227,11 +232,20 @@ impl Inner {
             slot.state.new_session_started();
         }
 
+        let system_prompt = turn.meta.system_prompt.as_deref();
+        let text = if slot.state.instructions.differ(system_prompt) {
+            info!(session = %turn.session, "the agent gets the client's instructions with the message");
+            with_instructions(system_prompt, &turn.text)
+        } else {
+            turn.text
+        };
         let (events, mut reply) = mpsc::channel(EVENT_BUFFER);
         let run = TurnRun {
+            instructions: fingerprint(system_prompt),
             slot,
             agent: guard,
-            text: turn.text,
+            text,
+            delivered: false,
             cancel: turn.cancel,
             shutdown: self.shutdown.clone(),
             config: self.config.clone(),
@@ -244,8 +258,13 @@ impl Inner {
         })))
     }
 
-    /// Starts an agent for `turn`'s session and opens its conversation: `wanted`, when it had one.
-    async fn start(&self, turn: &Turn, wanted: Option<&str>) -> Result<Agent, BackendError> {
+    /// Starts an agent for `turn`'s session and opens its conversation: `wanted`, when it had one. Says
+    /// how it was opened.
+    async fn start(
+        &self,
+        turn: &Turn,
+        wanted: Option<&str>,
+    ) -> Result<(Agent, Opened), BackendError> {
         let permit = self
             .pool
             .room(&turn.session, self.config.busy_retry_after)
@@ -265,7 +284,7 @@ impl Inner {
                 if wanted.is_some() && opened == Opened::New {
                     info!(session = %turn.session, "the conversation starts again in a new ACP session");
                 }
-                Ok(agent)
+                Ok((agent, opened))
             }
             Err(err) => {
                 agent.stop().await;

@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use synthesis_bridge::instructions::KnownInstructions;
+
 use crate::agent::Agent;
 
 pub(crate) type Pool = synthesis_bridge::pool::Pool<Agent, SessionState>;
@@ -15,6 +17,8 @@ pub(crate) struct SessionState {
     /// Set when the agent turned out not to have the session's conversation any more: the next turn starts
     /// a new one. Cleared once the new one is saved; a slot that has it is kept.
     new_session: AtomicBool,
+    /// The client's instructions the agent's session has been told of, once known.
+    pub(crate) instructions: KnownInstructions,
 }
 
 impl SessionState {

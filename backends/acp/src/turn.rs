@@ -56,6 +56,11 @@ pub(crate) struct TurnRun {
     pub(crate) events: mpsc::Sender<ReplyEvent>,
     /// The turn of a request that named no session: its process is stopped when it is over.
     pub(crate) one_off: bool,
+    /// The fingerprint of the client's instructions with this turn: the agent has them once the message
+    /// reached it (with them, or without a change).
+    pub(crate) instructions: u64,
+    /// Whether the prompt went to the agent.
+    pub(crate) delivered: bool,
 }
 
 impl TurnRun {
@@ -63,6 +68,9 @@ impl TurnRun {
         let aftermath = self.exchange().await;
         if let Some(agent) = self.agent.as_ref() {
             agent.rpc.end_turn();
+        }
+        if self.delivered {
+            self.slot.state.instructions.remember(self.instructions);
         }
         if (aftermath == Aftermath::Broken || self.one_off)
             && let Some(agent) = self.agent.take()
@@ -105,6 +113,7 @@ impl TurnRun {
             vec![ContentBlock::from(self.text.clone())],
         );
         let mut call = self.agent().rpc.call("session/prompt", prompt);
+        self.delivered = true;
         let mut said_anything = false;
         // The agent's own names of the tools it announced, by call id, for the permission requests.
         let mut tool_names: HashMap<String, Vec<String>> = HashMap::new();

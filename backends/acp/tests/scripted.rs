@@ -589,3 +589,67 @@ async fn tool_results_for_calls_the_agent_never_made_reach_it_as_a_message() {
     );
     backend.shutdown().await;
 }
+
+/// The texts of the prompts the agents got, in order.
+fn prompts(log: &Log) -> Vec<String> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|message| message["method"] == "session/prompt")
+        .filter_map(|message| {
+            message["params"]["prompt"][0]["text"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_clients_instructions_come_with_the_first_message_and_again_only_when_they_change() {
+    let log = Log::default();
+    let agent = echo_agent(&log, json!({"sessionCapabilities": {"resume": {}}}));
+    let store = Arc::new(MemoryStore::new());
+    let instructed = |text: &str, instructions: Option<&str>| {
+        let mut turn = turn("a", text);
+        turn.meta = turn
+            .meta
+            .with_system_prompt(instructions.map(str::to_owned));
+        turn
+    };
+    let first = backend(&agent, store.clone());
+    for (text, instructions) in [
+        ("one", Some("Be brief.")),
+        ("two", Some("Be brief.")),
+        ("three", Some("Be kind.")),
+        ("four", None),
+        ("five", None),
+    ] {
+        events(&first, instructed(text, instructions)).await;
+    }
+    first.shutdown().await;
+    // A restarted bridge resumes the session without knowing what it was told: it tells it once more.
+    let restarted = backend(&agent, store);
+    for text in ["six", "seven"] {
+        events(&restarted, instructed(text, Some("Be kind."))).await;
+    }
+    restarted.shutdown().await;
+
+    let prompts = prompts(&log);
+    let told = |prompt: &str, instructions: &str, text: &str| {
+        prompt.starts_with("[The app you are working in gives you these instructions")
+            && prompt.contains(instructions)
+            && prompt.ends_with(&format!("\n\n{text}"))
+    };
+    assert!(told(&prompts[0], "Be brief.", "one"), "{}", prompts[0]);
+    assert_eq!(prompts[1], "two");
+    assert!(told(&prompts[2], "Be kind.", "three"), "{}", prompts[2]);
+    assert!(
+        prompts[3].contains("withdrawn its earlier instructions") && prompts[3].ends_with("four"),
+        "{}",
+        prompts[3]
+    );
+    assert_eq!(prompts[4], "five");
+    assert!(told(&prompts[5], "Be kind.", "six"), "{}", prompts[5]);
+    assert_eq!(prompts[6], "seven");
+    assert!(methods(&log).contains(&"session/resume".to_owned()));
+}

@@ -145,9 +145,10 @@ use uuid::Uuid;
 pub use crate::config::{ClaudeCliConfig, PermissionMode, UnknownPermissionMode};
 
 use crate::agent::{Agent, ClientSetup, Conversation, LaunchError, Mode, Services};
-use crate::pool::{Connected, Permit, Pool, SessionState, Slot, SlotGuard, fingerprint};
+use crate::pool::{Connected, Permit, Pool, SessionState, Slot, SlotGuard};
 use crate::transcript::Transcript;
 use crate::turn::{Resumption, TurnRun};
+use synthesis_bridge::instructions::{fingerprint, with_instructions};
 use synthesis_bridge::pool::Sweep;
 
 /// How many reply events wait for a slow consumer before the turn holds back.
@@ -306,7 +307,8 @@ impl Inner {
             let agent = self.launch(&turn, &mut record).await?;
             if agent.started_conversation {
                 slot.state
-                    .conversation_started_with(&agent.client.system_prompt);
+                    .instructions
+                    .started_with(agent.client.system_prompt.as_deref());
             }
             *guard = Some(agent);
         }
@@ -321,10 +323,14 @@ impl Inner {
 
         let continuing = self.continuing(&slot, &turn.text, conversation).await;
         // A retry's note replaces the text: the instructions wait for the next new message.
-        let tell = continuing.is_none() && slot.state.instructions_differ(&turn.meta.system_prompt);
+        let tell = continuing.is_none()
+            && slot
+                .state
+                .instructions
+                .differ(turn.meta.system_prompt.as_deref());
         let text = if tell {
             info!(session = %turn.session, "the client's instructions changed: claude gets them with the message");
-            with_new_instructions(turn.meta.system_prompt.as_deref(), &turn.text)
+            with_instructions(turn.meta.system_prompt.as_deref(), &turn.text)
         } else {
             turn.text.clone()
         };
@@ -392,7 +398,7 @@ impl Inner {
             events,
             one_off,
             // Known to Claude once the message reaches it.
-            instructions: fingerprint(&turn.meta.system_prompt),
+            instructions: fingerprint(turn.meta.system_prompt.as_deref()),
         };
         tokio::spawn(run.run().in_current_span());
         reply_stream(reply)
@@ -521,19 +527,6 @@ impl Inner {
 /// The stream of the events a turn sends on `reply`.
 fn reply_stream(mut reply: mpsc::Receiver<ReplyEvent>) -> ReplyStream {
     Box::pin(futures::stream::poll_fn(move |cx| reply.poll_recv(cx)))
-}
-
-/// `text` with a note of the client's new instructions first: a resumed conversation keeps the system
-/// prompt it started with.
-fn with_new_instructions(instructions: Option<&str>, text: &str) -> String {
-    match instructions {
-        Some(instructions) => format!(
-            "[The instructions of the app you are working in have changed. From now on they are:]\n{instructions}\n[End of the instructions. The message follows.]\n\n{text}"
-        ),
-        None => format!(
-            "[The app you are working in has withdrawn its earlier instructions. The message follows.]\n\n{text}"
-        ),
-    }
 }
 
 /// The Claude Code session id of `record`'s conversation. Claude Code takes the id it is given, so one is

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use synthesis_bridge::instructions::KnownInstructions;
 use tokio::sync::mpsc;
 
 use crate::agent::Agent;
@@ -26,8 +27,8 @@ pub(crate) struct SessionState {
     new_conversation: AtomicBool,
     /// A turn waiting for the client's tool results: the session's next turn hands them over here.
     paused: Mutex<Option<mpsc::Sender<Resumption>>>,
-    /// A fingerprint of the client's instructions Claude has in this conversation, once known.
-    instructions: Mutex<Option<u64>>,
+    /// The client's instructions Claude has in this conversation, once known.
+    pub(crate) instructions: KnownInstructions,
 }
 
 impl SessionState {
@@ -50,27 +51,6 @@ impl SessionState {
     /// The turn waiting for the client's tool results, if one is.
     pub(crate) fn take_paused(&self) -> Option<mpsc::Sender<Resumption>> {
         self.paused.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-
-    /// A new conversation began with `instructions` in its system prompt.
-    pub(crate) fn conversation_started_with(&self, instructions: &Option<String>) {
-        *self.instructions.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(fingerprint(instructions));
-    }
-
-    /// Whether Claude must be told of the `current` instructions: when they differ from those it has, or,
-    /// when nobody knows what it has (a process resumed the conversation after an idle stop or a restart
-    /// of the bridge, and a resumed conversation keeps its first instructions), whenever there are some.
-    pub(crate) fn instructions_differ(&self, current: &Option<String>) -> bool {
-        match *self.instructions.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(had) => had != fingerprint(current),
-            None => current.is_some(),
-        }
-    }
-
-    /// Claude got a message with the instructions of fingerprint `instructions` (or told of them).
-    pub(crate) fn remember_instructions(&self, instructions: u64) {
-        *self.instructions.lock().unwrap_or_else(|e| e.into_inner()) = Some(instructions);
     }
 
     /// Asks the next turn to start a new conversation.
@@ -113,12 +93,4 @@ impl Drop for ConnectedGuard {
     fn drop(&mut self) {
         (self.0).0.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// A short stand-in for instructions of tens of kilobytes.
-pub(crate) fn fingerprint(instructions: &Option<String>) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    instructions.hash(&mut hasher);
-    hasher.finish()
 }

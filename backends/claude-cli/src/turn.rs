@@ -142,7 +142,7 @@ impl TurnRun {
         // A turn that waited for tool results no longer does.
         self.session.state.take_paused();
         if self.delivered {
-            self.session.state.remember_instructions(self.instructions);
+            self.session.state.instructions.remember(self.instructions);
         }
         if self.one_off {
             return;
