@@ -4,6 +4,9 @@
 //! agent is told of instructions with a message, once: [`KnownInstructions`] remembers what its
 //! conversation has, and [`with_instructions`] puts a note before the user's text.
 //!
+//! Withdrawn instructions are told only to a conversation known to have had some: one resumed after a
+//! restart, whose instructions nobody knows, keeps whatever it was told before.
+//!
 //! [`TurnMeta::system_prompt`]: crate::backend::TurnMeta::system_prompt
 //!
 //! # Example
@@ -14,13 +17,13 @@
 //! let known = KnownInstructions::default();
 //! known.started_without();
 //! let current = Some("Answer in French.");
-//! assert!(known.differ(current));
-//! let text = with_instructions(current, "hello");
+//! let text = known.note_for(current, "hello").expect("the agent must be told");
 //! assert!(text.starts_with("[The app you are working in gives you these instructions"));
 //! assert!(text.ends_with("hello"));
+//! assert_eq!(text, with_instructions(current, "hello"));
 //! // Once the message reached the agent:
 //! known.remember(fingerprint(current));
-//! assert!(!known.differ(current));
+//! assert_eq!(known.note_for(current, "hello again"), None);
 //! ```
 
 use std::hash::{Hash, Hasher};
@@ -51,6 +54,13 @@ impl KnownInstructions {
             Some(had) => had != fingerprint(current),
             None => current.is_some(),
         }
+    }
+
+    /// `text` with a note of the `current` instructions first, if the conversation must be told of them
+    /// ([`differ`](Self::differ)). Once the message reached the agent, [`remember`](Self::remember) them.
+    pub fn note_for(&self, current: Option<&str>, text: &str) -> Option<String> {
+        self.differ(current)
+            .then(|| with_instructions(current, text))
     }
 
     /// The conversation got the instructions of `fingerprint` (a message told it of them, or carried no

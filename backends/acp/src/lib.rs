@@ -9,8 +9,9 @@
 //!   [`SessionStore`]. After a restart (of the bridge, or of a process stopped while idle) the same
 //!   conversation is reopened with `session/resume` where the agent advertises it, else with
 //!   `session/load`; an agent that can do neither, or refuses, starts a new one;
-//! - a turn is a `session/prompt` with the user's text; each `agent_message_chunk` streams as a delta; the
-//!   prompt's answer ends the turn, with its token usage where the agent reports it;
+//! - a turn is a `session/prompt` with the user's text (after a note of the client's instructions, when
+//!   the session must be told of them: ACP has no system prompt); each `agent_message_chunk` streams as a
+//!   delta; the prompt's answer ends the turn, with its token usage where the agent reports it;
 //! - the agent's `session/request_permission` requests are answered at once by the
 //!   [`PermissionPolicy`]; nobody is there to click;
 //! - a cancelled turn sends `session/cancel` and waits for the prompt to end, for
@@ -95,7 +96,7 @@ mod turn;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use synthesis_bridge::instructions::{fingerprint, with_instructions};
+use synthesis_bridge::instructions::fingerprint;
 use synthesis_bridge::pool::Sweep;
 use synthesis_bridge::store::{self, now_in_millis};
 use synthesis_bridge::{
@@ -233,18 +234,16 @@ impl Inner {
         }
 
         let system_prompt = turn.meta.system_prompt.as_deref();
-        let text = if slot.state.instructions.differ(system_prompt) {
+        let told = slot.state.instructions.note_for(system_prompt, &turn.text);
+        if told.is_some() {
             info!(session = %turn.session, "the agent gets the client's instructions with the message");
-            with_instructions(system_prompt, &turn.text)
-        } else {
-            turn.text
-        };
+        }
         let (events, mut reply) = mpsc::channel(EVENT_BUFFER);
         let run = TurnRun {
             instructions: fingerprint(system_prompt),
             slot,
             agent: guard,
-            text,
+            text: told.unwrap_or(turn.text),
             delivered: false,
             cancel: turn.cancel,
             shutdown: self.shutdown.clone(),

@@ -59,7 +59,7 @@ pub(crate) struct TurnRun {
     /// The fingerprint of the client's instructions with this turn: the agent has them once the message
     /// reached it (with them, or without a change).
     pub(crate) instructions: u64,
-    /// Whether the prompt went to the agent.
+    /// Whether the agent has the prompt: it sent an update about it, or answered it.
     pub(crate) delivered: bool,
 }
 
@@ -113,7 +113,6 @@ impl TurnRun {
             vec![ContentBlock::from(self.text.clone())],
         );
         let mut call = self.agent().rpc.call("session/prompt", prompt);
-        self.delivered = true;
         let mut said_anything = false;
         // The agent's own names of the tools it announced, by call id, for the permission requests.
         let mut tool_names: HashMap<String, Vec<String>> = HashMap::new();
@@ -149,6 +148,8 @@ impl TurnRun {
                 }
                 Some(incoming) = agent.rpc.incoming.recv() => match incoming {
                     Incoming::Notification { method, params } if method == "session/update" => {
+                        // The agent works on the prompt: it has it.
+                        self.delivered = true;
                         if let Some((call, names)) = announced_tool(&params) {
                             tool_names.insert(call, names);
                             continue;
@@ -175,7 +176,10 @@ impl TurnRun {
                     }
                 },
                 answer = call.answer() => return match answer {
-                    Ok(answer) => self.end(answer, cancelled).await,
+                    Ok(answer) => {
+                        self.delivered = true;
+                        self.end(answer, cancelled).await
+                    }
                     Err(CallError::Rpc { .. }) if cancelled => self.fail(BackendError::Cancelled, AFTER_CANCEL).await,
                     Err(err @ CallError::Rpc { code, .. }) => {
                         let failure = format!("the ACP agent {} could not answer: {err}{}", agent.name, agent.last_words());

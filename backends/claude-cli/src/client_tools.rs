@@ -218,13 +218,14 @@ impl<C: OpenCall> Calls<C> {
         }
     }
 
-    /// Nobody will send results (`why`): every open call, and every later one, gets an error.
+    /// Nobody will send results (`why`, unless an earlier reason stands): every open call, and every later
+    /// one, gets an error.
     pub(crate) fn orphan(&mut self, why: &str) -> Vec<(C, Answer)> {
-        self.orphaned = Some(why.to_owned());
+        let why = self.orphaned.get_or_insert_with(|| why.to_owned()).clone();
         self.step.clear();
         std::mem::take(&mut self.open)
             .into_iter()
-            .map(|call| (call, Answer::error(why)))
+            .map(|call| (call, Answer::error(why.clone())))
             .collect()
     }
 }

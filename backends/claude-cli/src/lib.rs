@@ -148,7 +148,7 @@ use crate::agent::{Agent, ClientSetup, Conversation, LaunchError, Mode, Services
 use crate::pool::{Connected, Permit, Pool, SessionState, Slot, SlotGuard};
 use crate::transcript::Transcript;
 use crate::turn::{Resumption, TurnRun};
-use synthesis_bridge::instructions::{fingerprint, with_instructions};
+use synthesis_bridge::instructions::fingerprint;
 use synthesis_bridge::pool::Sweep;
 
 /// How many reply events wait for a slow consumer before the turn holds back.
@@ -323,17 +323,16 @@ impl Inner {
 
         let continuing = self.continuing(&slot, &turn.text, conversation).await;
         // A retry's note replaces the text: the instructions wait for the next new message.
-        let tell = continuing.is_none()
-            && slot
-                .state
-                .instructions
-                .differ(turn.meta.system_prompt.as_deref());
-        let text = if tell {
-            info!(session = %turn.session, "the client's instructions changed: claude gets them with the message");
-            with_instructions(turn.meta.system_prompt.as_deref(), &turn.text)
-        } else {
-            turn.text.clone()
+        let told = match continuing {
+            None => {
+                (slot.state.instructions).note_for(turn.meta.system_prompt.as_deref(), &turn.text)
+            }
+            Some(_) => None,
         };
+        if told.is_some() {
+            info!(session = %turn.session, "the client's instructions changed: claude gets them with the message");
+        }
+        let text = told.unwrap_or_else(|| turn.text.clone());
         let (message, original) =
             retry::message_for(turn.session.as_str(), text, continuing, self.wording());
         if let Some(retry_of) = &message.meta.retry_of {
@@ -384,6 +383,10 @@ impl Inner {
         one_off: bool,
     ) -> ReplyStream {
         let (events, reply) = mpsc::channel(EVENT_BUFFER);
+        // Known to Claude once the message reaches it; a retry's note carries none.
+        let instructions = original
+            .is_none()
+            .then(|| fingerprint(turn.meta.system_prompt.as_deref()));
         let run = TurnRun {
             session: slot,
             slot: guard,
@@ -397,8 +400,7 @@ impl Inner {
             config: self.services.config.clone(),
             events,
             one_off,
-            // Known to Claude once the message reaches it.
-            instructions: fingerprint(turn.meta.system_prompt.as_deref()),
+            instructions,
         };
         tokio::spawn(run.run().in_current_span());
         reply_stream(reply)

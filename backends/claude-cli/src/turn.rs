@@ -119,8 +119,8 @@ pub(crate) struct TurnRun {
     /// The turn of a request that named no session: its process is stopped when it is over.
     pub(crate) one_off: bool,
     /// The fingerprint of the client's instructions with this turn: Claude has them once the message
-    /// reached it (with them, or without a change).
-    pub(crate) instructions: u64,
+    /// reached it (with them, or without a change). None for a retry, whose note carries none.
+    pub(crate) instructions: Option<u64>,
 }
 
 impl TurnRun {
@@ -141,8 +141,10 @@ impl TurnRun {
         }
         // A turn that waited for tool results no longer does.
         self.session.state.take_paused();
-        if self.delivered {
-            self.session.state.instructions.remember(self.instructions);
+        if self.delivered
+            && let Some(instructions) = self.instructions
+        {
+            self.session.state.instructions.remember(instructions);
         }
         if self.one_off {
             return;

@@ -137,10 +137,11 @@ impl Ledger {
         }
     }
 
-    /// Whether a pushed message still waits for the last part of its answer. (One answered without the
-    /// tool counts as waiting: nothing says it was answered.)
+    /// Whether the newest pushed message still waits for the last part of its answer: the bridge pushes a
+    /// message only once the previous prompt is over, so the newest is the one Claude works on. (Older
+    /// ones answered without the tool, or interrupted, never get a last part.)
     pub(crate) fn awaiting_answer(&self) -> bool {
-        self.messages().iter().any(|m| !m.answered)
+        self.messages().back().is_some_and(|m| !m.answered)
     }
 
     /// Records that the last part of the answer to `message_id` was sent.
