@@ -3,6 +3,7 @@
 //! system, die in the middle of a prompt. Real agents are covered by the root package's
 //! `tests/acp_claude.rs` and `tests/acp_codex.rs`.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,11 +72,20 @@ async fn serve_setup(
     }
 }
 
+/// A spawner whose every process runs `script`, with a share of `log`.
+fn logging<F, Fut>(log: &Log, script: F) -> FakeSpawner
+where
+    F: Fn(FakeProcess, Log) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let log = log.clone();
+    FakeSpawner::new(move |_spec, agent| script(agent, log.clone()))
+}
+
 /// An agent that answers every prompt with `reply to: TEXT` and `end_turn`.
 fn echo_agent(log: &Log, capabilities: Value) -> FakeSpawner {
-    let log = log.clone();
-    FakeSpawner::new(move |_spec, mut agent| {
-        let (log, capabilities) = (log.clone(), capabilities.clone());
+    logging(log, move |mut agent, log| {
+        let capabilities = capabilities.clone();
         async move {
             while let Some(message) = serve_setup(&mut agent, &log, &capabilities, "s-1").await {
                 if message["method"] == "session/prompt" {
@@ -121,35 +131,29 @@ fn methods(log: &Log) -> Vec<String> {
 #[tokio::test]
 async fn a_turn_streams_chunks_and_ends_with_the_usage_and_the_stop_reason() {
     let log = Log::default();
-    let agent = FakeSpawner::new({
-        let log = log.clone();
-        move |_spec, mut agent| {
-            let log = log.clone();
-            async move {
-                while let Some(prompt) = serve_setup(&mut agent, &log, &json!({}), "s-1").await {
-                    let text = prompt["params"]["prompt"][0]["text"]
-                        .as_str()
-                        .unwrap()
-                        .to_owned();
-                    // Another session's chunk, an update of a kind this ACP version does not know, a
-                    // thought: none of them is the answer.
-                    send(&mut agent, chunk("s-other", "not mine")).await;
-                    send(&mut agent, json!({"jsonrpc": "2.0", "method": "session/update", "params": {"sessionId": "s-1", "update": {"sessionUpdate": "something_new"}}})).await;
-                    send(&mut agent, json!({"jsonrpc": "2.0", "method": "session/update", "params": {"sessionId": "s-1", "update": {"sessionUpdate": "agent_thought_chunk", "content": {"type": "text", "text": "hmm"}}}})).await;
-                    send(&mut agent, chunk("s-1", "")).await;
-                    send(&mut agent, chunk("s-1", "one ")).await;
-                    send(&mut agent, chunk("s-1", "two")).await;
-                    let result = match text.as_str() {
-                        "long" => json!({"stopReason": "max_tokens"}),
-                        "refuse" => json!({"stopReason": "refusal"}),
-                        "give up" => json!({"stopReason": "cancelled"}),
-                        _ => {
-                            json!({"stopReason": "end_turn", "usage": {"inputTokens": 10, "outputTokens": 5, "cachedReadTokens": 3, "cachedWriteTokens": 2, "totalTokens": 20}})
-                        }
-                    };
-                    answer(&mut agent, &prompt, result).await;
+    let agent = logging(&log, |mut agent, log| async move {
+        while let Some(prompt) = serve_setup(&mut agent, &log, &json!({}), "s-1").await {
+            let text = prompt["params"]["prompt"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            // Another session's chunk, an update of a kind this ACP version does not know, a
+            // thought: none of them is the answer.
+            send(&mut agent, chunk("s-other", "not mine")).await;
+            send(&mut agent, json!({"jsonrpc": "2.0", "method": "session/update", "params": {"sessionId": "s-1", "update": {"sessionUpdate": "something_new"}}})).await;
+            send(&mut agent, json!({"jsonrpc": "2.0", "method": "session/update", "params": {"sessionId": "s-1", "update": {"sessionUpdate": "agent_thought_chunk", "content": {"type": "text", "text": "hmm"}}}})).await;
+            send(&mut agent, chunk("s-1", "")).await;
+            send(&mut agent, chunk("s-1", "one ")).await;
+            send(&mut agent, chunk("s-1", "two")).await;
+            let result = match text.as_str() {
+                "long" => json!({"stopReason": "max_tokens"}),
+                "refuse" => json!({"stopReason": "refusal"}),
+                "give up" => json!({"stopReason": "cancelled"}),
+                _ => {
+                    json!({"stopReason": "end_turn", "usage": {"inputTokens": 10, "outputTokens": 5, "cachedReadTokens": 3, "cachedWriteTokens": 2, "totalTokens": 20}})
                 }
-            }
+            };
+            answer(&mut agent, &prompt, result).await;
         }
     });
     let backend = backend(&agent, Arc::new(MemoryStore::new()));
@@ -195,28 +199,22 @@ async fn a_turn_streams_chunks_and_ends_with_the_usage_and_the_stop_reason() {
 #[tokio::test]
 async fn requests_for_client_capabilities_are_refused_and_permissions_answered_by_the_policy() {
     let log = Log::default();
-    let agent = FakeSpawner::new({
-        let log = log.clone();
-        move |_spec, mut agent| {
-            let log = log.clone();
-            async move {
-                while let Some(prompt) = serve_setup(&mut agent, &log, &json!({}), "s-1").await {
-                    send(&mut agent, json!({"jsonrpc": "2.0", "id": "fs-1", "method": "fs/read_text_file", "params": {"sessionId": "s-1", "path": "/etc/passwd"}})).await;
-                    let refusal = read(&mut agent, &log).await.unwrap();
-                    send(&mut agent, json!({"jsonrpc": "2.0", "id": 7, "method": "session/request_permission", "params": {
+    let agent = logging(&log, |mut agent, log| async move {
+        while let Some(prompt) = serve_setup(&mut agent, &log, &json!({}), "s-1").await {
+            send(&mut agent, json!({"jsonrpc": "2.0", "id": "fs-1", "method": "fs/read_text_file", "params": {"sessionId": "s-1", "path": "/etc/passwd"}})).await;
+            let refusal = read(&mut agent, &log).await.unwrap();
+            send(&mut agent, json!({"jsonrpc": "2.0", "id": 7, "method": "session/request_permission", "params": {
                         "sessionId": "s-1",
                         "toolCall": {"toolCallId": "call-1", "title": "rm -rf /", "kind": "execute"},
                         "options": [{"optionId": "yes", "name": "Allow", "kind": "allow_once"},
                                     {"optionId": "no", "name": "Reject", "kind": "reject_once"}]}})).await;
-                    let permission = read(&mut agent, &log).await.unwrap();
-                    let said = format!(
-                        "{} / {}",
-                        refusal["error"]["code"], permission["result"]["outcome"]["optionId"]
-                    );
-                    send(&mut agent, chunk("s-1", &said)).await;
-                    answer(&mut agent, &prompt, json!({"stopReason": "end_turn"})).await;
-                }
-            }
+            let permission = read(&mut agent, &log).await.unwrap();
+            let said = format!(
+                "{} / {}",
+                refusal["error"]["code"], permission["result"]["outcome"]["optionId"]
+            );
+            send(&mut agent, chunk("s-1", &said)).await;
+            answer(&mut agent, &prompt, json!({"stopReason": "end_turn"})).await;
         }
     });
     let backend = backend(&agent, Arc::new(MemoryStore::new()));
@@ -230,20 +228,16 @@ async fn requests_for_client_capabilities_are_refused_and_permissions_answered_b
 #[tokio::test]
 async fn an_agent_that_ignores_the_cancel_is_stopped_and_the_next_turn_reopens_its_session() {
     let log = Log::default();
-    let agent = FakeSpawner::new({
-        let log = log.clone();
-        move |_spec, mut agent| {
-            let log = log.clone();
-            let capabilities = json!({"sessionCapabilities": {"resume": {}}});
-            async move {
-                while let Some(prompt) = serve_setup(&mut agent, &log, &capabilities, "s-1").await {
-                    if prompt["params"]["prompt"][0]["text"] == "hang" {
-                        // Reads the cancel, and never answers.
-                        while read(&mut agent, &log).await.is_some() {}
-                        return;
-                    }
-                    answer(&mut agent, &prompt, json!({"stopReason": "end_turn"})).await;
+    let agent = logging(&log, |mut agent, log| {
+        let capabilities = json!({"sessionCapabilities": {"resume": {}}});
+        async move {
+            while let Some(prompt) = serve_setup(&mut agent, &log, &capabilities, "s-1").await {
+                if prompt["params"]["prompt"][0]["text"] == "hang" {
+                    // Reads the cancel, and never answers.
+                    while read(&mut agent, &log).await.is_some() {}
+                    return;
                 }
+                answer(&mut agent, &prompt, json!({"stopReason": "end_turn"})).await;
             }
         }
     });
@@ -302,23 +296,17 @@ async fn an_agent_that_cannot_start_is_unavailable_with_its_words() {
 #[tokio::test]
 async fn an_agent_that_dies_mid_turn_fails_it_at_once_with_the_cause() {
     let log = Log::default();
-    let agent = FakeSpawner::new({
-        let log = log.clone();
-        move |_spec, mut agent| {
-            let log = log.clone();
-            async move {
-                while let Some(prompt) =
-                    serve_setup(&mut agent, &log, &json!({"loadSession": true}), "s-1").await
-                {
-                    if prompt["params"]["prompt"][0]["text"] == "die" {
-                        send(&mut agent, chunk("s-1", "partial ")).await;
-                        agent.show("panic: out of memory\n");
-                        agent.exit(3);
-                        return;
-                    }
-                    answer(&mut agent, &prompt, json!({"stopReason": "end_turn"})).await;
-                }
+    let agent = logging(&log, |mut agent, log| async move {
+        while let Some(prompt) =
+            serve_setup(&mut agent, &log, &json!({"loadSession": true}), "s-1").await
+        {
+            if prompt["params"]["prompt"][0]["text"] == "die" {
+                send(&mut agent, chunk("s-1", "partial ")).await;
+                agent.show("panic: out of memory\n");
+                agent.exit(3);
+                return;
             }
+            answer(&mut agent, &prompt, json!({"stopReason": "end_turn"})).await;
         }
     });
     let backend = backend(&agent, Arc::new(MemoryStore::new()));
@@ -346,30 +334,38 @@ async fn an_agent_that_dies_mid_turn_fails_it_at_once_with_the_cause() {
 #[tokio::test]
 async fn a_session_the_agent_cannot_reopen_starts_again_and_a_replay_is_not_an_answer() {
     let log = Log::default();
-    let agent = FakeSpawner::new({
-        let log = log.clone();
-        move |_spec, mut agent| {
-            let log = log.clone();
-            async move {
-                while let Some(message) = read(&mut agent, &log).await {
-                    match message["method"].as_str().unwrap_or_default() {
-                        "initialize" => answer(&mut agent, &message, json!({"protocolVersion": 1, "agentCapabilities": {"loadSession": true}})).await,
-                        "session/load" if message["params"]["sessionId"] == "gone" => {
-                            send(&mut agent, json!({"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32002, "message": "Resource not found"}})).await;
-                        }
-                        "session/load" => {
-                            // A load replays the conversation before it answers.
-                            send(&mut agent, chunk("kept", "an old answer")).await;
-                            answer(&mut agent, &message, json!({})).await;
-                        }
-                        "session/new" => answer(&mut agent, &message, json!({"sessionId": "fresh"})).await,
-                        "session/prompt" => {
-                            send(&mut agent, chunk(message["params"]["sessionId"].as_str().unwrap(), "new answer")).await;
-                            answer(&mut agent, &message, json!({"stopReason": "end_turn"})).await;
-                        }
-                        _ => {}
-                    }
+    let agent = logging(&log, |mut agent, log| async move {
+        while let Some(message) = read(&mut agent, &log).await {
+            match message["method"].as_str().unwrap_or_default() {
+                "initialize" => {
+                    answer(
+                        &mut agent,
+                        &message,
+                        json!({"protocolVersion": 1, "agentCapabilities": {"loadSession": true}}),
+                    )
+                    .await
                 }
+                "session/load" if message["params"]["sessionId"] == "gone" => {
+                    send(&mut agent, json!({"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32002, "message": "Resource not found"}})).await;
+                }
+                "session/load" => {
+                    // A load replays the conversation before it answers.
+                    send(&mut agent, chunk("kept", "an old answer")).await;
+                    answer(&mut agent, &message, json!({})).await;
+                }
+                "session/new" => answer(&mut agent, &message, json!({"sessionId": "fresh"})).await,
+                "session/prompt" => {
+                    send(
+                        &mut agent,
+                        chunk(
+                            message["params"]["sessionId"].as_str().unwrap(),
+                            "new answer",
+                        ),
+                    )
+                    .await;
+                    answer(&mut agent, &message, json!({"stopReason": "end_turn"})).await;
+                }
+                _ => {}
             }
         }
     });
@@ -407,18 +403,12 @@ async fn a_session_the_agent_cannot_reopen_starts_again_and_a_replay_is_not_an_a
 #[tokio::test]
 async fn a_prompt_the_agent_fails_fails_the_turn_and_the_process_stays() {
     let log = Log::default();
-    let agent = FakeSpawner::new({
-        let log = log.clone();
-        move |_spec, mut agent| {
-            let log = log.clone();
-            async move {
-                while let Some(prompt) = serve_setup(&mut agent, &log, &json!({}), "s-1").await {
-                    if prompt["params"]["prompt"][0]["text"] == "fail" {
-                        send(&mut agent, json!({"jsonrpc": "2.0", "id": prompt["id"], "error": {"code": -32603, "message": "model overloaded"}})).await;
-                    } else {
-                        answer(&mut agent, &prompt, json!({"stopReason": "end_turn"})).await;
-                    }
-                }
+    let agent = logging(&log, |mut agent, log| async move {
+        while let Some(prompt) = serve_setup(&mut agent, &log, &json!({}), "s-1").await {
+            if prompt["params"]["prompt"][0]["text"] == "fail" {
+                send(&mut agent, json!({"jsonrpc": "2.0", "id": prompt["id"], "error": {"code": -32603, "message": "model overloaded"}})).await;
+            } else {
+                answer(&mut agent, &prompt, json!({"stopReason": "end_turn"})).await;
             }
         }
     });
@@ -493,23 +483,20 @@ async fn a_request_between_turns_is_answered_at_once() {
     let log = Log::default();
     let (asked, answered) = tokio::sync::oneshot::channel::<Value>();
     let asked = Arc::new(Mutex::new(Some(asked)));
-    let agent = FakeSpawner::new({
-        let log = log.clone();
-        move |_spec, mut agent| {
-            let (log, asked) = (log.clone(), asked.clone());
-            async move {
-                let prompt = serve_setup(&mut agent, &log, &json!({}), "s-1")
-                    .await
-                    .unwrap();
-                answer(&mut agent, &prompt, json!({"stopReason": "end_turn"})).await;
-                // After its answer, no turn runs: the agent asks anyway, and a file read.
-                send(&mut agent, json!({"jsonrpc": "2.0", "id": "late-1", "method": "session/request_permission", "params": {
+    let agent = logging(&log, move |mut agent, log| {
+        let asked = asked.clone();
+        async move {
+            let prompt = serve_setup(&mut agent, &log, &json!({}), "s-1")
+                .await
+                .unwrap();
+            answer(&mut agent, &prompt, json!({"stopReason": "end_turn"})).await;
+            // After its answer, no turn runs: the agent asks anyway, and a file read.
+            send(&mut agent, json!({"jsonrpc": "2.0", "id": "late-1", "method": "session/request_permission", "params": {
                     "sessionId": "s-1", "toolCall": {"toolCallId": "c"},
                     "options": [{"optionId": "yes", "name": "Allow", "kind": "allow_once"}]}})).await;
-                let permission = read(&mut agent, &log).await.unwrap();
-                let _ = asked.lock().unwrap().take().unwrap().send(permission);
-                while read(&mut agent, &log).await.is_some() {}
-            }
+            let permission = read(&mut agent, &log).await.unwrap();
+            let _ = asked.lock().unwrap().take().unwrap().send(permission);
+            while read(&mut agent, &log).await.is_some() {}
         }
     });
     let backend = backend(&agent, Arc::new(MemoryStore::new()));
@@ -528,20 +515,13 @@ async fn a_request_between_turns_is_answered_at_once() {
 #[tokio::test]
 async fn a_session_the_agent_lost_after_reopening_it_is_replaced_on_the_next_turn() {
     let log = Log::default();
-    let agent = FakeSpawner::new({
-        let log = log.clone();
-        move |_spec, mut agent| {
-            let log = log.clone();
-            async move {
-                let capabilities = json!({"sessionCapabilities": {"resume": {}}});
-                while let Some(prompt) = serve_setup(&mut agent, &log, &capabilities, "s-new").await
-                {
-                    if prompt["params"]["sessionId"] == "lost" {
-                        send(&mut agent, json!({"jsonrpc": "2.0", "id": prompt["id"], "error": {"code": -32002, "message": "Resource not found"}})).await;
-                    } else {
-                        answer(&mut agent, &prompt, json!({"stopReason": "end_turn"})).await;
-                    }
-                }
+    let agent = logging(&log, |mut agent, log| async move {
+        let capabilities = json!({"sessionCapabilities": {"resume": {}}});
+        while let Some(prompt) = serve_setup(&mut agent, &log, &capabilities, "s-new").await {
+            if prompt["params"]["sessionId"] == "lost" {
+                send(&mut agent, json!({"jsonrpc": "2.0", "id": prompt["id"], "error": {"code": -32002, "message": "Resource not found"}})).await;
+            } else {
+                answer(&mut agent, &prompt, json!({"stopReason": "end_turn"})).await;
             }
         }
     });
