@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use support::bridge_process::BridgeProcess;
 use support::real_claude::{
     Mode, TURN_PATIENCE, World, acp_children, claude_acp_agent, history, kill, last_tool_result,
-    post_json, post_turn, post_until_the_model_has_it, sse_events, text_deltas, turn,
+    last_user_message, post_json, post_turn, post_until_the_model_has_it, sse_events, text_deltas,
+    turn,
 };
 use synthesis_mock_anthropic::script;
 
@@ -234,22 +235,7 @@ async fn acp_gives_the_agent_the_clients_instructions_with_the_first_message_and
             {"role": "user", "content": text},
         ]})
     };
-    // The newest user message of the first model request whose prompt ends with `text`.
-    let told = |text: &str| {
-        let request = world
-            .api
-            .requests()
-            .into_iter()
-            .find(|request| request.prompt().is_some_and(|p| p.content.ends_with(text)))
-            .unwrap_or_else(|| panic!("the mock never saw {text:?}"));
-        request.body["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .rfind(|message| message["role"] == "user")
-            .unwrap()
-            .to_string()
-    };
+    let told = |text: &str| last_user_message(&world.request_ending_with(text));
     let note = "in place of any it gave before";
     let rules = "You are the OpenClaw agent. Always answer in haiku.";
     let changed = "You are the OpenClaw agent. Answer in prose.";

@@ -11,9 +11,9 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use support::client_tools::{self, weather_tool};
 use support::real_claude::{
-    Mode, TURN_PATIENCE, World, claude_children, history, kill_claude, last_tool_result, post_json,
-    post_to, post_turn, post_until_the_model_has_it, sse_events, text_deltas, transcripts, turn,
-    wait_until,
+    Mode, TURN_PATIENCE, World, claude_children, history, kill_claude, last_tool_result,
+    last_user_message, post_json, post_to, post_turn, post_until_the_model_has_it, sse_events,
+    text_deltas, transcripts, turn, wait_until,
 };
 use synthesis_mock_anthropic::script;
 
@@ -406,22 +406,12 @@ async fn stream_json_gives_claude_the_clients_instructions_and_a_change_of_them_
             {"role": "user", "content": text},
         ]})
     };
-    // The first model request whose newest prompt ends with `text` (a note may come before it).
-    let request_of = |text: &str| {
-        world
-            .api
-            .requests()
-            .into_iter()
-            .find(|request| request.prompt().is_some_and(|p| p.content.ends_with(text)))
-            .unwrap_or_else(|| panic!("the mock never saw {text:?}"))
-            .body
-    };
     let rules = "You are the OpenClaw agent. Always answer in haiku.";
     for (n, text) in ["first with rules", "second with rules"].iter().enumerate() {
         let (status, body) = post_json(&bridge, ask(rules, text)).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         // On top of Claude Code's own system prompt.
-        let system = request_of(text)["system"].to_string();
+        let system = world.request_ending_with(text)["system"].to_string();
         assert!(system.contains(rules), "turn {n}: {system}");
         assert!(system.contains("Claude"), "turn {n}: {system}");
     }
@@ -432,13 +422,7 @@ async fn stream_json_gives_claude_the_clients_instructions_and_a_change_of_them_
     let text = "third with new rules";
     let (status, body) = post_json(&bridge, ask(changed, text)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let third = request_of(text);
-    let told = third["messages"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .to_string();
+    let told = last_user_message(&world.request_ending_with(text));
     assert!(
         told.contains(changed) && told.contains("in place of any it gave before"),
         "{told}"
@@ -446,13 +430,7 @@ async fn stream_json_gives_claude_the_clients_instructions_and_a_change_of_them_
     let text = "fourth with the same new rules";
     let (status, body) = post_json(&bridge, ask(changed, text)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let fourth = request_of(text);
-    let told = fourth["messages"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .to_string();
+    let told = last_user_message(&world.request_ending_with(text));
     assert!(
         !told.contains("in place of any it gave before"),
         "told once: {told}"

@@ -150,6 +150,17 @@ impl World {
         std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
     }
 
+    /// The body of the first model request whose newest prompt ends with `text` (a note may come before
+    /// it).
+    pub fn request_ending_with(&self, text: &str) -> Value {
+        self.api
+            .requests()
+            .into_iter()
+            .find(|request| request.prompt().is_some_and(|p| p.content.ends_with(text)))
+            .unwrap_or_else(|| panic!("the mock never saw {text:?}"))
+            .body
+    }
+
     /// The requests whose newest prompt is `content`.
     pub fn requests_for(&self, content: &str) -> Vec<RecordedRequest> {
         self.api
@@ -455,6 +466,17 @@ pub fn text_deltas(body: &str) -> Vec<String> {
                 .map(str::to_owned)
         })
         .collect()
+}
+
+/// The newest user message of a model request, as JSON text.
+pub fn last_user_message(body: &Value) -> String {
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|message| message["role"] == "user")
+        .unwrap_or_else(|| panic!("no user message in {body}"))
+        .to_string()
 }
 
 /// The newest `tool_result` block of a model request.
