@@ -274,9 +274,7 @@ async fn write_mcp(
 ) {
     let answer = answer.unwrap_or_else(|| json!({"jsonrpc": "2.0", "result": {}}));
     let line = super::response_line(request_id, json!({"mcp_response": answer}));
-    if let Err(err) = process.write(&line).await {
-        warn!(%session, %err, "cannot answer claude's MCP message");
-    }
+    send_answer(process, session, &line).await;
 }
 
 /// Refuses a message for an MCP server the bridge does not run.
@@ -290,8 +288,14 @@ async fn refuse_server(
         request_id,
         &format!("the bridge runs no MCP server {server:?}"),
     );
-    if let Err(err) = process.write(&line).await {
-        warn!(%session, %err, "cannot answer claude's MCP message");
+    send_answer(process, session, &line).await;
+}
+
+/// Writes an answer to a request of Claude Code's; one that cannot be written is logged (the process is
+/// going, and the turn learns so from its output).
+async fn send_answer(process: &dyn ProcessHandle, session: &SessionKey, line: &[u8]) {
+    if let Err(err) = process.write(line).await {
+        warn!(%session, %err, "cannot answer claude's request");
     }
 }
 
@@ -343,9 +347,7 @@ async fn answer_request(
         }
         _ => return,
     };
-    if let Err(err) = process.write(&answer).await {
-        warn!(%session, %err, "cannot answer claude's request");
-    }
+    send_answer(process, session, &answer).await;
 }
 
 /// Whether claude's standard error says it has no conversation to resume, giving the reader of standard
