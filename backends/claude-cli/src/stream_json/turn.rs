@@ -153,19 +153,13 @@ impl TurnRun {
                     server,
                     message,
                 } => {
-                    if server != sdk_server::SERVER {
-                        refuse_server(process, session, &request_id, &server).await;
-                        continue;
-                    }
-                    match sdk_server::reply(&request_id, &message, &io.tools) {
-                        McpReply::Now(answer) => {
-                            write_mcp(process, session, &request_id, answer).await;
-                        }
-                        McpReply::Call(call) => {
-                            debug!(%session, tool_use = %call.tool_use_id, "claude calls a client tool");
-                            if let Some((call, answer)) = calls.open(call) {
-                                answer_call(process, session, &call, &answer).await;
-                            }
+                    let tools = &io.tools;
+                    if let Some(call) =
+                        answer_mcp(process, session, tools, &request_id, &server, &message).await
+                    {
+                        debug!(%session, tool_use = %call.tool_use_id, "claude calls a client tool");
+                        if let Some((call, answer)) = calls.open(call) {
+                            answer_call(process, session, &call, &answer).await;
                         }
                     }
                 }
@@ -277,6 +271,30 @@ async fn write_mcp(
     send_answer(process, session, &line).await;
 }
 
+/// Answers Claude Code's MCP `message` for `server` (control request `request_id`) if it can be now: the
+/// client's tools' server answers all but a call of a tool, which comes back for the turn to answer; a
+/// message for any other server is refused.
+async fn answer_mcp(
+    process: &dyn ProcessHandle,
+    session: &SessionKey,
+    tools: &[ClientTool],
+    request_id: &str,
+    server: &str,
+    message: &Value,
+) -> Option<OpenCall> {
+    if server != sdk_server::SERVER {
+        refuse_server(process, session, request_id, server).await;
+        return None;
+    }
+    match sdk_server::reply(request_id, message, tools) {
+        McpReply::Now(answer) => {
+            write_mcp(process, session, request_id, answer).await;
+            None
+        }
+        McpReply::Call(call) => Some(call),
+    }
+}
+
 /// Refuses a message for an MCP server the bridge does not run.
 async fn refuse_server(
     process: &dyn ProcessHandle,
@@ -315,14 +333,12 @@ async fn answer_request(
             server,
             message,
         } => {
-            if server != sdk_server::SERVER {
-                return refuse_server(process, session, &request_id, &server).await;
+            if let Some(call) =
+                answer_mcp(process, session, tools, &request_id, &server, &message).await
+            {
+                answer_call(process, session, &call, &Answer::error(why::NO_TURN)).await;
             }
-            let answer = match sdk_server::reply(&request_id, &message, tools) {
-                McpReply::Now(answer) => answer,
-                McpReply::Call(call) => Some(call_result(&call, &Answer::error(why::NO_TURN))),
-            };
-            return write_mcp(process, session, &request_id, answer).await;
+            return;
         }
         Record::ToolPermission {
             request_id,
