@@ -230,32 +230,45 @@ pub fn extract_with(
 /// without the lines that change from turn to turn, so that a long-lived agent gets the same instructions
 /// each turn (a change costs a restart). `None` when there are none.
 pub fn stable_instructions(messages: &[Message<'_>]) -> Option<String> {
-    let parts: Vec<String> = messages
+    // Built in place, with one buffer for each message's lines: OpenClaw's system prompt is some 50 KB on
+    // every request.
+    let mut instructions = String::new();
+    let mut part = String::new();
+    let contents = messages
         .iter()
         .filter(|message| matches!(message.role.as_ref(), "system" | "developer"))
-        .filter_map(|message| message.content.as_ref())
-        .map(|content| {
-            content
-                .text()
-                .lines()
-                .filter(|line| !is_volatile(line))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .map(|text| text.trim().to_owned())
-        .filter(|text| !text.is_empty())
-        .collect();
-    (!parts.is_empty()).then(|| parts.join("\n\n"))
+        .filter_map(|message| message.content.as_ref());
+    for content in contents {
+        let text = content.text();
+        part.clear();
+        part.reserve(text.len());
+        for (n, line) in text.lines().filter(|line| !is_volatile(line)).enumerate() {
+            if n > 0 {
+                part.push('\n');
+            }
+            part.push_str(line);
+        }
+        let kept = part.trim();
+        if kept.is_empty() {
+            continue;
+        }
+        if !instructions.is_empty() {
+            instructions.push_str("\n\n");
+        }
+        instructions.push_str(kept);
+    }
+    (!instructions.is_empty()).then_some(instructions)
 }
+
+/// The prefixes of the volatile lines ([`is_volatile`]).
+const VOLATILE: [&str; 3] = [RUNTIME_PREFIX, "Current date: ", "Time zone: "];
 
 /// Whether a line of the instructions changes by itself from turn to turn or day to day: OpenClaw's runtime
 /// line, and the date and time zone of its system prompt's dynamic section (measured in
 /// `docs/openclaw-measurements.md`; the user messages carry the time anyway).
 fn is_volatile(line: &str) -> bool {
     let line = line.trim_start();
-    [RUNTIME_PREFIX, "Current date: ", "Time zone: "]
-        .iter()
-        .any(|prefix| line.starts_with(prefix))
+    VOLATILE.iter().any(|prefix| line.starts_with(prefix))
 }
 
 /// The client's function tools, unless `tool_choice` is `"none"`.
@@ -469,6 +482,53 @@ impl<S: AsRef<str>> RuntimeLine<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The instructions as the bridge first built them: each message's kept lines joined and trimmed, the
+    /// messages joined by blank lines.
+    fn instructions_by_joining(texts: &[&str]) -> Option<String> {
+        let parts: Vec<String> = texts
+            .iter()
+            .map(|text| {
+                let kept: Vec<&str> = text.lines().filter(|line| !is_volatile(line)).collect();
+                kept.join("\n").trim().to_owned()
+            })
+            .filter(|text| !text.is_empty())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("\n\n"))
+    }
+
+    #[test]
+    fn instructions_are_the_kept_lines_joined_and_trimmed() {
+        let cases: &[&[&str]] = &[
+            &["You are helpful.\nBe brief."],
+            &[
+                "\n\n  \n  Indented first line\nsecond\r\nthird\r\n\n \n",
+                "Current date: today\nTime zone: UTC",
+            ],
+            &["Runtime: agent=main\n", "  developer rules  \n\n", ""],
+            &["a\n\n\nb", "   ", "\tc\t\n  Time zone: UTC\nd  \n"],
+            &["Time zone: UTC\nfirst\n\nCurrent date: today\nlast\nRuntime: agent=main"],
+            &["keep Time zone: in the middle\n Current date: x\nTime zone: a Time zone: b\n\n"],
+            &["Current date: only"],
+            &["x\r\nTime zone: UTC\r\ny"],
+            &[],
+        ];
+        for texts in cases {
+            let json: Vec<String> = texts
+                .iter()
+                .map(|text| serde_json::json!({"role": "system", "content": text}).to_string())
+                .collect();
+            let messages: Vec<Message<'_>> = json
+                .iter()
+                .map(|message| serde_json::from_str(message).unwrap())
+                .collect();
+            assert_eq!(
+                stable_instructions(&messages),
+                instructions_by_joining(texts),
+                "{texts:?}"
+            );
+        }
+    }
 
     #[test]
     fn instructions_are_the_system_and_developer_messages_without_lines_that_change_each_turn() {
